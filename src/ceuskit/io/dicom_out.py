@@ -1,0 +1,293 @@
+"""Write a grey cine loop as a DICOM Ultrasound Multi-frame Image.
+
+The files are synthetic (phantoms, test fixtures, exports of simulated
+studies): every patient and study attribute is a fixed, non-identifying
+placeholder, and every UID is freshly generated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
+from pydicom.valuerep import DSfloat
+
+from ceuskit.cine import Panel
+
+# Frame times are regular when no frame lies further than this from the
+# straight line through the first and last frame times; then a single
+# FrameTime reproduces every timestamp to within this tolerance.
+_REGULAR_TOL_S = 1e-6
+
+# (0018,1063) Frame Time and (0018,1065) Frame Time Vector, the two values a
+# Frame Increment Pointer may name for a cine.
+_TAG_FRAME_TIME = 0x00181063
+_TAG_FRAME_TIME_VECTOR = 0x00181065
+
+#: Transfer syntaxes `write_dicom_cine` can produce (all lossless).
+WRITABLE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+)
+
+# RegionDataType (0018,6014) per panel kind: 1 = tissue, 2 = colour flow.
+# Contrast and B-mode panels are both tissue images as far as DICOM knows.
+_REGION_DATA_TYPE = {"doppler": 2}
+
+
+def _ds(value: float) -> DSfloat:
+    """A Decimal String that fits DICOM's 16-character limit."""
+    return DSfloat(float(value), auto_format=True)
+
+
+def _timing(times_s: NDArray[np.float64]) -> tuple[float | None, list[float] | None]:
+    """Frame Time or Frame Time Vector, in ms, for the given frame times.
+
+    Returns
+    -------
+    frame_time_ms : float or None
+        The constant interval when the times are regular.
+    vector_ms : list of float or None
+        Otherwise 0 followed by each interval from the previous frame
+        (PS3.3 C.7.6.5.1.2).
+    """
+    t = times_s - times_s[0]
+    step = t[-1] / (t.size - 1)
+    line = np.arange(t.size, dtype=np.float64) * step
+    if np.max(np.abs(t - line)) <= _REGULAR_TOL_S:
+        return step * 1e3, None
+    return None, [0.0, *(np.diff(t) * 1e3).tolist()]
+
+
+def _region_item(panel: Panel, spacing_mm: tuple[float, float] | None) -> Dataset:
+    """One item of the Sequence of Ultrasound Regions for a panel."""
+    item = Dataset()
+    item.RegionSpatialFormat = 1  # 2-D tissue or flow image
+    item.RegionDataType = _REGION_DATA_TYPE.get(panel.kind, 1)
+    item.RegionFlags = 0
+    # DICOM region bounds are inclusive; Panel's x1/y1 are exclusive.
+    item.RegionLocationMinX0 = panel.x0
+    item.RegionLocationMinY0 = panel.y0
+    item.RegionLocationMaxX1 = panel.x1 - 1
+    item.RegionLocationMaxY1 = panel.y1 - 1
+    spacing = panel.spacing_mm if panel.spacing_mm is not None else spacing_mm
+    if spacing is None:
+        # Units 0 = "none": the region is still declared, with no scale.
+        item.PhysicalUnitsXDirection = 0
+        item.PhysicalUnitsYDirection = 0
+        item.PhysicalDeltaX = 0.0
+        item.PhysicalDeltaY = 0.0
+    else:
+        row_mm, col_mm = spacing
+        item.PhysicalUnitsXDirection = 3  # cm
+        item.PhysicalUnitsYDirection = 3
+        item.PhysicalDeltaX = float(col_mm) / 10.0
+        item.PhysicalDeltaY = float(row_mm) / 10.0
+    item.ReferencePixelX0 = 0
+    item.ReferencePixelY0 = 0
+    return item
+
+
+def _check_inputs(
+    frames: NDArray[Any], times_s: Sequence[float] | NDArray[Any], regions: Iterable[Panel]
+) -> tuple[NDArray[np.uint8], NDArray[np.float64], tuple[Panel, ...]]:
+    arr = np.asarray(frames)
+    if arr.ndim != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"frames must be a (T, H, W) uint8 array, got {arr.dtype} {arr.shape}")
+    n, h, w = arr.shape
+    if n < 2:
+        raise ValueError("a cine needs at least two frames")
+    if h > 0xFFFF or w > 0xFFFF or h == 0 or w == 0:
+        raise ValueError(f"frame size {h}x{w} cannot be stored in DICOM")
+    t = np.asarray(times_s, dtype=np.float64).reshape(-1)
+    if t.shape != (n,):
+        raise ValueError(f"times_s has {t.size} entries for {n} frames")
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise ValueError("times_s must be finite and strictly increasing")
+    panels = tuple(regions)
+    for p in panels:
+        if p.x1 > w or p.y1 > h or p.x0 < 0 or p.y0 < 0:
+            raise ValueError(f"region {p.bounds} lies outside the {w}x{h} frame")
+    return np.ascontiguousarray(arr), t, panels
+
+
+def _build_dataset(
+    frames: NDArray[np.uint8],
+    times_s: NDArray[np.float64],
+    panels: tuple[Panel, ...],
+    spacing_mm: tuple[float, float] | None,
+    description: str,
+) -> Dataset:
+    n, h, w = frames.shape
+    sop_uid = generate_uid()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.SOPInstanceUID = sop_uid
+
+    # Patient / study / series: fixed placeholders, never real identifiers.
+    ds.PatientName = "PHANTOM^CEUSKIT"
+    ds.PatientID = "PHANTOM"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = generate_uid()
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    ds.Modality = "US"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = description
+    # Not part of the US IOD, but later derived objects (segmentations,
+    # parametric maps) need a frame of reference to point at.
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "ceuskit"
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.ContentDate = ""
+    ds.ContentTime = ""
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.LossyImageCompression = "00"
+
+    # Cine timing: one Frame Time for a regular rate, else the vector.
+    frame_time_ms, vector_ms = _timing(times_s)
+    ds.NumberOfFrames = n
+    if frame_time_ms is not None:
+        ds.FrameTime = _ds(frame_time_ms)
+        ds.FrameIncrementPointer = _TAG_FRAME_TIME
+        rate = 1e3 / frame_time_ms
+    else:
+        assert vector_ms is not None
+        ds.FrameTimeVector = [_ds(v) for v in vector_ms]
+        ds.FrameIncrementPointer = _TAG_FRAME_TIME_VECTOR
+        rate = (n - 1) / float(times_s[-1] - times_s[0])
+    # Cine Rate is an integer display hint; never write 0 for slow loops.
+    ds.CineRate = max(1, round(rate))
+
+    if spacing_mm is not None:
+        ds.PixelSpacing = [_ds(spacing_mm[0]), _ds(spacing_mm[1])]
+    if panels:
+        ds.SequenceOfUltrasoundRegions = DicomSequence(
+            [_region_item(p, spacing_mm) for p in panels]
+        )
+
+    ds.set_pixel_data(frames, "MONOCHROME2", 8, generate_instance_uid=False)
+    return ds
+
+
+def write_dicom_cine(
+    path: str | PathLike[str],
+    frames: NDArray[np.uint8],
+    times_s: Sequence[float] | NDArray[np.floating[Any]],
+    *,
+    regions: Iterable[Panel] = (),
+    spacing_mm: tuple[float, float] | None = None,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    description: str = "ceuskit phantom",
+) -> Path:
+    """Write grey frames as a DICOM Ultrasound Multi-frame Image.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file; replaced atomically if it exists.
+    frames : uint8 array, shape (T, H, W)
+        Grey display values (MONOCHROME2, 8 bits), T >= 2.
+    times_s : array-like, shape (T,)
+        Frame times in seconds, strictly increasing.  Regular times (every
+        frame within 1 µs of a constant rate) are stored as Frame Time,
+        others as Frame Time Vector; both in ms.
+    regions : iterable of Panel
+        Stored as the Sequence of Ultrasound Regions (2-D tissue regions,
+        or colour flow for ``kind="doppler"``), with the physical pixel size
+        in cm taken from each panel's ``spacing_mm`` (row, col), else from
+        `spacing_mm`; a region with neither is written without units.
+    spacing_mm : (float, float), optional
+        Pixel size (row, col) in mm of the whole frame, written as Pixel
+        Spacing and used for regions that carry none of their own.
+    transfer_syntax : str
+        Explicit or Implicit VR Little Endian (uncompressed), RLE Lossless,
+        JPEG-LS Lossless or JPEG 2000 Lossless.
+    description : str
+        Series Description.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        For frames that are not (T, H, W) uint8 with T >= 2, times that do
+        not match them, regions outside the frame or a transfer syntax not
+        listed above.
+    RuntimeError
+        If the encoder for a compressed transfer syntax is not installed.
+    """
+    ts = UID(str(transfer_syntax))
+    if ts not in WRITABLE_TRANSFER_SYNTAXES:
+        raise ValueError(f"cannot write transfer syntax {ts.name or ts}")
+    arr, t, panels = _check_inputs(frames, times_s, regions)
+    ds = _build_dataset(arr, t, panels, spacing_mm, description)
+
+    if ts == ImplicitVRLittleEndian:
+        ds.file_meta.TransferSyntaxUID = ts
+    elif ts != ExplicitVRLittleEndian:
+        # The SOP Instance UID must stay the one already in the file meta.
+        ds.compress(ts, arr, generate_instance_uid=False)
+
+    out = Path(path)
+    # A reader (or a crash) must never see a half-written file: write next
+    # to the target, then rename over it in one step.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+        os.replace(tmp_name, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return out
+
+
+__all__ = ["WRITABLE_TRANSFER_SYNTAXES", "write_dicom_cine"]
+
+# pydicom is imported for its side effect of registering the pixel encoders
+# only through `Dataset.compress`; keep the module name referenced so linters
+# do not treat the import as unused when type checking is skipped.
+_ = pydicom

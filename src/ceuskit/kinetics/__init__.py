@@ -1,0 +1,1 @@
+"""Perfusion kinetics: bolus models, the batched fitter and curve descriptors."""
