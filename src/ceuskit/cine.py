@@ -7,7 +7,7 @@ from it) and never goes back to the file.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -64,12 +64,8 @@ class Panel:
         return (slice(self.y0, self.y1), slice(self.x0, self.x1))
 
     def with_(self, **changes: Any) -> Panel:
-        values = {
-            "x0": self.x0, "y0": self.y0, "x1": self.x1, "y1": self.y1,
-            "spacing_mm": self.spacing_mm, "kind": self.kind, "source": self.source,
-        }
-        values.update(changes)
-        return Panel(**values)
+        """A copy with some fields changed."""
+        return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,189 @@
+"""The ``ceuskit`` command line: a thin shell over `ceuskit.api`.
+
+Exit status: 0 success; 2 bad input or usage (one line on stderr saying what
+is wrong and how to fix it); 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from ceuskit import DISCLAIMER, __version__
+from ceuskit.errors import InputError
+from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the whole usage block; the contract wants one line.
+        self.exit(2, f"ceuskit: {message} (see '{self.prog} --help')\n")
+
+
+def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def say(message: str) -> None:
+        print(f"ceuskit: {message} ...", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _panel_arg(text: str) -> tuple[int, int, int, int] | None:
+    if text == "auto":
+        return None
+    try:
+        x0, y0, x1, y1 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not auto or X0,Y0,X1,Y1") from None
+    return (x0, y0, x1, y1)
+
+
+def _positive(kind: type[float] | type[int]):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float | int:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"'{text}' must be positive")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ceuskit", description="Quantitative CEUS and venous-mass work-up. "
+                + DISCLAIMER)
+    p.add_argument("--version", action="version", version=f"ceuskit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="simulate a venous tumour study, analyse it, write the report")
+    d.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: ./ceuskit-demo, or -2, -3... if taken)")
+    d.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    d.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    d.add_argument("--quiet", action="store_true", help="no progress messages")
+
+    s = sub.add_parser("simulate", help="write a phantom cine with known ground truth")
+    s.add_argument("out", type=Path, help="output directory")
+    s.add_argument("--scenario", choices=("tumor", "bland"), default="tumor")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--necrosis", type=float, default=0.3, help="necrotic share of the mass, 0..0.9")
+    s.add_argument("--motion", type=float, default=0.0, help="breathing motion amplitude (px)")
+    s.add_argument("--fps", type=_positive(float), default=8.0, help="frame rate (frames/s)")
+    s.add_argument("--duration", type=_positive(float), default=90.0, help="cine length (s)")
+    s.add_argument("--format", choices=("dicom", "mp4", "npz"), default="dicom")
+    s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
+
+    a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
+    a.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
+    a.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
+    a.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: ./<cine name>-ceuskit)")
+    a.add_argument("--dynamic-range", type=float, default=DEFAULT_DYNAMIC_RANGE_DB,
+                   help=f"display dynamic range in dB (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
+    a.add_argument("--fps", type=_positive(float), default=None,
+                   help="frame rate, for files without timing (frames/s)")
+    a.add_argument("--panel", type=_panel_arg, default=None,
+                   help="contrast panel: auto (default) or X0,Y0,X1,Y1 in frame pixels")
+    a.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal")
+    a.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    a.add_argument("--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def _free_dir(base: Path) -> Path:
+    if not base.exists():
+        return base
+    for i in range(2, 10_000):
+        cand = base.with_name(f"{base.name}-{i}")
+        if not cand.exists():
+            return cand
+    raise InputError(base, "no free output directory name", "pass --out")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from ceuskit.api import analyze_to_dir
+    from ceuskit.pipeline import AnalysisOptions
+
+    options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
+                              panel=args.panel, model=args.model)
+    out = args.out or Path(f"{args.cine.stem}-ceuskit")
+    _, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
+                              progress=_progress(args.quiet))
+    print(f"results: {paths['results']}")
+    print(f"report: {paths['report']}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ceuskit.simulate import SimulationSpec, simulate, write_phantom
+
+    try:
+        spec = SimulationSpec(scenario=args.scenario, seed=args.seed, necrosis=args.necrosis,
+                              motion_px=args.motion, fps=args.fps, duration_s=args.duration)
+    except ValueError as exc:
+        raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
+    paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ceuskit.api import analyze_to_dir
+    from ceuskit.outputs import check_out_dir
+    from ceuskit.simulate import SimulationSpec, simulate, write_phantom
+
+    say = _progress(args.quiet)
+    out = args.out if args.out is not None else _free_dir(Path("ceuskit-demo"))
+    check_out_dir(out, ("results.json", "report.html", "phantom"), overwrite=args.overwrite)
+    if say:
+        say("simulating a venous tumour with a necrotic core (ground truth in phantom/)")
+    phantom = simulate(SimulationSpec(scenario="tumor", seed=args.seed))
+    files = write_phantom(phantom, out / "phantom", "dicom", overwrite=args.overwrite)
+    analysis, paths = analyze_to_dir(files["cine"], files["rois"], out,
+                                     overwrite=args.overwrite, progress=say)
+    truth = phantom.truth.get("rois", {})
+    print("ceuskit demo: simulated venous tumour, analysed from its DICOM cine")
+    for r in analysis.rois:
+        ttp = r.perfusion.get("time_to_peak_s")
+        true_ttp = truth.get(r.roi.name, {}).get("time_to_peak_s")
+        state = "enhancing" if r.enhancing else "not enhancing"
+        line = f"  {r.roi.name:<8} ({r.roi.role}): {state}"
+        if ttp is not None:
+            line += f", time to peak {ttp:.1f} s"
+            if true_ttp is not None:
+                line += f" (truth {true_ttp:.1f} s)"
+        print(line)
+    print(DISCLAIMER)
+    print(f"results: {paths['results']}")
+    print(f"report: {paths['report']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except InputError as exc:
+        print(f"ceuskit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ceuskit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: say so plainly, exit 1
+        print(f"ceuskit: internal error: {type(exc).__name__}: {exc} "
+              "(please report it with the command that caused it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

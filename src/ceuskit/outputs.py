@@ -1,0 +1,61 @@
+"""Writing results: atomic files, refusal to overwrite, the output directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from ceuskit.errors import InputError
+
+
+def check_out_dir(out_dir: str | PathLike[str], names: Iterable[str], *, overwrite: bool) -> Path:
+    """Create (if needed) and check an output directory before any work is done.
+
+    Raises
+    ------
+    InputError
+        If the directory cannot be created or written, or already holds one of
+        ``names`` and ``overwrite`` is false.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory", "choose another --out")
+    taken = [n for n in names if (out / n).exists()]
+    if taken and not overwrite:
+        raise InputError(out, f"already holds {', '.join(taken)}",
+                         "choose another --out, or pass --overwrite to replace them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".ceuskit-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(out, f"output directory is not writable ({exc.strerror})",
+                         "choose a directory you can write to with --out") from None
+    return out
+
+
+def write_bytes_atomic(path: str | PathLike[str], data: bytes) -> Path:
+    """Write a file under a temporary name in the same directory, then rename it."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_text_atomic(path: str | PathLike[str], text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | PathLike[str], doc: Any) -> Path:
+    return write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")

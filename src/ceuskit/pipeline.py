@@ -1,0 +1,406 @@
+"""The analysis pipeline: cine file + ROI file -> quantified curves.
+
+``analyze`` runs every stage in data-flow order:
+
+    load -> panels -> linearise -> ROI curves -> enhancement test -> model fit
+         -> descriptors -> results
+
+Each stage takes the previous stage's value and returns a new one; the CLI,
+the web app and the batch runner all call these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ceuskit import DISCLAIMER, __version__
+from ceuskit.cine import Cine
+from ceuskit.errors import AnalysisWarning, InputError
+from ceuskit.io import load_cine
+from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
+from ceuskit.kinetics.fit import FitResult, FitStatus, enhancement_test, fit_curves
+from ceuskit.kinetics.models import get_model
+from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, check_dynamic_range, to_linear_power
+from ceuskit.panels import PanelChoice, choose_panels, colour_share
+from ceuskit.roi import Roi, load_roi_file
+from ceuskit.tic import roi_means
+
+Progress = Callable[[str], None]
+
+#: The perfusion keys every ROI carries in results.json (contract.md).
+PERFUSION_KEYS = (
+    "arrival_time_s", "time_to_peak_s", "rise_time_s", "mean_transit_time_s", "fall_time_s",
+    "peak_enhancement", "auc", "wash_in_rate", "wash_out_rate", "wash_in_auc",
+    "wash_out_auc", "wash_in_perfusion_index", "qof",
+)
+#: Lesion / reference ratios of amplitude parameters: these depend on gain and
+#: depth, so their ratio to tissue at the same depth is what compares.
+RATIO_KEYS = ("peak_enhancement", "auc", "wash_in_rate", "wash_in_auc",
+              "wash_out_auc", "wash_in_perfusion_index")
+#: Lesion - reference differences of time parameters (s).
+DIFFERENCE_KEYS = ("arrival_time_s", "time_to_peak_s", "rise_time_s", "mean_transit_time_s")
+#: Share of contrast-panel pixels in colour above which the panel is refused.
+MAX_COLOUR_SHARE = 0.02
+SUPPORTED_MODELS = ("lognormal",)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """User settings of an analysis.
+
+    Attributes
+    ----------
+    dynamic_range_db : float
+        Display dynamic range used to linearise (dB).
+    fps : float or None
+        Frame rate (frames/s) for files without timing.
+    panel : (x0, y0, x1, y1) or None
+        Contrast panel override in frame pixels.
+    model : str
+        Perfusion model name.
+    """
+
+    dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
+    fps: float | None = None
+    panel: tuple[int, int, int, int] | None = None
+    model: str = "lognormal"
+
+    def __post_init__(self) -> None:
+        try:
+            check_dynamic_range(self.dynamic_range_db)
+        except ValueError as exc:
+            raise InputError("--dynamic-range", str(exc), "give the scanner's value in dB") from None
+        if self.fps is not None and not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
+            raise InputError("--fps", f"{self.fps} is not a frame rate",
+                             "give frames per second, e.g. --fps 10")
+        if self.model not in SUPPORTED_MODELS:
+            raise InputError("--model", f"model {self.model!r} is not available yet",
+                             f"use one of {', '.join(SUPPORTED_MODELS)}")
+
+
+@dataclass(frozen=True)
+class RoiResult:
+    """Everything measured in one ROI.
+
+    Attributes
+    ----------
+    roi : Roi
+    intensity : ndarray, shape (T,)
+        Mean linear power per frame (a.u.).
+    enhancing : bool
+        Outcome of the enhancement test.
+    enhancement : dict
+        The test's statistic, threshold and description.
+    fit : FitResult or None
+        The model fit (None when the ROI does not enhance).
+    perfusion : dict
+        `PERFUSION_KEYS` -> value (None where undefined).
+    """
+
+    roi: Roi
+    intensity: NDArray[np.float64]
+    enhancing: bool
+    enhancement: dict[str, Any]
+    fit: FitResult | None
+    perfusion: dict[str, float | None]
+    fit_status: str
+    relative: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The outcome of `analyze`: inputs' provenance, panels, curves and warnings."""
+
+    source_name: str
+    cine_meta: dict[str, Any]
+    times_s: NDArray[np.float64]
+    panels: PanelChoice
+    options: AnalysisOptions
+    rois: list[RoiResult]
+    warnings: list[AnalysisWarning]
+    peak_frame_index: int
+    contrast_frame: NDArray[np.float32]
+    bmode_frame: NDArray[np.float32] | None
+
+    @property
+    def reference(self) -> RoiResult | None:
+        return next((r for r in self.rois if r.roi.role == "reference"), None)
+
+    def results(self) -> dict[str, Any]:
+        """The results.json document (stable keys: see contract.md)."""
+        return build_results(self)
+
+
+def _finite_or_none(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _enhancement_dict(enhancing: bool, stat: float, details: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"enhancing": bool(enhancing), "statistic": _finite_or_none(stat)}
+    if isinstance(details, dict):
+        for k, v in details.items():
+            if isinstance(v, np.ndarray):
+                v = v.tolist() if v.ndim else v.item()
+            if isinstance(v, np.generic):
+                v = v.item()
+            out[k] = v
+    return out
+
+
+def measure_rois(
+    cine: Cine,
+    panels: PanelChoice,
+    rois: list[Roi],
+    options: AnalysisOptions,
+    progress: Progress | None = None,
+) -> tuple[list[RoiResult], list[AnalysisWarning], int]:
+    """Linearise the contrast panel, measure each ROI's curve and fit it.
+
+    Returns
+    -------
+    (roi results, warnings, index of the lesion's peak frame)
+    """
+    say = progress or (lambda _msg: None)
+    warnings: list[AnalysisWarning] = []
+    say("linearising the contrast panel")
+    power = to_linear_power(cine.frames[(slice(None), *panels.contrast.slices)],
+                            options.dynamic_range_db, cine.display_max)
+    curves = roi_means(power, [r.mask for r in rois])
+    del power
+    t = cine.times_s
+    t_end = float(t[-1])
+    model = get_model(options.model)
+    results: list[RoiResult] = []
+    say(f"fitting {len(rois)} curve(s) with the {model.name} model")
+    enh, stat, details = enhancement_test(t, curves)
+    enh = np.asarray(enh, dtype=bool).reshape(len(rois))
+    stat = np.asarray(stat, dtype=np.float64).reshape(len(rois))
+    fit = fit_curves(model, t, curves[enh]) if enh.any() else None
+    desc = fit.descriptors(t_end) if fit is not None else None
+    j = 0
+    for i, roi in enumerate(rois):
+        per_curve_details = {
+            k: (v[i] if isinstance(v, np.ndarray) and v.shape[:1] == (len(rois),) else v)
+            for k, v in (details.items() if isinstance(details, dict) else [])
+        }
+        edict = _enhancement_dict(bool(enh[i]), float(stat[i]), per_curve_details)
+        perfusion: dict[str, float | None] = dict.fromkeys(PERFUSION_KEYS)
+        one_fit: FitResult | None = None
+        status_label = "no-enhancement"
+        if enh[i] and fit is not None and desc is not None:
+            one_fit = fit.select(j)
+            status = FitStatus(int(np.asarray(fit.status).reshape(-1)[j]))
+            status_label = status.label
+            for k in PERFUSION_KEYS:
+                if k == "qof":
+                    perfusion[k] = _finite_or_none(np.asarray(fit.qof).reshape(-1)[j])
+                else:
+                    perfusion[k] = _finite_or_none(np.asarray(desc[k]).reshape(-1)[j])
+            if status not in (FitStatus.OK,):
+                warnings.append(AnalysisWarning(
+                    f"fit-{status.label}",
+                    f"ROI '{roi.name}': the {model.name} fit ended with status '{status.label}'; "
+                    "its perfusion parameters are less reliable",
+                ))
+            j += 1
+        results.append(RoiResult(roi=roi, intensity=curves[i], enhancing=bool(enh[i]),
+                                 enhancement=edict, fit=one_fit, perfusion=perfusion,
+                                 fit_status=status_label))
+    results = _with_relative(results)
+    lesion = next((r for r in results if r.roi.role == "lesion"), results[0])
+    src = lesion.fit.predict(t) if lesion.fit is not None else lesion.intensity
+    peak_index = int(np.argmax(np.asarray(src).reshape(-1)))
+    return results, warnings, peak_index
+
+
+def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
+    ref = next((r for r in results if r.roi.role == "reference" and r.enhancing), None)
+    if ref is None:
+        return results
+    out = []
+    for r in results:
+        rel: dict[str, float | None] = {}
+        if r is not ref:
+            for k in RATIO_KEYS:
+                a, b = r.perfusion.get(k), ref.perfusion.get(k)
+                rel[f"{k}_ratio"] = (a / b) if (a is not None and b not in (None, 0.0)) else None
+            for k in DIFFERENCE_KEYS:
+                a, b = r.perfusion.get(k), ref.perfusion.get(k)
+                rel[f"{k}_difference"] = (a - b) if (a is not None and b is not None) else None
+            if not r.enhancing:
+                rel["peak_enhancement_ratio"] = 0.0
+        out.append(RoiResult(r.roi, r.intensity, r.enhancing, r.enhancement, r.fit,
+                             r.perfusion, r.fit_status, rel))
+    return out
+
+
+def analyze_cine(
+    cine: Cine,
+    roi_path: str | PathLike[str],
+    options: AnalysisOptions | None = None,
+    *,
+    source_name: str = "cine",
+    progress: Progress | None = None,
+) -> Analysis:
+    """Run the pipeline on an already loaded cine.
+
+    Parameters
+    ----------
+    cine : Cine
+    roi_path : path-like
+        The ROI file (contract format).
+    options : AnalysisOptions, optional
+    source_name : str
+        Name of the cine for provenance (a file name, never a patient name).
+    progress : callable, optional
+        Receives one short message per stage.
+
+    Returns
+    -------
+    Analysis
+
+    Raises
+    ------
+    InputError
+        Colour contrast panel, invalid ROIs, bad options.
+    """
+    options = options or AnalysisOptions()
+    say = progress or (lambda _msg: None)
+    say("choosing the contrast panel")
+    panels = choose_panels(cine, options.panel)
+    share = colour_share(cine, panels.contrast)
+    if share > MAX_COLOUR_SHARE:
+        raise InputError(
+            source_name,
+            f"the contrast panel is in colour ({share:.0%} of its pixels), and colour-map "
+            "inversion is not supported yet",
+            "export the contrast cine in grey scale, or choose a grey panel with --panel",
+        )
+    rois = load_roi_file(roi_path, panel=panels.contrast, frame_shape=cine.frame_shape)
+    roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress)
+    warnings = list(cine.warnings) + warnings
+    if options.panel is None and panels.method == "whole-frame":
+        warnings.append(AnalysisWarning(
+            "panel-whole-frame",
+            "no contrast panel was declared or detected, so the whole frame was analysed; "
+            "check that the ROIs lie on the contrast image, or pass --panel",
+        ))
+    for r in roi_results:
+        if r.fit is not None and r.perfusion.get("time_to_peak_s") is not None and \
+                float(r.perfusion["time_to_peak_s"] or 0.0) > cine.duration_s:
+            warnings.append(AnalysisWarning(
+                "peak-after-end",
+                f"ROI '{r.roi.name}': the fitted peak lies after the last frame; its time "
+                "and amplitude parameters are extrapolated",
+            ))
+    contrast_frame = np.array(cine.frames[peak][panels.contrast.slices])
+    bmode_frame = (np.array(cine.frames[peak][panels.bmode.slices])
+                   if panels.bmode is not None else None)
+    return Analysis(
+        source_name=source_name,
+        cine_meta=dict(cine.meta),
+        times_s=np.asarray(cine.times_s),
+        panels=panels,
+        options=options,
+        rois=roi_results,
+        warnings=warnings,
+        peak_frame_index=peak,
+        contrast_frame=contrast_frame,
+        bmode_frame=bmode_frame,
+    )
+
+
+def analyze(
+    cine_path: str | PathLike[str],
+    roi_path: str | PathLike[str],
+    options: AnalysisOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> Analysis:
+    """Load a cine (DICOM, video or NPZ) and analyse it with an ROI file.
+
+    See `analyze_cine` for the parameters; ``cine_path`` is read with
+    `ceuskit.io.load_cine`.
+    """
+    options = options or AnalysisOptions()
+    say = progress or (lambda _msg: None)
+    say(f"reading {Path(cine_path).name}")
+    cine = load_cine(cine_path, fps=options.fps)
+    return analyze_cine(cine, roi_path, options, source_name=Path(cine_path).name,
+                        progress=progress)
+
+
+def _json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
+    return [None if not math.isfinite(float(v)) else float(f"{float(v):.{digits}g}") for v in a]
+
+
+def build_results(analysis: Analysis) -> dict[str, Any]:
+    """Assemble the results.json document."""
+    t = analysis.times_s
+    dt = np.diff(t)
+    rois: dict[str, Any] = {}
+    for r in analysis.rois:
+        entry: dict[str, Any] = dict(r.roi.as_dict())
+        entry["enhancing"] = r.enhancing
+        entry["enhancement_test"] = r.enhancement
+        entry["model"] = r.fit.model.name if r.fit is not None else "none"
+        entry["fit"] = None
+        if r.fit is not None:
+            entry["fit"] = {
+                "status": r.fit_status,
+                "parameters": {n: _finite_or_none(v) for n, v in
+                               zip(r.fit.model.param_names, np.asarray(r.fit.params).reshape(-1),
+                                   strict=True)},
+                "standard_errors": {n: _finite_or_none(v) for n, v in
+                                    zip(r.fit.model.param_names,
+                                        np.asarray(r.fit.stderr).reshape(-1), strict=True)},
+                "iterations": int(np.asarray(r.fit.n_iter).reshape(-1)[0]),
+            }
+        entry["perfusion"] = r.perfusion
+        entry["relative_to_reference"] = r.relative or None
+        entry["tic"] = {
+            "times_s": _json_array(t, 8),
+            "intensity": _json_array(r.intensity),
+            "fitted": _json_array(np.asarray(r.fit.predict(t)).reshape(-1))
+            if r.fit is not None else None,
+        }
+        rois[r.roi.name] = entry
+    meta = {k: v for k, v in analysis.cine_meta.items() if isinstance(v, str | int | float | bool)}
+    return {
+        "ceuskit_version": __version__,
+        "disclaimer": DISCLAIMER,
+        "source": {"file": analysis.source_name, **meta},
+        "acquisition": {
+            "n_frames": int(t.size),
+            "duration_s": float(t[-1]),
+            "median_frame_interval_s": float(np.median(dt)),
+            "frame_rate_hz": float(1.0 / np.median(dt)),
+            "timing_source": analysis.cine_meta.get("timing_source"),
+        },
+        "panels": analysis.panels.as_dict(),
+        "linearization": {
+            "dynamic_range_db": analysis.options.dynamic_range_db,
+            "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
+        },
+        "analysis": {
+            "model": analysis.options.model,
+            "peak_frame_index": analysis.peak_frame_index,
+            "peak_frame_time_s": float(t[analysis.peak_frame_index]),
+        },
+        "units": {**DESCRIPTOR_UNITS, "qof": "1", "intensity": "a.u. (linear echo power)",
+                  "area_mm2": "mm2"},
+        "rois": rois,
+        "warnings": [w.as_dict() for w in analysis.warnings],
+    }

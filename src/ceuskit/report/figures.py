@@ -1,0 +1,101 @@
+"""Report figures (matplotlib, rendered off-screen to PNG bytes)."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from ceuskit.pipeline import Analysis
+
+ROLE_COLOURS = {"lesion": "#ff5a36", "reference": "#27c4f5", "vessel": "#d05ce3", "other": "#f5d327"}
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _show_panel(ax: Axes, image: np.ndarray, spacing: tuple[float, float] | None, title: str) -> float:
+    """Draw a grey panel; returns the scale (mm per px, or 1) used for the axes."""
+    h, w = image.shape
+    scale = 1.0
+    if spacing is not None:
+        scale = spacing[1]
+        extent = (-0.5 * spacing[1], (w - 0.5) * spacing[1], (h - 0.5) * spacing[0], -0.5 * spacing[0])
+        ax.set_xlabel("lateral (mm)")
+        ax.set_ylabel("depth (mm)")
+    else:
+        extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    return scale
+
+
+def roi_overlay_png(analysis: Analysis) -> bytes:
+    """The ROIs drawn on the contrast panel (and the B-mode panel) at the lesion's peak."""
+    has_b = analysis.bmode_frame is not None
+    fig, axes = plt.subplots(1, 2 if has_b else 1, figsize=(10 if has_b else 5.5, 4.2), squeeze=False)
+    t_peak = float(analysis.times_s[analysis.peak_frame_index])
+    spacing = analysis.panels.contrast.spacing_mm
+    _show_panel(axes[0, 0], analysis.contrast_frame, spacing,
+                f"contrast, frame {analysis.peak_frame_index} (t = {t_peak:.1f} s)")
+    panels = [axes[0, 0]]
+    if has_b and analysis.bmode_frame is not None and analysis.panels.bmode is not None:
+        _show_panel(axes[0, 1], analysis.bmode_frame, analysis.panels.bmode.spacing_mm or spacing,
+                    "B-mode, same frame")
+        panels.append(axes[0, 1])
+    sy, sx = spacing if spacing is not None else (1.0, 1.0)
+    for r in analysis.rois:
+        colour = ROLE_COLOURS.get(r.roi.role, "#ffffff")
+        xy = r.roi.outline
+        for ax in panels:
+            ax.plot(xy[:, 0] * sx, xy[:, 1] * sy, color=colour, lw=1.4)
+            cx = r.roi.centroid_xy[0]
+            ax.text(cx * sx, (xy[:, 1].min() - 3) * sy, r.roi.name, color=colour, fontsize=8,
+                    ha="center", va="bottom", fontweight="bold")
+    return _png(fig)
+
+
+def tic_png(analysis: Analysis) -> bytes:
+    """Time-intensity curves: measured means and fitted curves, linear and in dB."""
+    t = analysis.times_s
+    fig, (ax_lin, ax_db) = plt.subplots(1, 2, figsize=(11, 4.0))
+    for r in analysis.rois:
+        colour = ROLE_COLOURS.get(r.roi.role, "#444444")
+        y = r.intensity
+        label = f"{r.roi.name} ({r.roi.role})"
+        ax_lin.plot(t, y, ".", ms=2.5, color=colour, alpha=0.45)
+        ax_db.plot(t, 10 * np.log10(np.maximum(y, 1e-12)), ".", ms=2.5, color=colour, alpha=0.45)
+        if r.fit is not None:
+            tf = np.linspace(t[0], t[-1], 800)
+            yf = np.asarray(r.fit.predict(tf)).reshape(-1)
+            ax_lin.plot(tf, yf, "-", color=colour, lw=1.8, label=f"{label}: {r.fit.model.name} fit")
+            ax_db.plot(tf, 10 * np.log10(np.maximum(yf, 1e-12)), "-", color=colour, lw=1.8)
+            ttp = r.perfusion.get("time_to_peak_s")
+            if ttp is not None:
+                ax_lin.axvline(ttp, color=colour, lw=0.8, ls=":")
+        else:
+            ax_lin.plot([], [], ".", color=colour, label=f"{label}: not enhancing, not fitted")
+    ax_lin.set_xlabel("time (s)")
+    ax_lin.set_ylabel("mean linear echo power (a.u.)")
+    ax_lin.set_title("time-intensity curves (linear)", fontsize=10)
+    ax_db.set_xlabel("time (s)")
+    ax_db.set_ylabel("power (dB re display maximum)")
+    ax_db.set_title("same curves in dB", fontsize=10)
+    ax_lin.legend(fontsize=7, loc="upper right")
+    for ax in (ax_lin, ax_db):
+        ax.grid(alpha=0.3)
+    return _png(fig)
