@@ -5,7 +5,7 @@ from __future__ import annotations
 from os import PathLike
 from pathlib import Path
 
-from ceuskit.outputs import check_out_dir, write_json_atomic, write_text_atomic
+from ceuskit.outputs import check_out_dir, make_out_dir, write_json_atomic, write_text_atomic
 from ceuskit.pipeline import Analysis, AnalysisOptions, Progress, analyze
 
 RESULT_FILES = ("results.json", "report.html")
@@ -39,6 +39,7 @@ def analyze_to_dir(
         progress("writing the report")
     results = analysis.results()
     html = render_html(analysis, results)
+    make_out_dir(out)
     paths = {
         "results": write_json_atomic(out / "results.json", results),
         "report": write_text_atomic(out / "report.html", html),

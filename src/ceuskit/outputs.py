@@ -14,12 +14,13 @@ from ceuskit.errors import InputError
 
 
 def check_out_dir(out_dir: str | PathLike[str], names: Iterable[str], *, overwrite: bool) -> Path:
-    """Create (if needed) and check an output directory before any work is done.
+    """Check an output directory before any work is done, without creating it.
 
     Raises
     ------
     InputError
-        If the directory cannot be created or written, or already holds one of
+        If the directory (or, when it does not exist yet, its nearest existing
+        parent) is not a writable directory, or it already holds one of
         ``names`` and ``overwrite`` is false.
     """
     out = Path(out_dir)
@@ -29,13 +30,29 @@ def check_out_dir(out_dir: str | PathLike[str], names: Iterable[str], *, overwri
     if taken and not overwrite:
         raise InputError(out, f"already holds {', '.join(taken)}",
                          "choose another --out, or pass --overwrite to replace them")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(out, f"output directory cannot be created ({probe} is a file)",
+                         "choose another --out")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".ceuskit-write-test-"):
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".ceuskit-write-test-"):
             pass
     except OSError as exc:
         raise InputError(out, f"output directory is not writable ({exc.strerror})",
                          "choose a directory you can write to with --out") from None
+    return out
+
+
+def make_out_dir(out_dir: str | PathLike[str]) -> Path:
+    """Create the output directory (just before the first file is written)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"output directory cannot be created ({exc.strerror})",
+                         "choose another --out") from None
     return out
 
 

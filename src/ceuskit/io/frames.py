@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ceuskit.errors import InputError
+
 # ITU-R BT.601 luma weights: ultrasound scanners render grey as R = G = B, so
 # any weights give the same grey; these keep colour overlays at a sensible level.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
 
 def rgb_to_grey(rgb: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -27,7 +30,8 @@ def rgb_to_grey(rgb: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.floa
     chroma : float32 array, shape (...)
         max - min over the three channels (0 where the pixel is grey).
     """
-    x = np.asarray(rgb, dtype=np.float32)
+    # float64 arithmetic keeps grey pixels (R = G = B) exact after the cast.
+    x = np.asarray(rgb, dtype=np.float64)
     grey = x @ _LUMA
     chroma = x.max(axis=-1) - x.min(axis=-1)
     return grey.astype(np.float32, copy=False), chroma.astype(np.float32, copy=False)
@@ -36,3 +40,17 @@ def rgb_to_grey(rgb: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.floa
 def times_from_fps(n_frames: int, fps: float) -> NDArray[np.float64]:
     """Frame times in seconds for a constant frame rate (first frame at 0)."""
     return np.arange(n_frames, dtype=np.float64) / float(fps)
+
+
+def valid_fps(fps: float | None) -> float | None:
+    """Check a user-supplied frame rate (frames per second); None passes through."""
+    if fps is None:
+        return None
+    try:
+        rate = float(fps)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise InputError("--fps", f"must be a positive number of frames per second, got {fps!r}",
+                         "e.g. --fps 15")
+    return rate
