@@ -64,9 +64,19 @@ def test_renamed_mp4_still_opens_as_video(tmp_path):
     np.testing.assert_allclose(cine.times_s, times(), atol=1e-3)
 
 
-def test_renamed_npz_gets_a_hint(tmp_path):
+def test_renamed_npz_is_still_read_as_arrays(tmp_path):
     npz = write_npz(tmp_path / "cine.npz", frames_u8(), times())
     path = npz.rename(tmp_path / "cine.bin")
+    assert sniff_format(path) == "npz"
+    assert load_cine(path).meta["format"] == "npz"
+
+
+def test_other_zip_gets_a_hint(tmp_path):
+    import zipfile
+
+    path = tmp_path / "archive.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("readme.txt", "not arrays")
     refused(path, "ZIP", ".npz")
 
 

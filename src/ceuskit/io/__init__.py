@@ -7,11 +7,22 @@ video containers through FFmpeg (``read_video``).
 
 from __future__ import annotations
 
+import zipfile
 from os import PathLike
 from pathlib import Path
 
 from ceuskit.cine import Cine
 from ceuskit.errors import InputError
+
+
+def _zip_of_arrays(path: Path) -> bool:
+    """True for a ZIP whose members are all ``.npy`` arrays (an NPZ under another name)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return bool(names) and all(n.endswith(".npy") for n in names)
 
 
 def sniff_format(path: str | PathLike[str]) -> str:
@@ -39,7 +50,7 @@ def sniff_format(path: str | PathLike[str]) -> str:
         raise InputError(p, "is empty", "re-export the cine")
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
-    if head[:4] == b"PK\x03\x04" and p.suffix.lower() == ".npz":
+    if head[:4] == b"PK\x03\x04" and (p.suffix.lower() == ".npz" or _zip_of_arrays(p)):
         return "npz"
     if p.suffix.lower() in {".dcm", ".dicom"}:
         return "dicom"
