@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
@@ -27,6 +26,7 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
+    UltrasoundImageStorage,
     UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
@@ -52,6 +52,10 @@ WRITABLE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     JPEGLSLossless,
     JPEG2000Lossless,
 )
+
+# The openjpeg encoder behind pydicom uses 5 wavelet decomposition levels
+# (not configurable there), which needs 2**5 pixels along each side.
+_J2K_MIN_SIDE = 32
 
 # RegionDataType (0018,6014) per panel kind: 1 = tissue, 2 = colour flow.
 # Contrast and B-mode panels are both tissue images as far as DICOM knows.
@@ -112,14 +116,14 @@ def _region_item(panel: Panel, spacing_mm: tuple[float, float] | None) -> Datase
 
 
 def _check_inputs(
-    frames: NDArray[Any], times_s: Sequence[float] | NDArray[Any], regions: Iterable[Panel]
+    frames: NDArray[Any], times_s: ArrayLike, regions: Iterable[Panel]
 ) -> tuple[NDArray[np.uint8], NDArray[np.float64], tuple[Panel, ...]]:
     arr = np.asarray(frames)
     if arr.ndim != 3 or arr.dtype != np.uint8:
         raise ValueError(f"frames must be a (T, H, W) uint8 array, got {arr.dtype} {arr.shape}")
     n, h, w = arr.shape
-    if n < 2:
-        raise ValueError("a cine needs at least two frames")
+    if n < 1:
+        raise ValueError("frames holds no frame")
     if h > 0xFFFF or w > 0xFFFF or h == 0 or w == 0:
         raise ValueError(f"frame size {h}x{w} cannot be stored in DICOM")
     t = np.asarray(times_s, dtype=np.float64).reshape(-1)
@@ -141,18 +145,21 @@ def _build_dataset(
     spacing_mm: tuple[float, float] | None,
     description: str,
 ) -> Dataset:
-    n, h, w = frames.shape
+    n = frames.shape[0]
     sop_uid = generate_uid()
+    # A lone frame is a still image: US Image Storage, which has no cine
+    # timing to fill in.
+    sop_class = UltrasoundMultiFrameImageStorage if n > 1 else UltrasoundImageStorage
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
     ds = Dataset()
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
 
     # Patient / study / series: fixed placeholders, never real identifiers.
@@ -182,7 +189,24 @@ def _build_dataset(
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.LossyImageCompression = "00"
 
-    # Cine timing: one Frame Time for a regular rate, else the vector.
+    if n > 1:
+        _add_cine_timing(ds, times_s)
+
+    if spacing_mm is not None:
+        ds.PixelSpacing = [_ds(spacing_mm[0]), _ds(spacing_mm[1])]
+    if panels:
+        ds.SequenceOfUltrasoundRegions = DicomSequence(
+            [_region_item(p, spacing_mm) for p in panels]
+        )
+
+    ds.set_pixel_data(frames if n > 1 else frames[0], "MONOCHROME2", 8,
+                      generate_instance_uid=False)
+    return ds
+
+
+def _add_cine_timing(ds: Dataset, times_s: NDArray[np.float64]) -> None:
+    """Multi-frame and Cine module timing: Frame Time if regular, else the vector."""
+    n = times_s.size
     frame_time_ms, vector_ms = _timing(times_s)
     ds.NumberOfFrames = n
     if frame_time_ms is not None:
@@ -197,21 +221,11 @@ def _build_dataset(
     # Cine Rate is an integer display hint; never write 0 for slow loops.
     ds.CineRate = max(1, round(rate))
 
-    if spacing_mm is not None:
-        ds.PixelSpacing = [_ds(spacing_mm[0]), _ds(spacing_mm[1])]
-    if panels:
-        ds.SequenceOfUltrasoundRegions = DicomSequence(
-            [_region_item(p, spacing_mm) for p in panels]
-        )
-
-    ds.set_pixel_data(frames, "MONOCHROME2", 8, generate_instance_uid=False)
-    return ds
-
 
 def write_dicom_cine(
     path: str | PathLike[str],
     frames: NDArray[np.uint8],
-    times_s: Sequence[float] | NDArray[np.floating[Any]],
+    times_s: ArrayLike,
     *,
     regions: Iterable[Panel] = (),
     spacing_mm: tuple[float, float] | None = None,
@@ -220,12 +234,15 @@ def write_dicom_cine(
 ) -> Path:
     """Write grey frames as a DICOM Ultrasound Multi-frame Image.
 
+    A single frame is written as an Ultrasound Image (a still, without cine
+    timing); readers refuse it for analysis, which is what tests need.
+
     Parameters
     ----------
     path : path-like
         Output file; replaced atomically if it exists.
     frames : uint8 array, shape (T, H, W)
-        Grey display values (MONOCHROME2, 8 bits), T >= 2.
+        Grey display values (MONOCHROME2, 8 bits), T >= 1.
     times_s : array-like, shape (T,)
         Frame times in seconds, strictly increasing.  Regular times (every
         frame within 1 µs of a constant rate) are stored as Frame Time,
@@ -252,9 +269,9 @@ def write_dicom_cine(
     Raises
     ------
     ValueError
-        For frames that are not (T, H, W) uint8 with T >= 2, times that do
-        not match them, regions outside the frame or a transfer syntax not
-        listed above.
+        For frames that are not (T, H, W) uint8 with T >= 1, times that do
+        not match them, regions outside the frame, a transfer syntax not
+        listed above, or JPEG 2000 for frames under 32 pixels on a side.
     RuntimeError
         If the encoder for a compressed transfer syntax is not installed.
     """
@@ -262,6 +279,11 @@ def write_dicom_cine(
     if ts not in WRITABLE_TRANSFER_SYNTAXES:
         raise ValueError(f"cannot write transfer syntax {ts.name or ts}")
     arr, t, panels = _check_inputs(frames, times_s, regions)
+    if ts == JPEG2000Lossless and min(arr.shape[1:]) < _J2K_MIN_SIDE:
+        raise ValueError(
+            f"JPEG 2000 needs frames of at least {_J2K_MIN_SIDE}x{_J2K_MIN_SIDE} pixels "
+            f"(got {arr.shape[1]}x{arr.shape[2]}); use RLE or JPEG-LS"
+        )
     ds = _build_dataset(arr, t, panels, spacing_mm, description)
 
     if ts == ImplicitVRLittleEndian:
@@ -287,7 +309,3 @@ def write_dicom_cine(
 
 __all__ = ["WRITABLE_TRANSFER_SYNTAXES", "write_dicom_cine"]
 
-# pydicom is imported for its side effect of registering the pixel encoders
-# only through `Dataset.compress`; keep the module name referenced so linters
-# do not treat the import as unused when type checking is skipped.
-_ = pydicom
