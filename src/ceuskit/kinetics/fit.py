@@ -1,0 +1,656 @@
+"""Batched least-squares fitting of bolus models to time-intensity curves.
+
+`fit_curves` fits one model to any number of curves at once with a
+Levenberg-Marquardt iteration written in vectorised NumPy: every curve has its
+own damping, accept/reject decision and convergence test, the normal
+equations of all curves still iterating are solved in one batched call, and
+the parameter box is enforced by projection.  Curves are screened first
+(`enhancement_test`, sample counts, non-finite samples) so that a curve that
+cannot or should not be fitted gets a clear `FitStatus` and NaN parameters
+instead of an exception or a meaningless number.
+
+Descriptors of the fitted curves (TTP, PE, mTT, ...) come from
+:mod:`ceuskit.kinetics.descriptors` via `FitResult.descriptors`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ceuskit.kinetics import descriptors as _desc
+from ceuskit.kinetics.models import (
+    BolusModel,
+    FloatArray,
+    masked_median,
+    moving_average,
+    smoothing_window,
+)
+
+# --- enhancement test constants ------------------------------------------
+# Moving-average window (s) of the smoothed curve whose maximum is tested.
+# One to two seconds averages ~10-30 frames at usual CEUS frame rates, which
+# makes the window mean close to Gaussian even for speckle-like (skewed) noise,
+# while a bolus peak (rise times of several seconds) is barely flattened.
+ENHANCEMENT_SMOOTH_S = 1.5
+# Baseline window: the first 10 % of the curve, but at least 2 s and at least
+# 3 samples (cut short if the smoothed curve already rises inside it).
+BASELINE_FRACTION = 0.10
+BASELINE_MIN_S = 2.0
+BASELINE_MIN_SAMPLES = 3
+# z threshold.  The maximum of the smoothed curve is taken over up to ~1000
+# roughly independent windows; for pure Gaussian noise a one-sided z > 5 has
+# p ~ 3e-7 per window, so the family-wise false-positive rate stays below
+# ~1e-3 even for long acquisitions (a Bonferroni bound), with room for mildly
+# non-Gaussian or mildly correlated noise.
+ENHANCEMENT_Z = 5.0
+# Minimum peak-to-baseline ratio in decibels of power (1 dB = x1.26).  A ROI
+# whose smoothed maximum is less than 1 dB above its baseline is not called
+# enhancing even when the rise is statistically significant: such rises are
+# within what gain drift, slight motion and speckle decorrelation produce.
+ENHANCEMENT_MIN_DB = 1.0
+# The smoothed maximum is the largest of many window means, so noise biases it
+# upward (by ~2-3 standard errors of a window mean for a flat curve of a few
+# hundred samples).  The decibel test uses the maximum minus this many
+# standard errors (sigma / sqrt(k)), which keeps a 0.5 dB rise under 1 dB at
+# 20 % frame-to-frame noise.
+PEAK_SHRINK_SE = 2.0
+# Normal-consistency factor of the median absolute deviation.
+_MAD_TO_SIGMA = 1.4826
+
+# --- Levenberg-Marquardt constants -----------------------------------------
+_LAMBDA_MIN = 1e-15
+_LAMBDA_MAX = 1e16  # damping beyond this: no descent step left -> converged
+_DIAG_FLOOR = 1e-12  # relative floor of Marquardt's diagonal scaling
+
+
+class FitStatus(enum.IntEnum):
+    """Outcome of fitting one curve."""
+
+    OK = 0
+    MAX_ITER = 1
+    NO_ENHANCEMENT = 2
+    TOO_FEW_SAMPLES = 3
+    NON_FINITE = 4
+    FAILED = 5
+    PEAK_OUTSIDE = 6
+
+    @property
+    def label(self) -> str:
+        """Short, stable, human-readable label (e.g. ``"no-enhancement"``)."""
+        return _LABELS[self]
+
+
+_LABELS = {
+    FitStatus.OK: "ok",
+    FitStatus.MAX_ITER: "max-iter",
+    FitStatus.NO_ENHANCEMENT: "no-enhancement",
+    FitStatus.TOO_FEW_SAMPLES: "too-few-samples",
+    FitStatus.NON_FINITE: "non-finite",
+    FitStatus.FAILED: "failed",
+    FitStatus.PEAK_OUTSIDE: "peak-outside",
+}
+
+#: Statuses whose parameters describe a fitted curve (descriptors computed).
+USABLE_STATUSES = (FitStatus.OK, FitStatus.MAX_ITER, FitStatus.PEAK_OUTSIDE)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+def fill_nonfinite(y: ArrayLike, valid: ArrayLike | None = None) -> FloatArray:
+    """Replace invalid samples by linear interpolation along the last axis.
+
+    Samples before the first (after the last) valid one take its value; a
+    curve with no valid sample becomes all zeros.  Interpolation is by sample
+    index, which is exact for uniform sampling and only used for smoothing
+    and starting points.
+
+    Parameters
+    ----------
+    y : array, shape (..., N)
+    valid : bool array, shape (..., N), optional
+        Default: ``isfinite(y)``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(y) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(y)
+    if ok.all():
+        return y.copy()
+    n = y.shape[-1]
+    idx = np.broadcast_to(np.arange(n), y.shape)
+    prev = np.maximum.accumulate(np.where(ok, idx, -1), axis=-1)
+    nxt = np.flip(np.minimum.accumulate(np.flip(np.where(ok, idx, n), axis=-1), axis=-1), axis=-1)
+    has_prev = prev >= 0
+    has_next = nxt < n
+    yz = np.where(ok, y, 0.0)
+    y_prev = np.take_along_axis(yz, np.clip(prev, 0, n - 1), axis=-1)
+    y_next = np.take_along_axis(yz, np.clip(nxt, 0, n - 1), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(nxt > prev, (idx - prev) / (nxt - prev), 0.0)
+    interp = y_prev + frac * (y_next - y_prev)
+    out = np.where(has_prev & has_next, interp, np.where(has_prev, y_prev, y_next))
+    out = np.where(ok, y, out)
+    out = np.where(ok.any(axis=-1, keepdims=True), out, 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], FloatArray, dict[str, Any]]:
+    """Does each curve enhance at all?  A one-sided test on the smoothed peak.
+
+    Procedure (constants are module-level names):
+
+    1. Missing (non-finite) samples are filled by interpolation.
+    2. Smooth with a centred moving average over ``k`` samples spanning
+       `ENHANCEMENT_SMOOTH_S` seconds; ``peak`` = maximum of the smoothed
+       curve.
+    3. Baseline window: the first `BASELINE_FRACTION` of the samples, at least
+       `BASELINE_MIN_S` seconds and `BASELINE_MIN_SAMPLES` samples; if the
+       rise is significant (the z of step 5 computed with the window's median
+       exceeds `ENHANCEMENT_Z`) and the smoothed curve already crosses
+       half-way from that median to ``peak`` inside the window, the window
+       stops ``k // 2`` samples before the crossing (never below
+       `BASELINE_MIN_SAMPLES`): the bolus arrived early.  ``baseline`` = mean of
+       the raw samples in the window (``n_b`` of them).
+    4. Noise: ``sigma`` = the larger of two robust estimates, the MAD of the
+       first differences of the whole curve divided by sqrt(2) (insensitive
+       to slow trends such as the bolus itself) and, when the window holds at
+       least 10 samples, the MAD of the baseline samples about their median
+       (which also sees slow, correlated fluctuations).
+    5. Statistic: ``z = (peak - baseline) / (sigma * sqrt(1/k + 1/n_b))``, the
+       difference of a k-sample mean and an n_b-sample mean in units of its
+       standard error under white noise.
+    6. Enhancing when ``z > ENHANCEMENT_Z`` and
+       ``10 log10(peak_lo / baseline) >= ENHANCEMENT_MIN_DB`` with
+       ``peak_lo = peak - PEAK_SHRINK_SE * sigma / sqrt(k)`` (the maximum
+       corrected for its upward noise bias).  With ``baseline <= 0`` (e.g.
+       background-subtracted data) the ratio is +inf when ``peak_lo`` is above
+       the baseline, so only the z test applies.
+
+    Parameters
+    ----------
+    t : array, shape (N,) or (..., N)
+        Times (s).
+    y : array, shape (..., N)
+        Linear echo power (a.u.).
+
+    Returns
+    -------
+    enhancing : bool array, shape (...)
+    statistic : float array, shape (...)
+        The z statistic (NaN for curves with fewer than 4 finite samples,
+        which are never enhancing).
+    details : dict
+        ``baseline`` (a.u.), ``noise_sigma`` (a.u.), ``smoothed_peak``
+        (a.u.), ``peak_to_baseline_db`` (dB, of ``peak_lo``), ``n_baseline`` (samples), each
+        shape (...); ``window_samples`` (int, k).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    tt = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
+    n = y.shape[-1]
+    valid = np.isfinite(y) & np.isfinite(tt)
+    n_valid = np.sum(valid, axis=-1)
+    yf = fill_nonfinite(y, valid)
+    k = smoothing_window(tt, ENHANCEMENT_SMOOTH_S, n) if n > 1 else 1
+    s = moving_average(yf, k)
+    peak = np.max(s, axis=-1) if n else np.full(y.shape[:-1], np.nan)
+    idx = np.arange(n)
+
+    # Baseline window.
+    t_first = tt[..., :1]
+    n_time = np.sum(tt <= t_first + BASELINE_MIN_S, axis=-1)
+    n_win = np.maximum(np.maximum(math.ceil(BASELINE_FRACTION * n), BASELINE_MIN_SAMPLES), n_time)
+    n_win = np.minimum(n_win, n)
+    in_win = idx < n_win[..., None]
+    med_win = masked_median(yf, in_win)
+    with np.errstate(all="ignore"):
+        # Noise from first differences (a slow trend cancels in them).
+        d = np.diff(yf, axis=-1)
+        d_med = np.median(d, axis=-1, keepdims=True) if n > 1 else d
+        sig_diff = (
+            _MAD_TO_SIGMA * np.median(np.abs(d - d_med), axis=-1) / math.sqrt(2.0)
+            if n > 1
+            else np.full(y.shape[:-1], np.nan)
+        )
+    # Cut the window short only for a significant rise inside it: cutting a
+    # flat curve's window at a noise excursion would leave a noisy baseline.
+    half = 0.5 * (med_win + peak)
+    crosses = (s >= half[..., None]) & in_win
+    with np.errstate(all="ignore"):
+        z_win = (peak - med_win) / (sig_diff * np.sqrt(1.0 / k + 1.0 / n_win))
+    crosses &= (z_win > ENHANCEMENT_Z)[..., None]
+    i_cross = np.where(crosses.any(axis=-1), np.argmax(crosses, axis=-1), n)
+    n_b = np.clip(np.minimum(n_win, i_cross - k // 2), min(BASELINE_MIN_SAMPLES, n), None)
+    in_b = idx < n_b[..., None]
+    with np.errstate(all="ignore"):
+        base = np.sum(np.where(in_b, yf, 0.0), axis=-1) / n_b
+
+        # Noise, second estimate: spread of the baseline samples.
+        b_med = masked_median(yf, in_b)
+        sig_base = _MAD_TO_SIGMA * masked_median(np.abs(yf - b_med[..., None]), in_b)
+    sig_base = np.where(n_b >= 10, sig_base, 0.0)
+    sigma = np.maximum(sig_diff, sig_base)
+    # A perfectly noise-free curve: any rise is significant.
+    sigma = np.where(sigma > 0, sigma, np.finfo(np.float64).tiny)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (peak - base) / (sigma * np.sqrt(1.0 / k + 1.0 / n_b))
+        peak_lo = peak - PEAK_SHRINK_SE * sigma / math.sqrt(k)
+        ratio_db = np.where(
+            base > 0, 10.0 * np.log10(peak_lo / base), np.where(peak_lo > base, np.inf, -np.inf)
+        )
+    z = np.where(n_valid >= 4, z, np.nan)
+    enhancing = (z > ENHANCEMENT_Z) & (ratio_db >= ENHANCEMENT_MIN_DB) & (n_valid >= 4)
+    details: dict[str, Any] = {
+        "baseline": base,
+        "noise_sigma": sigma,
+        "smoothed_peak": peak,
+        "peak_to_baseline_db": ratio_db,
+        "n_baseline": n_b,
+        "window_samples": k,
+    }
+    return np.asarray(enhancing, dtype=bool), np.asarray(z, dtype=np.float64), details
+
+
+# ---------------------------------------------------------------------------
+# result
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Parameters and quality of a batch of fits.
+
+    Attributes
+    ----------
+    model : BolusModel
+    params : array, shape (..., P)
+        Best-fit parameters (units in ``model.param_units``); NaN for curves
+        that were not fitted.
+    stderr : array, shape (..., P)
+        Asymptotic standard errors, ``sqrt(diag((J^T W J)^-1) * SSE / (n - P))``
+        with J the Jacobian at the optimum and n the number of valid samples.
+    qof : array, shape (...)
+        Quality of fit in [0, 1]: coefficient of determination of the fit
+        against the (weighted) mean of the data, clipped.
+    sse : array, shape (...)
+        Weighted sum of squared residuals (a.u.^2 times weight units).
+    status : int array, shape (...)
+        `FitStatus` codes.
+    n_iter : int array, shape (...)
+        Levenberg-Marquardt iterations (accepted and rejected steps).
+    """
+
+    model: BolusModel
+    params: FloatArray
+    stderr: FloatArray
+    qof: FloatArray
+    sse: FloatArray
+    status: NDArray[np.int8]
+    n_iter: NDArray[np.int32]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Batch shape of the fitted curves."""
+        return tuple(self.status.shape)
+
+    @property
+    def usable(self) -> NDArray[np.bool_]:
+        """Curves whose parameters describe a fitted curve (OK, MAX_ITER, PEAK_OUTSIDE)."""
+        return np.isin(self.status, [int(s) for s in USABLE_STATUSES])
+
+    def param(self, name: str) -> FloatArray:
+        """Values of parameter ``name``, shape (...)."""
+        out: FloatArray = self.params[..., self.model.index(name)]
+        return out
+
+    def labels(self) -> NDArray[np.str_]:
+        """Status labels (e.g. ``"ok"``), shape (...)."""
+        table = np.array([_LABELS[s] for s in FitStatus])
+        return np.asarray(table[self.status.astype(np.intp)])
+
+    def select(self, index: int | tuple[int, ...]) -> FitResult:
+        """The fit of one curve of the batch (a result of batch shape ())."""
+        return FitResult(
+            model=self.model,
+            params=self.params[index],
+            stderr=self.stderr[index],
+            qof=np.asarray(self.qof[index]),
+            sse=np.asarray(self.sse[index]),
+            status=np.asarray(self.status[index]),
+            n_iter=np.asarray(self.n_iter[index]),
+        )
+
+    def predict(self, t: ArrayLike) -> FloatArray:
+        """Fitted curves (a.u.) at times ``t`` (s), shape (..., N)."""
+        return self.model.predict(self.params, t)
+
+    def descriptors(
+        self,
+        t_end_s: float,
+        dt_s: float = 0.05,
+        extend_to_s: float | None = None,
+        *,
+        max_elements: int = 20_000_000,
+    ) -> dict[str, FloatArray]:
+        """Perfusion descriptors of the fitted curves.
+
+        The fitted curves are evaluated on
+        ``descriptors.dense_grid(t_end_s, dt_s, extend_to_s=...)`` and passed
+        to `descriptors.curve_descriptors` with their fitted baseline.
+
+        Parameters
+        ----------
+        t_end_s : float
+            End of the acquisition (s, cine clock); ``auc`` stops there.
+        dt_s : float
+            Grid step (s).
+        extend_to_s : float, optional
+            Grid end (s); default ``max(4 * t_end_s, 300)`` so that the first
+            moment (mTT) sees the curve's tail.
+        max_elements : int
+            Curves are evaluated in chunks of at most this many grid values.
+
+        Returns
+        -------
+        dict of str to array, shape (...)
+            Keys of `descriptors.DESCRIPTOR_UNITS` plus
+            ``peak_in_acquisition``; NaN where the status is not usable.
+        """
+        ext = max(4.0 * t_end_s, 300.0) if extend_to_s is None else extend_to_s
+        grid = _desc.dense_grid(t_end_s, dt_s, extend_to_s=ext)
+        flat = self.params.reshape(-1, self.params.shape[-1])
+        use = np.flatnonzero(self.usable.reshape(-1))
+        m = flat.shape[0]
+        keys = [*_desc.DESCRIPTOR_UNITS, "peak_in_acquisition"]
+        out = {key: np.full(m, np.nan) for key in keys}
+        chunk = max(1, max_elements // grid.size)
+        for start in range(0, use.size, chunk):
+            sel = use[start : start + chunk]
+            p = flat[sel]
+            curves = self.model.predict(p, grid)
+            d = _desc.curve_descriptors(grid, curves, self.model.baseline(p), t_end_s=t_end_s)
+            for key in keys:
+                out[key][sel] = d[key]
+        return {key: v.reshape(self.shape) for key, v in out.items()}
+
+
+# ---------------------------------------------------------------------------
+# fitting
+# ---------------------------------------------------------------------------
+def _normal_equations(jac: FloatArray, w: FloatArray, r: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``J^T W J`` (M, P, P) and ``J^T W r`` (M, P)."""
+    jw = jac * w[..., None]
+    jt = np.swapaxes(jw, -1, -2)
+    return jt @ jac, (jt @ r[..., None])[..., 0]
+
+
+def _solve(h: FloatArray, g: FloatArray) -> FloatArray:
+    """Batched solve of ``h x = g``; pseudo-inverse where singular."""
+    try:
+        x = np.linalg.solve(h, g[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        x = (np.linalg.pinv(h) @ g[..., None])[..., 0]
+    return np.asarray(x, dtype=np.float64)
+
+
+def _levenberg_marquardt(
+    model: BolusModel,
+    t: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    p: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    *,
+    max_iter: int,
+    tol: float,
+    xtol: float,
+    lambda0: float,
+) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.bool_], NDArray[np.int32]]:
+    """Projected Levenberg-Marquardt on M curves; returns p, cost, J^T W J, converged, n_iter.
+
+    Damping follows Marquardt's scaling (``lambda * diag(J^T W J)``) with
+    Nielsen's update of lambda from the gain ratio.  Parameters sitting on a
+    bound whose gradient points outward are frozen for the step (an active
+    set), the rest of the step is clipped to the box.
+    """
+    m, n_p = p.shape
+    shared_t = t.ndim == 1
+
+    def tsel(idx: NDArray[np.intp]) -> FloatArray:
+        return t if shared_t else t[idx]
+
+    all_idx = np.arange(m)
+    r = y - model.predict(p, t)
+    cost = np.sum(w * r * r, axis=-1)
+    jtj, grad = _normal_equations(model.jacobian(p, t), w, r)
+    lam = np.full(m, lambda0)
+    nu = np.full(m, 2.0)
+    converged = np.zeros(m, dtype=bool)
+    n_iter = np.zeros(m, dtype=np.int32)
+    cost_scale = np.sum(w * y * y, axis=-1)
+    eye = np.eye(n_p, dtype=bool)
+
+    active = all_idx[np.isfinite(cost) & np.all(np.isfinite(jtj), axis=(-1, -2))]
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        a = active
+        pa, ga, ha = p[a], grad[a], jtj[a]
+        pinned = ((pa <= lo[a]) & (ga < 0)) | ((pa >= hi[a]) & (ga > 0))
+        diag = np.diagonal(ha, axis1=-2, axis2=-1)
+        dmax = np.max(diag, axis=-1, keepdims=True)
+        scale = np.maximum(diag, _DIAG_FLOOR * dmax)
+        scale = np.where(dmax > 0, scale, 1.0)
+        h = ha + eye * (lam[a, None] * scale)[..., None]
+        free = ~pinned
+        h = np.where(free[..., :, None] & free[..., None, :], h, 0.0)
+        h = np.where(eye & pinned[..., None], 1.0, h)
+        g_eff = np.where(free, ga, 0.0)
+        delta = _solve(h, g_eff)
+        delta = np.where(np.isfinite(delta), delta, 0.0)
+        p_new = np.clip(pa + delta, lo[a], hi[a])
+        step = p_new - pa
+
+        r_new = y[a] - model.predict(p_new, tsel(a))
+        cost_new = np.sum(w[a] * r_new * r_new, axis=-1)
+        actual = cost[a] - cost_new
+        predicted = np.sum(step * (2.0 * ga - (ha @ step[..., None])[..., 0]), axis=-1)
+        accept = np.isfinite(cost_new) & (actual > 0)
+        n_iter[a] += 1
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho = np.where(predicted > 0, actual / predicted, 1.0)
+        shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        lam_a = np.where(accept, lam[a] * shrink, lam[a] * nu[a])
+        lam[a] = np.clip(lam_a, _LAMBDA_MIN, None)
+        nu[a] = np.where(accept, 2.0, nu[a] * 2.0)
+
+        acc = a[accept]
+        if acc.size:
+            p[acc] = p_new[accept]
+            cost[acc] = cost_new[accept]
+            jtj[acc], grad[acc] = _normal_equations(model.jacobian(p[acc], tsel(acc)), w[acc], r_new[accept])
+
+        small_step = np.all(np.abs(step) <= xtol * (np.abs(pa) + xtol), axis=-1)
+        small_cost = actual <= tol * cost[a]
+        tiny_cost = cost[a] <= 1e-28 * cost_scale[a]
+        done = (
+            (accept & (small_cost | small_step)) | (~accept & small_step) | tiny_cost | (lam[a] > _LAMBDA_MAX)
+        )
+        converged[a[done]] = True
+        active = a[~done]
+    return p, cost, jtj, converged, n_iter
+
+
+def fit_curves(
+    model: BolusModel,
+    t: ArrayLike,
+    y: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    max_iter: int = 200,
+    tol: float = 1e-8,
+    xtol: float = 1e-8,
+    lambda0: float = 1e-3,
+    screen: bool = True,
+    p0: ArrayLike | None = None,
+    chunk_size: int | None = None,
+) -> FitResult:
+    """Fit ``model`` to a batch of time-intensity curves.
+
+    Parameters
+    ----------
+    model : BolusModel
+        E.g. ``get_model("lognormal")``.
+    t : array, shape (N,) or (..., N)
+        Sample times (s, cine clock), increasing; one axis shared by all
+        curves or one per curve (broadcastable to ``y``).
+    y : array, shape (..., N)
+        Curves in linear echo power (a.u.); any batch shape.  Non-finite
+        samples are dropped per curve.
+    weights : array broadcastable to y, optional
+        Per-sample weights (inverse variances, 1/a.u.^2); 0 drops a sample.
+        Default: all 1.
+    max_iter : int
+        Iteration cap per curve (status MAX_ITER when reached).
+    tol : float
+        Converged when an accepted step lowers the cost by less than
+        ``tol`` times the cost.
+    xtol : float
+        ... or when no parameter moves by more than
+        ``xtol * (|p| + xtol)``.
+    lambda0 : float
+        Initial Marquardt damping.
+    screen : bool
+        Run `enhancement_test` and leave non-enhancing curves unfitted
+        (status NO_ENHANCEMENT).  Sample-count screening always applies.
+    p0 : array broadcastable to (..., P), optional
+        Starting point; default ``model.initial_guess``.  Clipped to the box.
+    chunk_size : int, optional
+        Curves per internal batch (bounds memory: the Jacobian of a chunk is
+        ``chunk * N * P`` floats); default keeps it near 4e6 floats.
+
+    Returns
+    -------
+    FitResult
+        Batch shape ``y.shape[:-1]``.  Status per curve:
+        TOO_FEW_SAMPLES (fewer than ``2 P + 1`` samples in all),
+        NON_FINITE (fewer than ``2 P + 1`` finite samples left),
+        NO_ENHANCEMENT (fails `enhancement_test`), FAILED (non-finite
+        result), PEAK_OUTSIDE (fitted TTP after the last valid sample),
+        MAX_ITER, OK.
+    """
+    y_arr = np.asarray(y, dtype=np.float64)
+    if y_arr.ndim == 0:
+        raise ValueError("y must have shape (..., N)")
+    t_arr = np.asarray(t, dtype=np.float64)
+    if t_arr.ndim == 1:
+        if t_arr.shape[0] != y_arr.shape[-1]:
+            raise ValueError(f"t has {t_arr.shape[0]} samples but y has {y_arr.shape[-1]}")
+    else:
+        try:
+            t_arr = np.broadcast_to(t_arr, y_arr.shape)
+        except ValueError:
+            raise ValueError(f"t of shape {t_arr.shape} does not broadcast to y's {y_arr.shape}") from None
+    batch = y_arr.shape[:-1]
+    n = y_arr.shape[-1]
+    n_p = model.n_params
+    yf = y_arr.reshape(-1, n)
+    m = yf.shape[0]
+    tf = t_arr if t_arr.ndim == 1 else t_arr.reshape(-1, n)
+    if weights is None:
+        wf = np.ones_like(yf)
+    else:
+        wf = np.broadcast_to(np.asarray(weights, dtype=np.float64), y_arr.shape).reshape(-1, n)
+    valid = np.isfinite(yf) & np.isfinite(wf) & (wf > 0)
+    if tf.ndim == 2:
+        valid &= np.isfinite(tf)
+    n_valid = np.sum(valid, axis=-1)
+    min_n = 2 * n_p + 1
+
+    params = np.full((m, n_p), np.nan)
+    stderr = np.full((m, n_p), np.nan)
+    qof = np.full(m, np.nan)
+    sse = np.full(m, np.nan)
+    status = np.full(m, int(FitStatus.FAILED), dtype=np.int8)
+    n_iter = np.zeros(m, dtype=np.int32)
+
+    if n < min_n:
+        status[:] = FitStatus.TOO_FEW_SAMPLES
+        cand = np.zeros(m, dtype=bool)
+    else:
+        cand = n_valid >= min_n
+        status[~cand] = FitStatus.NON_FINITE
+    y_fill = fill_nonfinite(yf, valid)
+    t_fill = tf if tf.ndim == 1 else fill_nonfinite(tf, np.isfinite(tf))
+    if screen and cand.any():
+        ci = np.flatnonzero(cand)
+        enh, _, _ = enhancement_test(t_fill if tf.ndim == 1 else t_fill[ci], y_fill[ci])
+        status[ci[~enh]] = FitStatus.NO_ENHANCEMENT
+        cand[ci[~enh]] = False
+
+    p0_arr = None
+    if p0 is not None:
+        p0_arr = np.broadcast_to(np.asarray(p0, dtype=np.float64), (*batch, n_p)).reshape(m, n_p)
+
+    idx_all = np.flatnonzero(cand)
+    chunk = chunk_size or max(16, 4_000_000 // max(1, n * n_p))
+    for start in range(0, idx_all.size, chunk):
+        ci = idx_all[start : start + chunk]
+        tc = t_fill if tf.ndim == 1 else t_fill[ci]
+        yc = y_fill[ci]
+        wc = np.where(valid[ci], wf[ci], 0.0)
+        lo, hi = model.bounds(tc, np.where(valid[ci], yc, np.nan))
+        start_p = model.initial_guess(tc, yc) if p0_arr is None else p0_arr[ci]
+        start_p = np.clip(start_p, lo, hi)
+        yz = np.where(valid[ci], yc, 0.0)
+        with np.errstate(all="ignore"):
+            p_fit, cost, jtj, conv, its = _levenberg_marquardt(
+                model,
+                tc,
+                yz,
+                wc,
+                start_p.copy(),
+                lo,
+                hi,
+                max_iter=max_iter,
+                tol=tol,
+                xtol=xtol,
+                lambda0=lambda0,
+            )
+            nv = n_valid[ci]
+            dof = np.maximum(nv - n_p, 1)
+            cov = np.linalg.pinv(jtj)
+            var = np.diagonal(cov, axis1=-2, axis2=-1) * (cost / dof)[:, None]
+            se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+            w_sum = np.sum(wc, axis=-1)
+            y_mean = np.sum(wc * yz, axis=-1) / w_sum
+            sst = np.sum(wc * (yz - y_mean[:, None]) ** 2, axis=-1)
+            r2 = np.where(sst > 0, 1.0 - cost / sst, np.where(cost <= 0, 1.0, 0.0))
+            q = np.clip(r2, 0.0, 1.0)
+            t_last = np.max(np.where(valid[ci], np.broadcast_to(tc, yc.shape), -np.inf), axis=-1)
+            ttp = model.time_to_peak(p_fit, tc)
+        finite = np.all(np.isfinite(p_fit), axis=-1) & np.isfinite(cost)
+        st = np.where(conv, int(FitStatus.OK), int(FitStatus.MAX_ITER))
+        st = np.where(finite & ~(ttp <= t_last), int(FitStatus.PEAK_OUTSIDE), st)
+        st = np.where(finite, st, int(FitStatus.FAILED))
+        params[ci] = np.where(finite[:, None], p_fit, np.nan)
+        stderr[ci] = np.where(finite[:, None], se, np.nan)
+        qof[ci] = np.where(finite, q, np.nan)
+        sse[ci] = np.where(finite, cost, np.nan)
+        status[ci] = st
+        n_iter[ci] = its
+
+    return FitResult(
+        model=model,
+        params=params.reshape(*batch, n_p),
+        stderr=stderr.reshape(*batch, n_p),
+        qof=qof.reshape(batch),
+        sse=sse.reshape(batch),
+        status=status.reshape(batch),
+        n_iter=n_iter.reshape(batch),
+    )
