@@ -1,12 +1,14 @@
 """The ``ceuskit`` command line: a thin shell over `ceuskit.api`.
 
 Exit status: 0 success; 2 bad input or usage (one line on stderr saying what
-is wrong and how to fix it); 1 internal error.
+is wrong and how to fix it); 1 internal error (set CEUSKIT_DEBUG=1 for the
+traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,7 +171,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help/--version (0) end here
+        return exc.code if isinstance(exc.code, int) else 0
     handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo}
     try:
         return handlers[args.command](args)
@@ -180,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ceuskit: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: say so plainly, exit 1
+        if os.environ.get("CEUSKIT_DEBUG"):
+            raise
         print(f"ceuskit: internal error: {type(exc).__name__}: {exc} "
               "(please report it with the command that caused it)", file=sys.stderr)
         return 1

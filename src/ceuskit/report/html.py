@@ -75,7 +75,7 @@ def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> st
     results = results if results is not None else analysis.results()
     units = {**DESCRIPTOR_UNITS, "qof": "0..1"}
     rows = [{"key": k, "label": PARAMETER_LABELS[k], "unit": units.get(k, ""),
-             "values": [r.perfusion.get(k) for r in analysis.rois]} for k in PERFUSION_KEYS]
+             "cells": [r.perfusion.get(k) for r in analysis.rois]} for k in PERFUSION_KEYS]
     template = _env.get_template("report.html")
     return template.render(
         a=analysis,
