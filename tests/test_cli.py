@@ -80,7 +80,7 @@ def test_refuses_to_overwrite_then_overwrites(study, tmp_path, capsys):
 
 
 def test_simulate_cli_and_bland_is_not_enhancing(tmp_path, capsys):
-    code, stdout, err = run(["simulate", tmp_path / "b", "--scenario", "bland", "--seed", "1",
+    code, _stdout, err = run(["simulate", tmp_path / "b", "--scenario", "bland", "--seed", "1",
                              "--fps", "4", "--duration", "50", "--format", "npz"], capsys)
     assert code == 0, err
     assert {"cine.npz", "truth.json", "rois.json"} <= {p.name for p in (tmp_path / "b").iterdir()}

@@ -82,7 +82,7 @@ def test_same_figures_from_dicom_npz_and_mp4(one_study):
 
 
 def test_dynamic_range_scales_amplitudes_not_times(one_study):
-    phantom, files = one_study
+    _phantom, files = one_study
     cine = load_cine(files["npz"]["cine"])
     a = analyze_cine(cine, files["npz"]["rois"], AnalysisOptions(dynamic_range_db=60.0))
     b = analyze_cine(cine, files["npz"]["rois"], AnalysisOptions(dynamic_range_db=50.0))

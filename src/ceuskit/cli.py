@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ceuskit: {message} (see '{self.prog} --help')\n")
 
 
-def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+def _progress(quiet: bool) -> Callable[[str], None] | None:
     if quiet or not sys.stderr.isatty():
         return None
 
@@ -45,8 +45,8 @@ def _panel_arg(text: str) -> tuple[int, int, int, int] | None:
     return (x0, y0, x1, y1)
 
 
-def _positive(kind: type[float] | type[int]):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> float | int:
+def _positive(kind: type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
             v = kind(text)
         except ValueError:
@@ -155,7 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("ceuskit demo: simulated venous tumour, analysed from its DICOM cine")
     for r in analysis.rois:
         ttp = r.perfusion.get("time_to_peak_s")
-        true_ttp = truth.get(r.roi.name, {}).get("time_to_peak_s")
+        true_ttp = truth.get(r.roi.name, {}).get("perfusion", {}).get("time_to_peak_s")
         state = "enhancing" if r.enhancing else "not enhancing"
         line = f"  {r.roi.name:<8} ({r.roi.role}): {state}"
         if ttp is not None:

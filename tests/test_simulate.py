@@ -1,0 +1,431 @@
+"""The phantom simulator: its truth is the ground truth of every other test."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ceuskit.errors import InputError
+from ceuskit.simulate import (
+    BMODE_PANEL_XYXY,
+    CONTRAST_PANEL_XYXY,
+    FRAME_SHAPE,
+    Phantom,
+    SimulationSpec,
+    simulate,
+    write_phantom,
+)
+
+DR = 60.0
+
+
+@pytest.fixture(scope="module")
+def tumor() -> Phantom:
+    return simulate(SimulationSpec(scenario="tumor", seed=3, fps=4.0, duration_s=50.0))
+
+
+@pytest.fixture(scope="module")
+def bland() -> Phantom:
+    return simulate(SimulationSpec(scenario="bland", seed=3, fps=4.0, duration_s=50.0))
+
+
+@pytest.fixture(scope="module")
+def moving() -> Phantom:
+    return simulate(SimulationSpec(seed=1, fps=4.0, duration_s=12.0, motion_px=3.3))
+
+
+def _small(**kw: object) -> SimulationSpec:
+    args: dict[str, object] = {"fps": 1.0, "duration_s": 10.0}
+    args.update(kw)
+    return SimulationSpec(**args)  # type: ignore[arg-type]
+
+
+def _linear_contrast(ph: Phantom) -> np.ndarray:
+    g = ph.frames[(slice(None), *ph.contrast_panel.slices)].astype(np.float64)
+    return 10.0 ** ((g / 255.0 - 1.0) * DR / 10.0)
+
+
+def _bmode(ph: Phantom) -> np.ndarray:
+    return ph.frames[(slice(None), *ph.bmode_panel.slices)].astype(np.float64)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_shapes_dtypes_and_layout(tumor: Phantom) -> None:
+    f = tumor.frames
+    assert f.dtype == np.uint8 and f.shape == (201, *FRAME_SHAPE)
+    assert not f.flags.writeable
+    t = tumor.times_s
+    assert t.dtype == np.float64 and t[0] == 0.0 and t[-1] == pytest.approx(50.0)
+    np.testing.assert_allclose(np.diff(t), 0.25, rtol=0, atol=1e-12)
+    assert tumor.contrast_panel.bounds == CONTRAST_PANEL_XYXY
+    assert tumor.bmode_panel.bounds == BMODE_PANEL_XYXY
+    assert tumor.contrast_panel.kind == "contrast" and tumor.bmode_panel.kind == "bmode"
+    assert tumor.contrast_panel.source == "file" == tumor.bmode_panel.source
+    assert tumor.contrast_panel.spacing_mm == (0.2, 0.2) == tumor.spacing_mm
+    assert tumor.contrast_panel.shape == (192, 256) == tumor.bmode_panel.shape
+    # Contrast on the left, B-mode on the right, black everywhere else.
+    assert tumor.contrast_panel.x1 < tumor.bmode_panel.x0
+    outside = np.ones(FRAME_SHAPE, dtype=bool)
+    outside[tumor.contrast_panel.slices] = False
+    outside[tumor.bmode_panel.slices] = False
+    assert not f[:, outside].any()
+    assert tumor.truth["frame_shape"] == list(FRAME_SHAPE)
+    assert tumor.truth["panels"] == {"contrast": list(CONTRAST_PANEL_XYXY),
+                                     "bmode": list(BMODE_PANEL_XYXY)}
+    for key in ("mass", "necrosis", "lumen", "thrombus"):
+        assert tumor.masks[key].shape == (192, 256) and tumor.masks[key].dtype == bool
+
+
+def test_default_spec_frame_count() -> None:
+    spec = SimulationSpec()
+    assert (spec.scenario, spec.seed, spec.necrosis, spec.motion_px) == ("tumor", 0, 0.3, 0.0)
+    # Frames at k / fps up to and including duration_s.
+    assert spec.n_frames == 721 and spec.times_s()[-1] == 90.0
+
+
+def test_truth_and_rois_are_json_and_follow_the_contract(tumor: Phantom) -> None:
+    json.dumps(tumor.truth, allow_nan=False)
+    doc = json.loads(json.dumps(tumor.rois, allow_nan=False))
+    assert doc["space"] == "panel"
+    by_name = {r["name"]: r for r in doc["rois"]}
+    assert set(by_name) == {"lesion", "muscle", "lumen"} == set(tumor.truth["rois"])
+    assert by_name["lesion"]["role"] == "lesion"
+    assert by_name["muscle"]["role"] == "reference"
+    assert by_name["lumen"]["role"] == "vessel"
+    poly = np.asarray(by_name["lesion"]["polygon"])
+    assert poly.shape[1] == 2 and 24 <= len(poly) <= 40
+    np.testing.assert_allclose(poly, np.round(poly, 1))
+    for name in ("muscle", "lumen"):
+        cx, cy, rx, ry = by_name[name]["ellipse"]
+        assert 0 <= cx - rx and cx + rx < 256 and 0 <= cy - ry and cy + ry < 192
+    ex = tumor.truth["expected_findings"]
+    assert set(ex) >= {"intraluminal_enhancement", "wash_in", "enhancement", "homogeneity",
+                       "wash_out"}
+    assert "present" in ex["wash_out"]
+
+
+def test_roi_masks_follow_the_shared_rasterisation_rule(tumor: Phantom, bland: Phantom) -> None:
+    roi = pytest.importorskip("ceuskit.roi")
+    for ph in (tumor, bland):
+        for entry in ph.rois["rois"]:
+            mask = ph.roi_masks[entry["name"]]
+            if "polygon" in entry:
+                other = roi.polygon_mask(entry["polygon"], (192, 256))
+            else:
+                other = roi.ellipse_mask(*entry["ellipse"], (192, 256))
+            np.testing.assert_array_equal(mask, other)
+
+
+def test_no_pixel_centre_lies_on_an_roi_border(tumor: Phantom, bland: Phantom) -> None:
+    for ph in (tumor, bland):
+        for entry in ph.rois["rois"]:
+            if "polygon" in entry:
+                v = np.rint(np.asarray(entry["polygon"]) * 10).astype(np.int64)
+                for p, q in zip(v, np.roll(v, -1, axis=0), strict=True):
+                    gx, gy = np.meshgrid(np.arange(0, 2570, 10), np.arange(0, 1930, 10))
+                    cross = (q[0] - p[0]) * (gy - p[1]) - (q[1] - p[1]) * (gx - p[0])
+                    lo, hi = np.minimum(p, q), np.maximum(p, q)
+                    on = ((cross == 0) & (gx >= lo[0]) & (gx <= hi[0])
+                          & (gy >= lo[1]) & (gy <= hi[1]))
+                    assert not on.any()
+            else:
+                cx, cy, rx, ry = entry["ellipse"]
+                yy, xx = np.mgrid[0:192, 0:256]
+                value = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2
+                assert np.min(np.abs(value - 1.0)) > 1e-7
+
+
+def test_rois_lie_in_their_tissues(tumor: Phantom, bland: Phantom) -> None:
+    for ph, lesion in ((tumor, "mass"), (bland, "thrombus")):
+        m = ph.roi_masks
+        assert m["lesion"].any() and np.all(ph.masks[lesion][m["lesion"]])
+        assert np.all(ph.masks["muscle"][m["muscle"]])
+        assert np.all(ph.masks["lumen"][m["lumen"]])
+        # The reference is well away (>= 2 mm) from the vein and the lesion.
+        rows, cols = np.nonzero(m["muscle"])
+        vr, vc = np.nonzero(ph.masks[lesion] | ph.masks["lumen"] | ph.masks["wall"])
+        d2 = (rows[:, None] - vr[None, :]) ** 2 + (cols[:, None] - vc[None, :]) ** 2
+        assert math.sqrt(d2.min()) * 0.2 >= 2.0
+        assert ph.truth["rois"]["lesion"]["area_px"] == int(m["lesion"].sum())
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_phantom_other_seed_differs() -> None:
+    a = simulate(_small(seed=7))
+    b = simulate(_small(seed=7))
+    c = simulate(_small(seed=8))
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert a.truth == b.truth and a.rois == b.rois
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.truth["tissues"] != c.truth["tissues"]
+
+
+def test_anatomy_and_kinetics_do_not_depend_on_timing() -> None:
+    a = simulate(_small(seed=5))
+    b = simulate(_small(seed=5, fps=2.0, duration_s=15.0, motion_px=2.0))
+    assert a.rois == b.rois
+    assert a.truth["tissues"] == b.truth["tissues"]
+    np.testing.assert_array_equal(a.masks["necrosis"], b.masks["necrosis"])
+
+
+# --------------------------------------------------------------------------- physics
+
+
+@pytest.mark.parametrize("name", ["tumor", "bland"])
+def test_display_chain_inverts_to_the_truth(name: str, request: pytest.FixtureRequest) -> None:
+    ph: Phantom = request.getfixturevalue(name)
+    power = _linear_contrast(ph)
+    for roi, tr in ph.truth["rois"].items():
+        truth = np.asarray(tr["tic_intensity"])
+        measured = power[:, ph.roi_masks[roi]].mean(axis=1)
+        np.testing.assert_allclose(tr["tic_times_s"], ph.times_s)
+        # Before arrival: leak with its fixed speckle plus the noise floor.
+        early = ph.times_s < 6.0
+        assert measured[early].mean() == pytest.approx(truth[early].mean(), rel=0.03)
+        if tr["enhancing"]:
+            near = truth - tr["baseline"] >= 0.5 * tr["perfusion"]["peak_enhancement"]
+            assert near.sum() >= 8
+            # Averaged over many frames the fresh bubble speckle averages out.
+            assert np.mean(measured[near] / truth[near]) == pytest.approx(1.0, abs=0.03)
+        else:
+            assert np.mean(measured / truth) == pytest.approx(1.0, abs=0.03)
+
+
+def test_clipping_at_full_scale_is_rare(tumor: Phantom) -> None:
+    g = tumor.frames[(slice(None), *tumor.contrast_panel.slices)]
+    for roi in ("lesion", "muscle"):
+        assert np.mean(g[:, tumor.roi_masks[roi]] == 255) < 0.005
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.13, 0.3, 0.5, 0.9])
+def test_necrosis_has_the_exact_pixel_count(fraction: float) -> None:
+    ph = simulate(_small(seed=2, necrosis=fraction))
+    mass, nec = ph.masks["mass"], ph.masks["necrosis"]
+    assert int(nec.sum()) == round(fraction * int(mass.sum()))
+    assert not np.any(nec & ~mass)
+    np.testing.assert_array_equal(ph.masks["viable"], mass & ~nec)
+    assert ph.truth["necrosis_fraction"]["mass"] == nec.sum() / mass.sum()
+    roi = ph.roi_masks["lesion"]
+    assert ph.truth["necrosis_fraction"]["lesion_roi"] == pytest.approx(
+        nec[roi].sum() / roi.sum())
+    # Necrosis never enhances: no contrast amplitude there.
+    assert not np.any(ph.amplitude_maps["tumor"][nec])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_tumour_truth_is_rapid_hyper_and_washes_out(seed: int) -> None:
+    ph = simulate(SimulationSpec(seed=seed, fps=1.0, duration_s=60.0))
+    les, ref = ph.truth["rois"]["lesion"], ph.truth["rois"]["muscle"]
+    assert les["enhancing"] and ref["enhancing"]
+    assert les["perfusion"]["time_to_peak_s"] < ref["perfusion"]["time_to_peak_s"]
+    assert les["perfusion"]["arrival_time_s"] < ref["perfusion"]["arrival_time_s"] - 2.0
+    assert ph.truth["pe_ratio_lesion_to_reference_db"] >= 6.0
+    tissues = ph.truth["tissues"]
+    assert tissues["tumor"]["t0_s"] <= tissues["muscle"]["t0_s"] - 2.0
+    assert tissues["tumor"]["peak_db"] >= tissues["muscle"]["peak_db"] + 6.0
+    assert tissues["tumor"]["peak_db"] < -6.0
+    curve = np.asarray(les["tic_intensity"]) - les["baseline"]
+    assert curve[-1] < 0.2 * les["perfusion"]["peak_enhancement"]
+    assert ph.truth["expected_findings"] == {
+        "intraluminal_enhancement": True,
+        "wash_in": "rapid",
+        "enhancement": "hyper",
+        "homogeneity": "heterogeneous",
+        "wash_out": {"present": True},
+        "necrosis_percent": pytest.approx(100 * ph.truth["necrosis_fraction"]["lesion_roi"]),
+        "arrival_lead_over_reference_s": pytest.approx(
+            ref["perfusion"]["arrival_time_s"] - les["perfusion"]["arrival_time_s"]),
+    }
+
+
+def test_bland_thrombus_never_enhances(bland: Phantom) -> None:
+    les = bland.truth["rois"]["lesion"]
+    assert not les["enhancing"] and les["model"] == "none"
+    assert les["perfusion"]["peak_enhancement"] == 0.0
+    assert les["perfusion"]["time_to_peak_s"] is None
+    np.testing.assert_allclose(les["tic_intensity"], les["baseline"])
+    assert "tumor" not in bland.truth["tissues"]
+    assert bland.truth["tissues"]["thrombus"]["model"] == "none"
+    assert not bland.masks["mass"].any() and bland.masks["thrombus"].any()
+    # The thrombus sits in the lumen; the patent lumen still enhances.
+    assert bland.truth["rois"]["lumen"]["enhancing"]
+    ex = bland.truth["expected_findings"]
+    assert ex["intraluminal_enhancement"] is False and ex["enhancement"] == "none"
+    assert ex["wash_out"]["present"] is False
+
+
+@pytest.mark.parametrize("roi, tissue", [("lumen", "lumen"), ("muscle", "muscle")])
+def test_single_tissue_truth_matches_the_analytic_lognormal(
+        tumor: Phantom, roi: str, tissue: str) -> None:
+    tr = tumor.truth["rois"][roi]
+    kin = tumor.truth["tissues"][tissue]
+    t0, mu, sigma = kin["t0_s"], kin["mu"], kin["sigma"]
+    assert kin["mode_s"] == pytest.approx(math.exp(mu - sigma**2))
+    assert kin["mean_transit_time_s"] == pytest.approx(math.exp(mu + sigma**2 / 2))
+    assert kin["peak"] == pytest.approx(
+        kin["area"] / (sigma * math.sqrt(2 * math.pi)) * math.exp(sigma**2 / 2 - mu))
+    assert kin["peak_db"] == pytest.approx(10 * math.log10(kin["peak"]))
+    w = tr["tissue_weights"][tissue]
+    assert sum(tr["tissue_weights"].values()) == pytest.approx(w)
+    if roi == "lumen":
+        assert w == 1.0
+    p = tr["perfusion"]
+    assert p["time_to_peak_s"] == pytest.approx(t0 + kin["mode_s"], abs=0.006)
+    assert p["peak_enhancement"] == pytest.approx(w * kin["peak"], rel=1e-5)
+    # First moment of the curve = t0 + lognormal mean; mTT is counted from TI.
+    assert p["mean_transit_time_s"] + p["arrival_time_s"] == pytest.approx(
+        t0 + kin["mean_transit_time_s"], rel=2e-3)
+    assert t0 < p["arrival_time_s"] < p["time_to_peak_s"]
+    # The curve at the frame times is the model itself.
+    t = np.asarray(tr["tic_times_s"])
+    tau = np.clip(t - t0, 1e-12, None)
+    model = w * kin["area"] / (sigma * math.sqrt(2 * math.pi) * tau) * np.exp(
+        -((np.log(tau) - mu) ** 2) / (2 * sigma**2))
+    model[t <= t0] = 0.0
+    np.testing.assert_allclose(tr["tic_intensity"], tr["baseline"] + model, rtol=1e-9)
+
+
+def test_bubble_speckle_decorrelates_tissue_speckle_does_not(tumor: Phantom) -> None:
+    power = _linear_contrast(tumor)
+    b = _bmode(tumor)
+    lumen = tumor.roi_masks["lumen"]
+    i = int(np.argmax(tumor.truth["rois"]["lumen"]["tic_intensity"]))
+    r_contrast = np.corrcoef(power[i][lumen], power[i + 1][lumen])[0, 1]
+    assert abs(r_contrast) < 0.3
+    for j in (0, i):
+        assert np.corrcoef(b[j].ravel(), b[j + 1].ravel())[0, 1] > 0.9
+
+
+def test_motion_shifts_bmode_by_the_recorded_displacement(moving: Phantom) -> None:
+    b = _bmode(moving)
+    dx = np.asarray(moving.truth["motion"]["dx_px"])
+    dy = np.asarray(moving.truth["motion"]["dy_px"])
+    assert dy.shape == moving.times_s.shape and np.ptp(dy) > 5.0
+    window = np.outer(np.hanning(b.shape[1]), np.hanning(b.shape[2]))
+    ref = np.fft.fft2((b[0] - b[0].mean()) * window)
+    for k in (1, 2, 5, 7):
+        mov = np.fft.fft2((b[k] - b[k].mean()) * window)
+        est = _peak_shift(np.fft.ifft2(mov * np.conj(ref)).real)
+        assert est[0] == pytest.approx(dy[k] - dy[0], abs=0.3)
+        assert est[1] == pytest.approx(dx[k] - dx[0], abs=0.3)
+
+
+def _peak_shift(xcorr: np.ndarray) -> tuple[float, float]:
+    """Sub-pixel peak of a circular cross-correlation (parabola through 3 points)."""
+    iy, ix = np.unravel_index(int(np.argmax(xcorr)), xcorr.shape)
+    out = []
+    for axis, i in ((0, iy), (1, ix)):
+        n = xcorr.shape[axis]
+        line = xcorr[:, ix] if axis == 0 else xcorr[iy, :]
+        lo, mid, hi = line[(i - 1) % n], line[i], line[(i + 1) % n]
+        frac = 0.5 * (lo - hi) / (lo - 2 * mid + hi)
+        out.append(((i + n // 2) % n - n // 2) + frac)
+    return out[0], out[1]
+
+
+def test_motion_leaves_rois_and_truth_curves_alone(moving: Phantom) -> None:
+    still = simulate(SimulationSpec(seed=1, fps=4.0, duration_s=12.0))
+    assert moving.rois == still.rois
+    for name in still.truth["rois"]:
+        assert moving.truth["rois"][name] == still.truth["rois"][name]
+    assert not any(still.truth["motion"]["dy_px"])
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "kwargs, option",
+    [
+        ({"scenario": "cyst"}, "scenario"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"necrosis": 0.95}, "necrosis"),
+        ({"necrosis": -0.1}, "necrosis"),
+        ({"necrosis": float("nan")}, "necrosis"),
+        ({"motion_px": -1.0}, "motion"),
+        ({"motion_px": 100.0}, "motion"),
+        ({"fps": 0.0}, "fps"),
+        ({"duration_s": 2.0}, "duration"),
+        ({"duration_s": float("inf")}, "duration"),
+        ({"dynamic_range_db": 5.0}, "dynamic-range"),
+        ({"noise_floor_db": 3.0}, "noise_floor_db"),
+        ({"spacing_mm": 1.0}, "spacing_mm"),
+        ({"fps": 60.0, "duration_s": 600.0}, "--duration x --fps"),
+    ],
+)
+def test_bad_specs_name_the_option(kwargs: dict[str, object], option: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(option)):
+        SimulationSpec(**kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@pytest.fixture(scope="module")
+def short() -> Phantom:
+    return simulate(SimulationSpec(seed=4, fps=2.0, duration_s=12.0))
+
+
+def _check_written(ph: Phantom, paths: dict[str, Path], name: str) -> None:
+    assert paths["cine"].name == name and paths["cine"].is_file()
+    assert json.loads(paths["truth"].read_text()) == ph.truth
+    assert json.loads(paths["rois"].read_text()) == ph.rois
+    assert not [p for p in paths["cine"].parent.iterdir() if p.name.startswith(".")]
+
+
+def test_write_npz_round_trip_and_refuse_to_overwrite(short: Phantom, tmp_path: Path) -> None:
+    arrays = pytest.importorskip("ceuskit.io.arrays", reason="NPZ reader/writer not there yet")
+    out = tmp_path / "new" / "dir"
+    paths = write_phantom(short, out, "npz")
+    _check_written(short, paths, "cine.npz")
+    cine = arrays.read_npz(paths["cine"])
+    np.testing.assert_array_equal(cine.frames, short.frames.astype(np.float32))
+    np.testing.assert_allclose(cine.times_s, short.times_s, atol=1e-9)
+    assert {p.bounds for p in cine.regions} == {CONTRAST_PANEL_XYXY, BMODE_PANEL_XYXY}
+
+    before = paths["truth"].stat().st_mtime_ns
+    with pytest.raises(InputError, match=r"already holds.*--overwrite"):
+        write_phantom(short, out, "npz")
+    assert paths["truth"].stat().st_mtime_ns == before
+    # Another format into the same folder still collides on truth/rois.
+    with pytest.raises(InputError, match="already holds"):
+        write_phantom(short, out, "dicom")
+    again = write_phantom(short, out, "npz", overwrite=True)
+    _check_written(short, again, "cine.npz")
+
+
+def test_write_dicom_round_trip(short: Phantom, tmp_path: Path) -> None:
+    pytest.importorskip("ceuskit.io.dicom_out", reason="DICOM writer not there yet")
+    dicom = pytest.importorskip("ceuskit.io.dicom", reason="DICOM reader not there yet")
+    paths = write_phantom(short, tmp_path)
+    _check_written(short, paths, "cine.dcm")
+    cine = dicom.read_dicom(paths["cine"])
+    np.testing.assert_array_equal(cine.frames, short.frames.astype(np.float32))
+    np.testing.assert_allclose(cine.times_s, short.times_s, atol=1e-6)
+    assert {p.bounds for p in cine.regions} == {CONTRAST_PANEL_XYXY, BMODE_PANEL_XYXY}
+
+
+def test_write_mp4_round_trip(short: Phantom, tmp_path: Path) -> None:
+    video = pytest.importorskip("ceuskit.io.video", reason="video reader/writer not there yet")
+    paths = write_phantom(short, tmp_path, "mp4")
+    _check_written(short, paths, "cine.mp4")
+    cine = video.read_video(paths["cine"])
+    assert cine.frames.shape == short.frames.shape
+    assert np.mean(np.abs(cine.frames - short.frames)) < 0.5
+    np.testing.assert_allclose(cine.times_s, short.times_s, atol=1e-3)
+
+
+def test_write_rejects_an_unknown_format(short: Phantom, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="format"):
+        write_phantom(short, tmp_path, "avi")
+    assert not list(tmp_path.iterdir())
