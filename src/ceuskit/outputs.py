@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -56,18 +58,30 @@ def make_out_dir(out_dir: str | PathLike[str]) -> Path:
     return out
 
 
-def write_bytes_atomic(path: str | PathLike[str], data: bytes) -> Path:
-    """Write a file under a temporary name in the same directory, then rename it."""
+@contextmanager
+def atomic_path(path: str | PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it when the block succeeds.
+
+    Readers (and a crash) never see a half-written file: the content is
+    written under a hidden temporary name in the same directory, then renamed
+    over the target in one step; on any error the temporary file is removed
+    and the target is left as it was.  The temporary name keeps the target's
+    suffix, for writers that choose a container from it.
+    """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = target.with_name(f".{target.stem}.{secrets.token_hex(6)}.part{target.suffix}")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield tmp
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | PathLike[str], data: bytes) -> Path:
+    """Write a file atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | PathLike[str], text: str) -> Path:

@@ -38,10 +38,7 @@ of that rule gives the same masks.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from os import PathLike
@@ -57,6 +54,7 @@ from scipy.ndimage import gaussian_filter
 from ceuskit.cine import Panel
 from ceuskit.errors import InputError
 from ceuskit.kinetics.descriptors import curve_descriptors, dense_grid
+from ceuskit.outputs import write_json_atomic
 
 __all__ = [
     "BMODE_PANEL_XYXY",
@@ -1017,15 +1015,6 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
                    roi_masks=roi_masks, amplitude_maps=amps)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_phantom(phantom: Phantom, out_dir: str | PathLike[str], fmt: str = "dicom", *,
                   overwrite: bool = False) -> dict[str, Path]:
     """Write a phantom's cine, ``truth.json`` and ``rois.json``.
@@ -1068,29 +1057,22 @@ def write_phantom(phantom: Phantom, out_dir: str | PathLike[str], fmt: str = "di
         raise InputError(out, f"already holds {', '.join(existing)}",
                          "choose another directory or pass --overwrite")
 
-    cine = paths["cine"]
-    # Each writer puts its file in place atomically; the temporary name keeps
-    # the suffix because the video writer picks its container from it.
-    tmp = cine.with_name(f".{cine.stem}-{secrets.token_hex(6)}{cine.suffix}")
+    cine = paths["cine"]  # each writer puts its file in place atomically
     regions = (phantom.bmode_panel, phantom.contrast_panel)
-    try:
-        if fmt == "dicom":
-            from ceuskit.io.dicom_out import write_dicom_cine
+    if fmt == "dicom":
+        from ceuskit.io.dicom_out import write_dicom_cine
 
-            write_dicom_cine(tmp, phantom.frames, phantom.times_s, regions=regions,
-                             spacing_mm=phantom.spacing_mm, description="ceuskit phantom")
-        elif fmt == "mp4":
-            from ceuskit.io.video import write_video
+        write_dicom_cine(cine, phantom.frames, phantom.times_s, regions=regions,
+                         spacing_mm=phantom.spacing_mm, description="ceuskit phantom")
+    elif fmt == "mp4":
+        from ceuskit.io.video import write_video
 
-            write_video(tmp, phantom.frames, phantom.times_s, codec="libx264", crf=4)
-        else:
-            from ceuskit.io.arrays import write_npz
+        write_video(cine, phantom.frames, phantom.times_s, codec="libx264", crf=4)
+    else:
+        from ceuskit.io.arrays import write_npz
 
-            write_npz(tmp, phantom.frames, phantom.times_s, regions=regions,
-                      spacing_mm=phantom.spacing_mm)
-        os.replace(tmp, cine)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _atomic_text(paths["truth"], json.dumps(phantom.truth, indent=2, allow_nan=False) + "\n")
-    _atomic_text(paths["rois"], json.dumps(phantom.rois, indent=2, allow_nan=False) + "\n")
+        write_npz(cine, phantom.frames, phantom.times_s, regions=regions,
+                  spacing_mm=phantom.spacing_mm)
+    write_json_atomic(paths["truth"], phantom.truth)
+    write_json_atomic(paths["rois"], phantom.rois)
     return paths

@@ -26,8 +26,6 @@ objects is refused rather than executed.
 
 from __future__ import annotations
 
-import os
-import secrets
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -41,6 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from ceuskit.cine import Cine, Panel, check_times
 from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io.frames import rgb_to_grey, times_from_fps, valid_fps
+from ceuskit.outputs import atomic_path
 
 __all__ = ["read_npz", "write_npz"]
 
@@ -356,15 +355,8 @@ def write_npz(
         )
         out["region_kinds"] = np.array([q.kind for q in panels], dtype=np.str_)
 
-    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.part")
-    try:
-        with tmp.open("xb") as fh:
-            np.savez_compressed(fh, **out)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(p) as tmp, tmp.open("xb") as fh:
+        np.savez_compressed(fh, **out)  # type: ignore[arg-type]
     return p
 
 

@@ -7,9 +7,6 @@ placeholder, and every UID is freshly generated.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
@@ -33,6 +30,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from ceuskit.cine import Panel
+from ceuskit.outputs import atomic_path
 
 # Frame times are regular when no frame lies further than this from the
 # straight line through the first and last frame times; then a single
@@ -293,17 +291,8 @@ def write_dicom_cine(
         ds.compress(ts, arr, generate_instance_uid=False)
 
     out = Path(path)
-    # A reader (or a crash) must never see a half-written file: write next
-    # to the target, then rename over it in one step.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-        os.replace(tmp_name, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(out) as tmp, tmp.open("wb") as fh:
+        ds.save_as(fh, enforce_file_format=True)
     return out
 
 

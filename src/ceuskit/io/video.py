@@ -11,8 +11,6 @@ no declared regions.
 
 from __future__ import annotations
 
-import os
-import secrets
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
@@ -30,6 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from ceuskit.cine import Cine, check_times
 from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io.frames import rgb_to_grey, times_from_fps, valid_fps
+from ceuskit.outputs import atomic_path
 
 __all__ = ["read_video", "write_video"]
 
@@ -459,8 +458,7 @@ def write_video(
     in_fmt = "rgb24" if rgb else "gray"
     pad = ((0, pad_h), (0, pad_w)) + (((0, 0),) if rgb else ())
 
-    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.part")
-    try:
+    with atomic_path(p) as tmp:
         with av.open(str(tmp), mode="w", format=muxer) as out:
             stream = out.add_stream(codec, rate=_nominal_rate(pts, time_base))
             if not isinstance(stream, VideoStream):  # narrows the type for mypy
@@ -487,9 +485,6 @@ def write_video(
                 frame.time_base = time_base
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
     return p
 
 
