@@ -233,3 +233,28 @@ def test_console_script_runs_as_a_subprocess(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "none.dcm" in proc.stderr
     assert Path(sys.executable).exists()
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    code, stdout, err = run(["demo", "--out", tmp_path / "demo", "--quiet"], capsys)
+    assert code == 0, err
+    report = Path(stdout.strip().splitlines()[-1].removeprefix("report: "))
+    assert report.is_absolute() and report.is_file()
+    assert "not a diagnosis" in stdout
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    truth = json.loads((tmp_path / "demo" / "phantom" / "truth.json").read_text())
+    assert res["rois"]["lesion"]["enhancing"] is True
+    ttp = res["rois"]["lesion"]["perfusion"]["time_to_peak_s"]
+    assert abs(ttp - truth["rois"]["lesion"]["perfusion"]["time_to_peak_s"]) < 1.5
+    # A second demo into the same directory refuses rather than overwrite.
+    code, _, err = run(["demo", "--out", tmp_path / "demo", "--quiet"], capsys)
+    assert_usage_error(code, err, "already holds")
+
+
+def test_installed_console_script(tmp_path):
+    import shutil
+
+    exe = shutil.which("ceuskit")
+    assert exe is not None, "the ceuskit console script is not on PATH (pip install -e .)"
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("ceuskit ")

@@ -118,8 +118,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{args.cine.stem}-ceuskit")
     _, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
                               progress=_progress(args.quiet))
-    print(f"results: {paths['results']}")
-    print(f"report: {paths['report']}")
+    print(f"results: {paths['results'].resolve()}")
+    print(f"report: {paths['report'].resolve()}")
     return 0
 
 
@@ -164,8 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 line += f" (truth {true_ttp:.1f} s)"
         print(line)
     print(DISCLAIMER)
-    print(f"results: {paths['results']}")
-    print(f"report: {paths['report']}")
+    print(f"results: {paths['results'].resolve()}")
+    print(f"report: {paths['report'].resolve()}")
     return 0
 
 
