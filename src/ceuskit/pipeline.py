@@ -26,7 +26,16 @@ from ceuskit.cine import Cine
 from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io import load_cine
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
-from ceuskit.kinetics.fit import FitResult, FitStatus, enhancement_test, fit_curves
+from ceuskit.kinetics.fit import (
+    ENHANCEMENT_MIN_DB,
+    ENHANCEMENT_SMOOTH_S,
+    ENHANCEMENT_Z,
+    PEAK_SHRINK_SE,
+    FitResult,
+    FitStatus,
+    enhancement_test,
+    fit_curves,
+)
 from ceuskit.kinetics.models import get_model
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, check_dynamic_range, to_linear_power
 from ceuskit.panels import PanelChoice, choose_panels, colour_share
@@ -147,8 +156,22 @@ def _finite_or_none(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+ENHANCEMENT_TEST_TEXT = (
+    f"z = (smoothed peak - pre-bolus baseline) / (noise sigma * sqrt(1/k + 1/n_baseline)), "
+    f"moving average over {ENHANCEMENT_SMOOTH_S:g} s (k samples); enhancing when "
+    f"z > {ENHANCEMENT_Z:g} and the peak (less {PEAK_SHRINK_SE:g} standard errors) is at least "
+    f"{ENHANCEMENT_MIN_DB:g} dB above the baseline"
+)
+
+
 def _enhancement_dict(enhancing: bool, stat: float, details: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"enhancing": bool(enhancing), "statistic": _finite_or_none(stat)}
+    out: dict[str, Any] = {
+        "enhancing": bool(enhancing),
+        "statistic": _finite_or_none(stat),
+        "test": ENHANCEMENT_TEST_TEXT,
+        "z_threshold": ENHANCEMENT_Z,
+        "min_rise_db": ENHANCEMENT_MIN_DB,
+    }
     if isinstance(details, dict):
         for k, v in details.items():
             if isinstance(v, np.ndarray):

@@ -9,7 +9,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ceuskit import DISCLAIMER
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
-from ceuskit.pipeline import PERFUSION_KEYS, Analysis
+from ceuskit.pipeline import ENHANCEMENT_TEST_TEXT, PERFUSION_KEYS, Analysis
 from ceuskit.report.figures import roi_overlay_png, tic_png
 
 PARAMETER_LABELS = {
@@ -81,6 +81,7 @@ def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> st
         a=analysis,
         res=results,
         disclaimer=DISCLAIMER,
+        enhancement_test=ENHANCEMENT_TEST_TEXT,
         rows=rows,
         roi_png=_b64(roi_overlay_png(analysis)),
         tic_png=_b64(tic_png(analysis)),
