@@ -4,6 +4,9 @@ Every perfusion parameter ceuskit reports is computed here, from a curve
 sampled on a (fine) time grid: a fitted model evaluated densely, a smoothed
 measured curve, or a simulator's noise-free truth.  Sharing one definition is
 what makes "measured vs truth" and "model A vs model B" comparisons honest.
+For fitted models the same definitions also exist in closed form
+(`BolusModel.closed_form_descriptors`, used by `ceuskit.kinetics.fast`),
+tested equal to this module's results up to the grid's discretisation.
 
 Definitions (times on the cine clock, t = 0 at the first frame; powers in
 linear echo power, a.u.; ``b`` is the curve's baseline):
