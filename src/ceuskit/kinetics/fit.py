@@ -499,6 +499,7 @@ def fit_curves(
     screen: bool = True,
     p0: ArrayLike | None = None,
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> FitResult:
     """Fit ``model`` to a batch of time-intensity curves.
 
@@ -533,6 +534,14 @@ def fit_curves(
     chunk_size : int, optional
         Curves per internal batch (bounds memory: the Jacobian of a chunk is
         ``chunk * N * P`` floats); default keeps it near 4e6 floats.
+    backend : {"auto", "numba", "numpy"}
+        Levenberg-Marquardt core.  ``"numpy"``: the vectorised NumPy
+        iteration of this module.  ``"numba"``: the compiled kernel of
+        :mod:`ceuskit.kinetics.fit_numba` (same algorithm, same results up to
+        rounding, much faster; ValueError if the model has no kernel or
+        numba is missing).  ``"auto"``: numba when available for the model,
+        else NumPy.  Everything but the iteration (screening, starting
+        point, box, errors, statuses) is shared.
 
     Returns
     -------
@@ -556,6 +565,17 @@ def fit_curves(
             t_arr = np.broadcast_to(t_arr, y_arr.shape)
         except ValueError:
             raise ValueError(f"t of shape {t_arr.shape} does not broadcast to y's {y_arr.shape}") from None
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    lm_core = _levenberg_marquardt
+    if backend != "numpy":
+        # Imported here: the compiled module imports this one.
+        from ceuskit.kinetics import fit_numba
+
+        if fit_numba.has_kernel(model):
+            lm_core = fit_numba.levenberg_marquardt
+        elif backend == "numba":
+            raise ValueError(f"no compiled (numba) kernel for model {model.name!r}")
     batch = y_arr.shape[:-1]
     n = y_arr.shape[-1]
     n_p = model.n_params
@@ -609,7 +629,7 @@ def fit_curves(
         start_p = np.clip(start_p, lo, hi)
         yz = np.where(valid[ci], yc, 0.0)
         with np.errstate(all="ignore"):
-            p_fit, cost, jtj, conv, its = _levenberg_marquardt(
+            p_fit, cost, jtj, conv, its = lm_core(
                 model,
                 tc,
                 yz,
