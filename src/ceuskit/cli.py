@@ -58,6 +58,26 @@ def _positive(kind: type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ceuskit", description="Quantitative CEUS and venous-mass work-up. "
                 + DISCLAIMER)
@@ -77,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--necrosis", type=float, default=0.3, help="necrotic share of the mass, 0..0.9")
     s.add_argument("--motion", type=float, default=0.0, help="breathing motion amplitude (px)")
+    s.add_argument("--drift", type=_non_negative, default=0.0,
+                   help="steady probe drift (px/s; default 0)")
+    s.add_argument("--out-of-plane", type=_non_negative_int, default=0, metavar="N",
+                   help="number of out-of-plane frames at random times (default 0)")
     s.add_argument("--fps", type=_positive(float), default=8.0, help="frame rate (frames/s)")
     s.add_argument("--duration", type=_positive(float), default=90.0, help="cine length (s)")
     s.add_argument("--format", choices=("dicom", "mp4", "npz"), default="dicom")
@@ -94,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--panel", type=_panel_arg, default=None,
                    help="contrast panel: auto (default) or X0,Y0,X1,Y1 in frame pixels")
     a.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal")
+    a.add_argument("--motion", choices=("off", "auto", "translation", "rigid"), default="auto",
+                   help="motion compensation (default auto: translation, tracked on the B-mode "
+                        "panel, or on the contrast panel when there is none)")
+    a.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
+                   help="frame (from 0) that motion is measured against: the frame the ROIs were "
+                        "drawn on (default: chosen automatically and reported)")
     a.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     a.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
@@ -114,7 +144,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from ceuskit.pipeline import AnalysisOptions
 
     options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
-                              panel=args.panel, model=args.model)
+                              panel=args.panel, model=args.model, motion=args.motion,
+                              reference_frame=args.reference_frame)
     out = args.out or Path(f"{args.cine.stem}-ceuskit")
     _, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
                               progress=_progress(args.quiet))
@@ -128,7 +159,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         spec = SimulationSpec(scenario=args.scenario, seed=args.seed, necrosis=args.necrosis,
-                              motion_px=args.motion, fps=args.fps, duration_s=args.duration)
+                              motion_px=args.motion, fps=args.fps, duration_s=args.duration,
+                              drift_px_per_s=args.drift, out_of_plane_frames=args.out_of_plane)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
     paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)

@@ -2,8 +2,8 @@
 
 ``analyze`` runs every stage in data-flow order:
 
-    load -> panels -> linearise -> ROI curves -> enhancement test -> model fit
-         -> descriptors -> results
+    load -> panels -> linearise -> motion -> ROI curves -> enhancement test
+         -> model fit -> descriptors -> results
 
 Each stage takes the previous stage's value and returns a new one; the CLI,
 the web app and the batch runner all call these functions.
@@ -38,6 +38,7 @@ from ceuskit.kinetics.fit import (
 )
 from ceuskit.kinetics.models import get_model
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, check_dynamic_range, to_linear_power
+from ceuskit.motion import MotionEstimate, ReferenceFrameError, apply_motion, estimate_motion, warp_frame
 from ceuskit.panels import PanelChoice, choose_panels, colour_share
 from ceuskit.roi import Roi, load_roi_file
 from ceuskit.tic import roi_means
@@ -59,6 +60,9 @@ DIFFERENCE_KEYS = ("arrival_time_s", "time_to_peak_s", "rise_time_s", "mean_tran
 #: Share of contrast-panel pixels in colour above which the panel is refused.
 MAX_COLOUR_SHARE = 0.02
 SUPPORTED_MODELS = ("lognormal",)
+#: Motion compensation settings: "auto" tracks the B-mode panel (translation)
+#: when there is one and falls back to the contrast panel otherwise.
+MOTION_CHOICES = ("off", "auto", "translation", "rigid")
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,21 @@ class AnalysisOptions:
         Contrast panel override in frame pixels.
     model : str
         Perfusion model name.
+    motion : str
+        Motion compensation: ``"off"``, ``"auto"`` (translation, tracked on
+        the B-mode panel, or on the contrast panel when there is none),
+        ``"translation"`` or ``"rigid"`` (translation plus rotation).
+    reference_frame : int or None
+        Frame index (0-based) that motion is measured against; chosen
+        automatically when None.
     """
 
     dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
     fps: float | None = None
     panel: tuple[int, int, int, int] | None = None
     model: str = "lognormal"
+    motion: str = "auto"
+    reference_frame: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -93,6 +106,14 @@ class AnalysisOptions:
         if self.model not in SUPPORTED_MODELS:
             raise InputError("--model", f"model {self.model!r} is not available yet",
                              f"use one of {', '.join(SUPPORTED_MODELS)}")
+        if self.motion not in MOTION_CHOICES:
+            raise InputError("--motion", f"{self.motion!r} is not a motion setting",
+                             f"use one of {', '.join(MOTION_CHOICES)}")
+        ref = self.reference_frame
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int | np.integer)
+                                or ref < 0):
+            raise InputError("--reference-frame", f"{ref!r} is not a frame index",
+                             "give a frame number counted from 0, e.g. --reference-frame 0")
 
 
 @dataclass(frozen=True)
@@ -138,6 +159,7 @@ class Analysis:
     peak_frame_index: int
     contrast_frame: NDArray[np.float32]
     bmode_frame: NDArray[np.float32] | None
+    motion: MotionEstimate | None = None
 
     @property
     def reference(self) -> RoiResult | None:
@@ -182,14 +204,88 @@ def _enhancement_dict(enhancing: bool, stat: float, details: Any) -> dict[str, A
     return out
 
 
+def estimate_cine_motion(
+    cine: Cine,
+    panels: PanelChoice,
+    options: AnalysisOptions,
+    progress: Progress | None = None,
+) -> tuple[MotionEstimate | None, list[AnalysisWarning]]:
+    """Estimate in-plane motion as `options.motion` asks (None when off).
+
+    Motion is tracked on the display frames of the B-mode panel when there is
+    one; otherwise on the contrast panel's perfusion pattern (warning
+    ``motion-from-contrast-panel``).  A cine in which motion cannot be
+    estimated is analysed without it (warning ``motion-not-estimated``).
+
+    Raises
+    ------
+    InputError
+        A reference frame outside the cine, or one with nothing to track.
+    """
+    if options.motion == "off":
+        return None, []
+    say = progress or (lambda _msg: None)
+    mode = "translation" if options.motion == "auto" else options.motion
+    ref = options.reference_frame
+    if ref is not None and ref >= cine.n_frames:
+        raise InputError("--reference-frame", f"frame {ref} is beyond the last frame "
+                         f"({cine.n_frames - 1})", f"give a frame from 0 to {cine.n_frames - 1}")
+    warnings: list[AnalysisWarning] = []
+    panel = panels.bmode if panels.bmode is not None else panels.contrast
+    tracked = "bmode" if panels.bmode is not None else "contrast"
+    say(f"estimating motion ({mode}) on the {'B-mode' if tracked == 'bmode' else 'contrast'} panel")
+    try:
+        motion = estimate_motion(cine.frames[(slice(None), *panel.slices)], mode=mode,
+                                 reference=ref, tracked_panel=tracked)
+    except ReferenceFrameError as exc:
+        raise InputError("--reference-frame", str(exc)) from None
+    except ValueError as exc:
+        warnings.append(AnalysisWarning(
+            "motion-not-estimated",
+            f"motion compensation was skipped ({exc}); the curves may mix neighbouring "
+            "tissue if the anatomy moved",
+        ))
+        return None, warnings
+    n = motion.n_frames
+    if tracked == "contrast":
+        warnings.append(AnalysisWarning(
+            "motion-from-contrast-panel",
+            "there is no B-mode panel, so motion was estimated on the contrast panel's "
+            f"perfusion pattern, in the {int(motion.tracked.sum())} of {n} frames where the "
+            "bolus shows (the others keep the nearest frame's estimate); this is less precise "
+            "than tracking B-mode speckle and detects out-of-plane frames less reliably",
+        ))
+    rejected = np.flatnonzero(motion.rejected)
+    if rejected.size:
+        listed = ", ".join(f"{i} ({cine.times_s[i]:.1f} s)" for i in rejected[:12])
+        more = f" and {rejected.size - 12} more" if rejected.size > 12 else ""
+        share = rejected.size / n
+        warnings.append(AnalysisWarning(
+            "frames-rejected",
+            f"{rejected.size} of {n} frames ({share:.0%}) match the reference poorly after motion "
+            f"correction (out-of-plane motion or probe lift) and were left out of the curve fits: "
+            f"frames {listed}{more}"
+            + ("; with this many frames lost the perfusion parameters are unreliable"
+               if share > 0.2 else ""),
+        ))
+    return motion, warnings
+
+
 def measure_rois(
     cine: Cine,
     panels: PanelChoice,
     rois: list[Roi],
     options: AnalysisOptions,
     progress: Progress | None = None,
+    motion: MotionEstimate | None = None,
 ) -> tuple[list[RoiResult], list[AnalysisWarning], int]:
     """Linearise the contrast panel, measure each ROI's curve and fit it.
+
+    With a `motion` estimate, the linear power of every frame is first
+    aligned to the reference frame (`apply_motion`; pixels that come from
+    outside the panel are NaN and left out of ROI means), and frames the
+    estimate rejects are left out of the enhancement test and the fit (their
+    measured values stay in ``RoiResult.intensity`` for the plot).
 
     Returns
     -------
@@ -200,17 +296,26 @@ def measure_rois(
     say("linearising the contrast panel")
     power = to_linear_power(cine.frames[(slice(None), *panels.contrast.slices)],
                             options.dynamic_range_db, cine.display_max)
+    if motion is not None:
+        say("aligning the contrast panel")
+        apply_motion(power, motion, out=power)
     curves = roi_means(power, [r.mask for r in rois])
     del power
     t = cine.times_s
     t_end = float(t[-1])
+    # Rejected frames (and frames where an ROI lies wholly outside the
+    # aligned panel) are NaN samples to the fitter, which skips them.
+    fit_curves_in = curves
+    if motion is not None and motion.rejected.any():
+        fit_curves_in = curves.copy()
+        fit_curves_in[:, motion.rejected] = np.nan
     model = get_model(options.model)
     results: list[RoiResult] = []
     say(f"fitting {len(rois)} curve(s) with the {model.name} model")
-    enh, stat, details = enhancement_test(t, curves)
+    enh, stat, details = enhancement_test(t, fit_curves_in)
     enh = np.asarray(enh, dtype=bool).reshape(len(rois))
     stat = np.asarray(stat, dtype=np.float64).reshape(len(rois))
-    fit = fit_curves(model, t, curves[enh]) if enh.any() else None
+    fit = fit_curves(model, t, fit_curves_in[enh]) if enh.any() else None
     desc = fit.descriptors(t_end) if fit is not None else None
     j = 0
     for i, roi in enumerate(rois):
@@ -243,8 +348,12 @@ def measure_rois(
                                  fit_status=status_label))
     results = _with_relative(results)
     lesion = next((r for r in results if r.roi.role == "lesion"), results[0])
-    src = lesion.fit.predict(t) if lesion.fit is not None else lesion.intensity
-    peak_index = int(np.argmax(np.asarray(src).reshape(-1)))
+    src = np.array(lesion.fit.predict(t) if lesion.fit is not None else lesion.intensity,
+                   dtype=np.float64).reshape(-1)
+    if motion is not None:
+        # The frame shown in the report should be one that was kept.
+        src[motion.rejected] = np.nan
+    peak_index = int(np.nanargmax(src)) if np.any(np.isfinite(src)) else 0
     return results, warnings, peak_index
 
 
@@ -312,8 +421,9 @@ def analyze_cine(
             "export the contrast cine in grey scale, or choose a grey panel with --panel",
         )
     rois = load_roi_file(roi_path, panel=panels.contrast, frame_shape=cine.frame_shape)
-    roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress)
-    warnings = list(cine.warnings) + warnings
+    motion, motion_warnings = estimate_cine_motion(cine, panels, options, progress)
+    roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress, motion)
+    warnings = list(cine.warnings) + motion_warnings + warnings
     if options.panel is None and panels.method == "whole-frame":
         warnings.append(AnalysisWarning(
             "panel-whole-frame",
@@ -331,6 +441,10 @@ def analyze_cine(
     contrast_frame = np.array(cine.frames[peak][panels.contrast.slices])
     bmode_frame = (np.array(cine.frames[peak][panels.bmode.slices])
                    if panels.bmode is not None else None)
+    if motion is not None:
+        # Shown under the ROIs, which are drawn in the reference frame's coordinates.
+        contrast_frame = warp_frame(contrast_frame, motion, peak)
+        bmode_frame = warp_frame(bmode_frame, motion, peak) if bmode_frame is not None else None
     return Analysis(
         source_name=source_name,
         cine_meta=dict(cine.meta),
@@ -342,6 +456,7 @@ def analyze_cine(
         peak_frame_index=peak,
         contrast_frame=contrast_frame,
         bmode_frame=bmode_frame,
+        motion=motion,
     )
 
 
@@ -425,5 +540,19 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         "units": {**DESCRIPTOR_UNITS, "qof": "1", "intensity": "a.u. (linear echo power)",
                   "area_mm2": "mm2"},
         "rois": rois,
+        "motion": _motion_section(analysis),
         "warnings": [w.as_dict() for w in analysis.warnings],
     }
+
+
+def _motion_section(analysis: Analysis) -> dict[str, Any]:
+    """results.json ``motion``: what was estimated and which frames were left out."""
+    requested = analysis.options.motion
+    m = analysis.motion
+    if m is None:
+        return {"requested": requested, "mode": "off" if requested == "off" else "not-estimated",
+                "tracked_panel": None, "rejected_frames": {"count": 0, "indices": [], "times_s": []}}
+    panel = analysis.panels.bmode if m.tracked_panel == "bmode" else analysis.panels.contrast
+    spacing = (panel.spacing_mm if panel is not None and panel.spacing_mm is not None
+               else analysis.panels.contrast.spacing_mm)
+    return {"requested": requested, **m.as_dict(analysis.times_s, spacing)}

@@ -18,8 +18,14 @@ grey 255):
 - B-mode panel: ``E(x) |s_t|^2`` (echogenicity times the same tissue
   speckle) plus a faint trace of the bubbles and a weak noise floor.
 - Display: ``g = round(255 (1 + 10 log10(P) / DR))`` clipped to 0..255.
-- Breathing motion translates the whole anatomy (maps and tissue speckle) in
-  both panels; the ROIs and the truth stay in the motionless reference.
+- Breathing motion (plus an optional steady probe drift) translates the
+  whole anatomy (maps and tissue speckle) in both panels; the ROIs and the
+  truth stay in the motionless reference.
+- Out-of-plane frames (optional, at seeded random times) show a neighbouring
+  slice: fresh tissue speckle (the scatterers are different ones, beyond the
+  elevational beam width) and the anatomy seen at an offset of a few pixels.
+  They are what motion compensation must reject: no in-plane shift matches
+  them.
 
 The truth curve of an ROI is the expected ROI-mean contrast power without
 motion, ``sum_k w_k f_k(t) + b``, where ``w_k`` is the ROI mean of tissue k's
@@ -88,6 +94,13 @@ _CHUNK = 32
 _MOTION_PERIOD_S = 4.0
 _MOTION_DX_RATIO = 0.4
 _MOTION_DX_PHASE = 1.0
+# Probe drift direction (x, y), a unit vector: mostly lateral sliding, some depth.
+_DRIFT_DIRECTION = (0.8, 0.6)
+# Out-of-plane frames: the neighbouring slice shows the anatomy displaced by
+# this many pixels (uniform range, random direction) on top of the in-plane
+# motion.  With the 32 px cap on in-plane motion it stays inside the 40 px
+# canvas margin.
+_OOP_OFFSET_PX = (3.0, 6.0)
 
 # Levels (dB re display maximum).  Tissue leakage through the contrast pulse
 # sequence is about 40 dB below full scale in muscle; bright specular walls
@@ -151,6 +164,14 @@ class SimulationSpec:
     motion_px : float
         Axial amplitude of the breathing motion in pixels (0 = none, at most
         32); the lateral amplitude is 0.4 times this, period 4 s.
+    drift_px_per_s : float
+        Speed of a steady probe drift in px/s (0 = none), along the fixed
+        direction (x, y) = (0.8, 0.6); breathing plus drift must stay within
+        32 px of the reference over the cine.
+    out_of_plane_frames : int
+        Number of frames (chosen at random from the seed, 0 = none, at most
+        half the frames) that show a neighbouring slice: fresh tissue speckle
+        and the anatomy offset by 3 to 6 px; listed in ``truth["motion"]``.
     fps : float
         Frame rate in frames per second.
     duration_s : float
@@ -173,6 +194,8 @@ class SimulationSpec:
     dynamic_range_db: float = 60.0
     noise_floor_db: float = -45.0
     spacing_mm: float = 0.2
+    drift_px_per_s: float = 0.0
+    out_of_plane_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -196,6 +219,19 @@ class SimulationSpec:
             raise ValueError(
                 f"duration_s x fps (--duration x --fps) gives {self.n_frames} frames; "
                 f"at most {_MAX_FRAMES} are simulated")
+        _check_range("drift_px_per_s", "--drift", self.drift_px_per_s, 0.0, _MAX_MOTION_PX)
+        dx, dy = motion_trace(self, self.times_s())
+        reach = float(max(np.max(np.abs(dx)), np.max(np.abs(dy))))
+        if reach > _MAX_MOTION_PX:
+            raise ValueError(
+                f"breathing plus drift (--motion, --drift) move the anatomy {reach:.1f} px "
+                f"over the cine; at most {_MAX_MOTION_PX:g} px are simulated")
+        oop = self.out_of_plane_frames
+        if isinstance(oop, bool) or not isinstance(oop, int | np.integer) or \
+                not 0 <= oop <= self.n_frames // 2:
+            raise ValueError(
+                f"out_of_plane_frames (--out-of-plane) must be an integer between 0 and "
+                f"{self.n_frames // 2} (half the frames), got {oop!r}")
 
     @property
     def n_frames(self) -> int:
@@ -697,30 +733,51 @@ def _to_display(power: NDArray[np.float32], dr_db: float) -> NDArray[np.uint8]:
 
 
 def motion_trace(spec: SimulationSpec, times_s: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Breathing displacement of the anatomy, in px (x right, y down).
+    """In-plane displacement of the anatomy (breathing plus drift), in px.
 
     Parameters
     ----------
     spec : SimulationSpec
-        Uses ``motion_px``.
+        Uses ``motion_px`` and ``drift_px_per_s``.
     times_s : array, shape (T,)
         Frame times in seconds.
 
     Returns
     -------
     dx, dy : arrays, shape (T,)
-        ``dy = m sin(2 pi t / 4 s)``, ``dx = 0.4 m sin(2 pi t / 4 s + 1)``.
+        x right, y down: ``dy = m sin(2 pi t / 4 s) + 0.6 v t``,
+        ``dx = 0.4 m sin(2 pi t / 4 s + 1) + 0.8 v t`` with ``m = motion_px``
+        and ``v = drift_px_per_s``.
     """
     m = float(spec.motion_px)
-    phase = 2.0 * np.pi * np.asarray(times_s, dtype=np.float64) / _MOTION_PERIOD_S
+    v = float(spec.drift_px_per_s)
+    t = np.asarray(times_s, dtype=np.float64)
+    phase = 2.0 * np.pi * t / _MOTION_PERIOD_S
     dy = m * np.sin(phase)
     dx = _MOTION_DX_RATIO * m * np.sin(phase + _MOTION_DX_PHASE)
+    if v != 0.0:
+        dx = dx + _DRIFT_DIRECTION[0] * v * t
+        dy = dy + _DRIFT_DIRECTION[1] * v * t
     return dx, dy
+
+
+def _out_of_plane(spec: SimulationSpec, rng: np.random.Generator) -> tuple[
+        NDArray[np.int64], FloatArray]:
+    """Indices of the out-of-plane frames (sorted) and their anatomy offsets (k, 2) as (dx, dy) px."""
+    k = int(spec.out_of_plane_frames)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
+    idx = np.sort(rng.choice(spec.n_frames, size=k, replace=False)).astype(np.int64)
+    radius = rng.uniform(*_OOP_OFFSET_PX, size=k)
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=k)
+    return idx, np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
 
 
 def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
             tissue_spec: NDArray[np.complex64], rng: np.random.Generator,
-            times: FloatArray, dx: FloatArray, dy: FloatArray) -> NDArray[np.uint8]:
+            times: FloatArray, dx: FloatArray, dy: FloatArray,
+            oop: tuple[NDArray[np.int64], FloatArray] | None = None,
+            rng_oop: np.random.Generator | None = None) -> NDArray[np.uint8]:
     h, w = PANEL_SHAPE
     view = (slice(_MARGIN, _MARGIN + h), slice(_MARGIN, _MARGIN + w))
     dr = float(spec.dynamic_range_db)
@@ -730,13 +787,26 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
     names = list(kin)
     amp_canvas = np.stack([anat.amplitude[k] for k in names]).astype(np.float32)
     bubble_filter = _psf_filter(PANEL_SHAPE, float(spec.spacing_mm))
-    moving = bool(np.any(dx != 0) or np.any(dy != 0))
+    oop_idx, oop_off = oop if oop is not None else (np.zeros(0, dtype=np.int64), np.zeros((0, 2)))
+    moving = bool(np.any(dx != 0) or np.any(dy != 0) or oop_idx.size)
+    # Where the anatomy maps are drawn: the in-plane motion, plus the offset
+    # of the neighbouring slice in out-of-plane frames.
+    map_dx, map_dy = np.array(dx, dtype=np.float64), np.array(dy, dtype=np.float64)
+    map_dx[oop_idx] += oop_off[:, 0]
+    map_dy[oop_idx] += oop_off[:, 1]
+    fresh: dict[int, NDArray[np.complex64]] = {}
 
     if moving:
         ch, cw = tissue_spec.shape
         ky = scipy.fft.fftfreq(ch)
         kx = scipy.fft.fftfreq(cw)
         static_maps = np.stack([anat.leak, anat.echo]).astype(np.float32)
+        if oop_idx.size:
+            # Independent scatterers in the neighbouring slice: fresh speckle,
+            # drawn from its own stream so that the other draws do not change.
+            assert rng_oop is not None
+            psf = _psf_filter((ch, cw), float(spec.spacing_mm))
+            fresh = {int(j): _complex_white(rng_oop, (ch, cw)) * psf for j in oop_idx}
     else:
         st2 = np.abs(scipy.fft.ifft2(tissue_spec, norm="ortho")[view]) ** 2
         leak_st = (anat.leak[view] * st2).astype(np.float32)
@@ -756,6 +826,9 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
             ramp_y = np.exp(-2j * np.pi * np.outer(dy[sl], ky)).astype(np.complex64)
             ramp_x = np.exp(-2j * np.pi * np.outer(dx[sl], kx)).astype(np.complex64)
             shifted = tissue_spec[None] * ramp_y[:, :, None] * ramp_x[:, None, :]
+            for i in range(n):
+                if sl.start + i in fresh:
+                    shifted[i] = fresh[sl.start + i]
             st2_t = np.abs(scipy.fft.ifft2(shifted, norm="ortho", workers=-1)
                            [(slice(None), *view)]) ** 2
             contrast_amp = np.empty((n, h, w), dtype=np.float32)
@@ -763,9 +836,9 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
             echo_t = np.empty((n, h, w), dtype=np.float32)
             for i in range(n):
                 j = sl.start + i
-                amps = _translate(amp_canvas, dy[j], dx[j])
+                amps = _translate(amp_canvas, map_dy[j], map_dx[j])
                 contrast_amp[i] = np.tensordot(curves[:, i], amps, axes=1)
-                lm, em = _translate(static_maps, dy[j], dx[j])
+                lm, em = _translate(static_maps, map_dy[j], map_dx[j])
                 leak_t[i] = lm * st2_t[i]
                 echo_t[i] = em * st2_t[i]
             c_map = contrast_amp
@@ -836,7 +909,8 @@ def _roi_truth(name: str, role: str, mask: BoolArray, anat: _Anatomy,
 def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
                  roi_doc: dict[str, Any], roi_masks: dict[str, BoolArray],
                  baseline_map: FloatArray, times: FloatArray, dx: FloatArray,
-                 dy: FloatArray) -> dict[str, Any]:
+                 dy: FloatArray,
+                 oop: tuple[NDArray[np.int64], FloatArray] | None = None) -> dict[str, Any]:
     view = (slice(_MARGIN, _MARGIN + PANEL_SHAPE[0]), slice(_MARGIN, _MARGIN + PANEL_SHAPE[1]))
     t_end = float(times[-1])
     grid = dense_grid(t_end, 0.01, extend_to_s=max(4.0 * t_end, 300.0))
@@ -949,13 +1023,23 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
         "pe_ratio_viable_tumor_to_reference": viable_ratio,
         "expected_findings": findings,
         "motion": {
-            "model": "breathing: dy = m sin(2 pi t / T), dx = 0.4 m sin(2 pi t / T + 1)",
+            "model": "breathing: dy = m sin(2 pi t / T), dx = 0.4 m sin(2 pi t / T + 1); "
+                     "plus drift: (dx, dy) += v t (0.8, 0.6)",
             "amplitude_px": float(spec.motion_px),
             "period_s": _MOTION_PERIOD_S,
+            "drift_px_per_s": float(spec.drift_px_per_s),
+            "drift_direction_xy": list(_DRIFT_DIRECTION),
             "convention": "anatomy displaced by (+dx, +dy) px (x right, y down) from the "
                           "reference that the ROIs and truth curves describe",
             "dx_px": [float(v) for v in dx],
             "dy_px": [float(v) for v in dy],
+            "out_of_plane_model": (
+                "a neighbouring slice: fresh tissue speckle, anatomy offset by the listed "
+                "(dx, dy) px on top of the in-plane motion; dx_px/dy_px give the in-plane "
+                "motion only"),
+            "out_of_plane_frames": [] if oop is None else [int(i) for i in oop[0]],
+            "out_of_plane_offsets_px": [] if oop is None else [
+                [float(a), float(b)] for a, b in oop[1]],
         },
     }
 
@@ -978,8 +1062,11 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
         Frames, times, panels, ROI file content, truth and reference masks.
     """
     spec = SimulationSpec() if spec is None else spec
-    streams = np.random.SeedSequence(int(spec.seed)).spawn(4)
-    rng_anat, rng_kin, rng_tissue, rng_frames = (np.random.default_rng(s) for s in streams)
+    # A fifth stream for the out-of-plane frames leaves the first four (and so
+    # every phantom without them) exactly as before.
+    streams = np.random.SeedSequence(int(spec.seed)).spawn(5)
+    rng_anat, rng_kin, rng_tissue, rng_frames, rng_oop = (
+        np.random.default_rng(s) for s in streams)
 
     anat = _build_anatomy(spec, rng_anat)
     kin = _draw_kinetics(rng_kin)
@@ -997,8 +1084,9 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
 
     times = spec.times_s()
     dx, dy = motion_trace(spec, times)
-    frames = _render(spec, anat, kin, tissue_spec, rng_frames, times, dx, dy)
-    truth = _build_truth(spec, anat, kin, roi_doc, roi_masks, baseline_map, times, dx, dy)
+    oop = _out_of_plane(spec, rng_oop)
+    frames = _render(spec, anat, kin, tissue_spec, rng_frames, times, dx, dy, oop, rng_oop)
+    truth = _build_truth(spec, anat, kin, roi_doc, roi_masks, baseline_map, times, dx, dy, oop)
 
     s = float(spec.spacing_mm)
     contrast = Panel(*CONTRAST_PANEL_XYXY, spacing_mm=(s, s), kind="contrast", source="file")

@@ -22,6 +22,8 @@ def roi_means(power: NDArray[np.float32], masks: Sequence[NDArray[np.bool_]]) ->
     -------
     ndarray, shape (len(masks), T)
         Mean linear power per ROI and frame (a.u.), accumulated in float64.
+        NaN pixels (outside the panel after motion alignment) are left out of
+        the mean; a frame with no finite pixel in the ROI gives NaN.
     """
     t = power.shape[0]
     flat = power.reshape(t, -1)
@@ -30,5 +32,12 @@ def roi_means(power: NDArray[np.float32], masks: Sequence[NDArray[np.bool_]]) ->
         idx = np.flatnonzero(m.ravel())
         if idx.size == 0:
             raise ValueError("empty ROI mask")
-        out[i] = flat[:, idx].mean(axis=1, dtype=np.float64)
+        vals = flat[:, idx]
+        out[i] = vals.mean(axis=1, dtype=np.float64)
+        holed = np.flatnonzero(np.isnan(out[i]))
+        if holed.size:
+            sub = vals[holed].astype(np.float64)
+            n = np.sum(np.isfinite(sub), axis=1)
+            total = np.nansum(sub, axis=1)
+            out[i, holed] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
     return out

@@ -70,15 +70,26 @@ def roi_overlay_png(analysis: Analysis) -> bytes:
 
 
 def tic_png(analysis: Analysis) -> bytes:
-    """Time-intensity curves: measured means and fitted curves, linear and in dB."""
+    """Time-intensity curves: measured means and fitted curves, linear and in dB.
+
+    Frames rejected by motion compensation are drawn as grey crosses: they
+    are gaps in the data the fit used.
+    """
     t = analysis.times_s
+    rejected = (np.asarray(analysis.motion.rejected, dtype=bool) if analysis.motion is not None
+                else np.zeros(t.size, dtype=bool))
+    kept = ~rejected
     fig, (ax_lin, ax_db) = plt.subplots(1, 2, figsize=(11, 4.0))
     for r in analysis.rois:
         colour = ROLE_COLOURS.get(r.roi.role, "#444444")
         y = r.intensity
+        y_db = 10 * np.log10(np.maximum(y, 1e-12))
         label = f"{r.roi.name} ({r.roi.role})"
-        ax_lin.plot(t, y, ".", ms=2.5, color=colour, alpha=0.45)
-        ax_db.plot(t, 10 * np.log10(np.maximum(y, 1e-12)), ".", ms=2.5, color=colour, alpha=0.45)
+        ax_lin.plot(t[kept], y[kept], ".", ms=2.5, color=colour, alpha=0.45)
+        ax_db.plot(t[kept], y_db[kept], ".", ms=2.5, color=colour, alpha=0.45)
+        if rejected.any():
+            ax_lin.plot(t[rejected], y[rejected], "x", ms=3.5, color="#8c8c8c", alpha=0.8)
+            ax_db.plot(t[rejected], y_db[rejected], "x", ms=3.5, color="#8c8c8c", alpha=0.8)
         if r.fit is not None:
             tf = np.linspace(t[0], t[-1], 800)
             yf = np.asarray(r.fit.predict(tf)).reshape(-1)
@@ -89,6 +100,9 @@ def tic_png(analysis: Analysis) -> bytes:
                 ax_lin.axvline(ttp, color=colour, lw=0.8, ls=":")
         else:
             ax_lin.plot([], [], ".", color=colour, label=f"{label}: not enhancing, not fitted")
+    if rejected.any():
+        ax_lin.plot([], [], "x", color="#8c8c8c",
+                    label=f"frames rejected by motion compensation ({int(rejected.sum())}), not fitted")
     ax_lin.set_xlabel("time (s)")
     ax_lin.set_ylabel("mean linear echo power (a.u.)")
     ax_lin.set_title("time-intensity curves (linear)", fontsize=10)
@@ -98,4 +112,58 @@ def tic_png(analysis: Analysis) -> bytes:
     ax_lin.legend(fontsize=7, loc="upper right")
     for ax in (ax_lin, ax_db):
         ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def motion_png(analysis: Analysis) -> bytes | None:
+    """Estimated displacement (dx, dy; and rotation in rigid mode) over time.
+
+    Rejected frames are marked with grey crosses; frames that were not
+    tracked (contrast-panel fallback, before the bolus) are shaded.  A right
+    axis gives mm when the pixel size is known.  None without an estimate.
+    """
+    m = analysis.motion
+    if m is None:
+        return None
+    t = analysis.times_s
+    rigid = m.mode == "rigid"
+    fig, axes = plt.subplots(1, 2 if rigid else 1, figsize=(11 if rigid else 8, 3.0), squeeze=False)
+    ax = axes[0, 0]
+    rej = np.asarray(m.rejected, dtype=bool)
+    # Lines break at rejected frames (their estimate matched nothing well).
+    ax.plot(t, np.where(rej, np.nan, m.dx_px), "-", lw=1.1, color="#1f77b4",
+            label="dx (lateral, +right)")
+    ax.plot(t, np.where(rej, np.nan, m.dy_px), "-", lw=1.1, color="#d62728",
+            label="dy (depth, +down)")
+    if rej.any():
+        ax.plot(t[rej], m.dx_px[rej], "x", color="#8c8c8c", ms=5)
+        ax.plot(t[rej], m.dy_px[rej], "x", color="#8c8c8c", ms=5,
+                label=f"rejected frames ({int(rej.sum())})")
+    untracked = ~np.asarray(m.tracked, dtype=bool)
+    if untracked.any():
+        ax.fill_between(t, 0, 1, where=untracked, transform=ax.get_xaxis_transform(),
+                        color="#cccccc", alpha=0.5, lw=0, label="not tracked (no bolus yet)")
+    ax.axvline(t[m.reference_index], color="#444444", lw=0.8, ls=":", label="reference frame")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("displacement (px)")
+    ax.set_title(f"motion ({m.mode}, tracked on the {'B-mode' if m.tracked_panel == 'bmode' else 'contrast'} "
+                 "panel)", fontsize=10)
+    panel = analysis.panels.bmode if m.tracked_panel == "bmode" else analysis.panels.contrast
+    spacing = panel.spacing_mm if panel is not None else None
+    if spacing is not None:
+        s = float(np.sqrt(spacing[0] * spacing[1]))
+        sec = ax.secondary_yaxis("right", functions=(lambda v: v * s, lambda v: v / s))
+        sec.set_ylabel("displacement (mm)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if rigid:
+        ax_r = axes[0, 1]
+        ax_r.plot(t, np.where(rej, np.nan, m.rotation_deg), "-", lw=1.1, color="#2ca02c")
+        if rej.any():
+            ax_r.plot(t[rej], m.rotation_deg[rej], "x", color="#8c8c8c", ms=5)
+        ax_r.set_xlabel("time (s)")
+        ax_r.set_ylabel("rotation (degrees)")
+        ax_r.set_title("rotation about the panel centre", fontsize=10)
+        ax_r.grid(alpha=0.3)
+        fig.subplots_adjust(wspace=0.45)  # room for the mm axis between the panels
     return _png(fig)

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ceuskit import DISCLAIMER
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
 from ceuskit.pipeline import ENHANCEMENT_TEST_TEXT, PERFUSION_KEYS, Analysis
-from ceuskit.report.figures import roi_overlay_png, tic_png
+from ceuskit.report.figures import motion_png, roi_overlay_png, tic_png
 
 PARAMETER_LABELS = {
     "arrival_time_s": "Arrival time (TI)",
@@ -77,6 +77,7 @@ def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> st
     rows = [{"key": k, "label": PARAMETER_LABELS[k], "unit": units.get(k, ""),
              "cells": [r.perfusion.get(k) for r in analysis.rois]} for k in PERFUSION_KEYS]
     template = _env.get_template("report.html")
+    motion = motion_png(analysis)
     return template.render(
         a=analysis,
         res=results,
@@ -85,4 +86,5 @@ def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> st
         rows=rows,
         roi_png=_b64(roi_overlay_png(analysis)),
         tic_png=_b64(tic_png(analysis)),
+        motion_png=_b64(motion) if motion is not None else None,
     )
