@@ -101,3 +101,34 @@ def test_results_document_is_json_clean(one_study):
     assert "PHANTOM" not in text  # no patient identifiers leave the reader
     assert doc["acquisition"]["timing_source"] == "FrameTime"
     assert doc["rois"]["lesion"]["area_mm2"] == pytest.approx(doc["rois"]["lesion"]["area_px"] * 0.04)
+
+
+@pytest.mark.parametrize("model", ["gamma", "ldrw", "auto"])
+def test_every_model_through_the_pipeline(one_study, model):
+    phantom, files = one_study
+    cine = load_cine(files["npz"]["cine"])
+    analysis = analyze_cine(cine, files["npz"]["rois"], AnalysisOptions(model=model))
+    _check_against_truth(analysis, phantom.truth)
+    doc = analysis.results()
+    lesion = doc["rois"]["lesion"]
+    if model == "auto":
+        sel = lesion["fit"]["model_selection"]
+        assert sel["criterion"] == "aicc" and sel["chosen"] == lesion["model"]
+        assert set(sel["values"]) == {"lognormal", "gamma", "ldrw"}
+        assert sum(sel["akaike_weights"].values()) == pytest.approx(1.0)
+        # The phantom's kinetics are lognormal; the choice must not be a worse fit.
+        best = min(v for v in sel["values"].values() if v is not None)
+        assert sel["values"][lesion["model"]] == best
+    else:
+        assert lesion["model"] == model and lesion["fit"]["model_selection"] is None
+
+
+def test_quality_warnings_reach_the_results(tmp_path):
+    # A 40 s cine is too short for wash-out assessment: QC must say so.
+    phantom = simulate(SimulationSpec(scenario="tumor", seed=2, fps=4.0, duration_s=40.0))
+    files = write_phantom(phantom, tmp_path, "npz")
+    codes = {w.code for w in analyze(files["cine"], files["rois"]).warnings}
+    assert "short-cine" in codes
+    clean = simulate(SimulationSpec(scenario="tumor", seed=2, fps=4.0, duration_s=75.0))
+    files = write_phantom(clean, tmp_path / "clean", "npz")
+    assert analyze(files["cine"], files["rois"]).warnings == []

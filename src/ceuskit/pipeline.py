@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ceuskit.cine import Cine
 from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io import load_cine
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
+from ceuskit.kinetics.fast import fast_descriptors
 from ceuskit.kinetics.fit import (
     ENHANCEMENT_MIN_DB,
     ENHANCEMENT_SMOOTH_S,
@@ -37,9 +38,11 @@ from ceuskit.kinetics.fit import (
     fit_curves,
 )
 from ceuskit.kinetics.models import get_model
+from ceuskit.kinetics.select import fit_auto
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, check_dynamic_range, to_linear_power
 from ceuskit.motion import MotionEstimate, ReferenceFrameError, apply_motion, estimate_motion, warp_frame
 from ceuskit.panels import PanelChoice, choose_panels, colour_share
+from ceuskit.qc import acquisition_warnings
 from ceuskit.roi import Roi, load_roi_file
 from ceuskit.tic import roi_means
 
@@ -59,7 +62,10 @@ RATIO_KEYS = ("peak_enhancement", "auc", "wash_in_rate", "wash_in_auc",
 DIFFERENCE_KEYS = ("arrival_time_s", "time_to_peak_s", "rise_time_s", "mean_transit_time_s")
 #: Share of contrast-panel pixels in colour above which the panel is refused.
 MAX_COLOUR_SHARE = 0.02
-SUPPORTED_MODELS = ("lognormal",)
+SUPPORTED_MODELS = ("lognormal", "gamma", "ldrw", "auto")
+#: Candidates of ``--model auto`` (bolus models; replenishment is for
+#: destruction-reperfusion cines, not a bolus).
+AUTO_MODELS = ("lognormal", "gamma", "ldrw")
 #: Motion compensation settings: "auto" tracks the B-mode panel (translation)
 #: when there is one and falls back to the contrast panel otherwise.
 MOTION_CHOICES = ("off", "auto", "translation", "rigid")
@@ -143,6 +149,7 @@ class RoiResult:
     perfusion: dict[str, float | None]
     fit_status: str
     relative: dict[str, float | None] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -309,14 +316,11 @@ def measure_rois(
     if motion is not None and motion.rejected.any():
         fit_curves_in = curves.copy()
         fit_curves_in[:, motion.rejected] = np.nan
-    model = get_model(options.model)
     results: list[RoiResult] = []
-    say(f"fitting {len(rois)} curve(s) with the {model.name} model")
     enh, stat, details = enhancement_test(t, fit_curves_in)
     enh = np.asarray(enh, dtype=bool).reshape(len(rois))
     stat = np.asarray(stat, dtype=np.float64).reshape(len(rois))
-    fit = fit_curves(model, t, fit_curves_in[enh]) if enh.any() else None
-    desc = fit.descriptors(t_end) if fit is not None else None
+    fits, selections = _fit_enhancing(t, fit_curves_in[enh], options.model, say)
     j = 0
     for i, roi in enumerate(rois):
         per_curve_details = {
@@ -327,25 +331,25 @@ def measure_rois(
         perfusion: dict[str, float | None] = dict.fromkeys(PERFUSION_KEYS)
         one_fit: FitResult | None = None
         status_label = "no-enhancement"
-        if enh[i] and fit is not None and desc is not None:
-            one_fit = fit.select(j)
-            status = FitStatus(int(np.asarray(fit.status).reshape(-1)[j]))
+        selection: dict[str, Any] | None = None
+        if enh[i]:
+            one_fit, selection = fits[j], selections[j]
+            status = FitStatus(int(one_fit.status))
             status_label = status.label
+            desc = fast_descriptors(one_fit, t_end)
             for k in PERFUSION_KEYS:
-                if k == "qof":
-                    perfusion[k] = _finite_or_none(np.asarray(fit.qof).reshape(-1)[j])
-                else:
-                    perfusion[k] = _finite_or_none(np.asarray(desc[k]).reshape(-1)[j])
-            if status not in (FitStatus.OK,):
+                value = one_fit.qof if k == "qof" else desc[k]
+                perfusion[k] = _finite_or_none(value)
+            if status is not FitStatus.OK:
                 warnings.append(AnalysisWarning(
                     f"fit-{status.label}",
-                    f"ROI '{roi.name}': the {model.name} fit ended with status '{status.label}'; "
-                    "its perfusion parameters are less reliable",
+                    f"ROI '{roi.name}': the {one_fit.model.name} fit ended with status "
+                    f"'{status.label}'; its perfusion parameters are less reliable",
                 ))
             j += 1
         results.append(RoiResult(roi=roi, intensity=curves[i], enhancing=bool(enh[i]),
                                  enhancement=edict, fit=one_fit, perfusion=perfusion,
-                                 fit_status=status_label))
+                                 fit_status=status_label, selection=selection))
     results = _with_relative(results)
     lesion = next((r for r in results if r.roi.role == "lesion"), results[0])
     src = np.array(lesion.fit.predict(t) if lesion.fit is not None else lesion.intensity,
@@ -355,6 +359,38 @@ def measure_rois(
         src[motion.rejected] = np.nan
     peak_index = int(np.nanargmax(src)) if np.any(np.isfinite(src)) else 0
     return results, warnings, peak_index
+
+
+def _fit_enhancing(
+    t: NDArray[np.float64], curves: NDArray[np.float64], model_name: str, say: Progress
+) -> tuple[list[FitResult], list[dict[str, Any] | None]]:
+    """Fit the enhancing ROIs' curves with one model, or pick per curve with ``auto``.
+
+    Returns one single-curve `FitResult` per curve and, for ``auto``, the
+    model-selection record (criterion values and Akaike weights per model).
+    """
+    n = curves.shape[0]
+    if n == 0:
+        return [], []
+    if model_name != "auto":
+        say(f"fitting {n} curve(s) with the {model_name} model")
+        fit = fit_curves(get_model(model_name), t, curves)
+        return [fit.select(j) for j in range(n)], [None] * n
+    say(f"fitting {n} curve(s) with each of {', '.join(AUTO_MODELS)}; choosing by AICc")
+    auto = fit_auto(t, curves, models=AUTO_MODELS)
+    crit, weights = np.asarray(auto.criterion), np.asarray(auto.weights)
+    fits: list[FitResult] = []
+    selections: list[dict[str, Any] | None] = []
+    for j in range(n):
+        c = int(auto.choice[j])
+        fits.append(auto.results[c if c >= 0 else 0].select(j))
+        selections.append({
+            "criterion": auto.criterion_name,
+            "chosen": auto.names[c] if c >= 0 else None,
+            "values": {m: _finite_or_none(crit[j, k]) for k, m in enumerate(auto.names)},
+            "akaike_weights": {m: _finite_or_none(weights[j, k]) for k, m in enumerate(auto.names)},
+        })
+    return fits, selections
 
 
 def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
@@ -373,8 +409,7 @@ def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
                 rel[f"{k}_difference"] = (a - b) if (a is not None and b is not None) else None
             if not r.enhancing:
                 rel["peak_enhancement_ratio"] = 0.0
-        out.append(RoiResult(r.roi, r.intensity, r.enhancing, r.enhancement, r.fit,
-                             r.perfusion, r.fit_status, rel))
+        out.append(replace(r, relative=rel))
     return out
 
 
@@ -423,7 +458,13 @@ def analyze_cine(
     rois = load_roi_file(roi_path, panel=panels.contrast, frame_shape=cine.frame_shape)
     motion, motion_warnings = estimate_cine_motion(cine, panels, options, progress)
     roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress, motion)
-    warnings = list(cine.warnings) + motion_warnings + warnings
+    say("checking acquisition quality")
+    qc_warnings = acquisition_warnings(
+        cine, panels, rois, np.stack([r.intensity for r in roi_results]),
+        [r.enhancing for r in roi_results], dynamic_range_db=options.dynamic_range_db,
+        valid_frames=None if motion is None else ~motion.rejected,
+    )
+    warnings = list(cine.warnings) + motion_warnings + qc_warnings + warnings
     if options.panel is None and panels.method == "whole-frame":
         warnings.append(AnalysisWarning(
             "panel-whole-frame",
@@ -505,6 +546,7 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
                                     zip(r.fit.model.param_names,
                                         np.asarray(r.fit.stderr).reshape(-1), strict=True)},
                 "iterations": int(np.asarray(r.fit.n_iter).reshape(-1)[0]),
+                "model_selection": r.selection,
             }
         entry["perfusion"] = r.perfusion
         entry["relative_to_reference"] = r.relative or None
