@@ -126,7 +126,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "drawn on (default: chosen automatically and reported)")
     a.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     a.add_argument("--quiet", action="store_true", help="no progress messages")
+
+    m = sub.add_parser("map", help="parametric maps inside the ROIs (NPY, NIfTI and PNG)")
+    m.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
+    m.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
+    m.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: ./<cine name>-maps)")
+    m.add_argument("--block", type=_block_arg, default=None, metavar="N",
+                   help="block size in pixels: each N x N block's mean linear power is fitted "
+                        "(default 4: about one resolution cell, so that speckle does not dominate "
+                        "a pixel's curve; 1 = every pixel)")
+    m.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal")
+    m.add_argument("--dynamic-range", type=float, default=DEFAULT_DYNAMIC_RANGE_DB,
+                   help=f"display dynamic range in dB (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
+    m.add_argument("--fps", type=_positive(float), default=None,
+                   help="frame rate, for files without timing (frames/s)")
+    m.add_argument("--panel", type=_panel_arg, default=None,
+                   help="contrast panel: auto (default) or X0,Y0,X1,Y1 in frame pixels")
+    m.add_argument("--motion", choices=("off", "auto", "translation", "rigid"), default="auto",
+                   help="motion compensation (default auto, as for analyze)")
+    m.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
+                   help="frame (from 0) that motion is measured against")
+    m.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="where the fits run: a Dask scheduler address (tcp://host:port), 'local' "
+                        "(a local Dask cluster), 'none' (this process) or 'auto' (default: this "
+                        "process, a local Dask cluster for maps of 262,144 blocks or more)")
+    m.add_argument("--no-png", action="store_true", help="write the arrays only (no PNG overlays)")
+    m.add_argument("--overwrite", action="store_true", help="replace maps already in --out")
+    m.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
+
+
+def _block_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of pixels") from None
+    if not 1 <= v <= 64:
+        raise argparse.ArgumentTypeError(f"'{text}' must be between 1 and 64 pixels")
+    return v
 
 
 def _free_dir(base: Path) -> Path:
@@ -151,6 +189,39 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                               progress=_progress(args.quiet))
     print(f"results: {paths['results'].resolve()}")
     print(f"report: {paths['report'].resolve()}")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from ceuskit.api import map_to_dir
+    from ceuskit.maps import BLOCK_PX, MapOptions
+    from ceuskit.pipeline import AnalysisOptions
+
+    options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
+                              panel=args.panel, model=args.model, motion=args.motion,
+                              reference_frame=args.reference_frame)
+    map_options = MapOptions(block_px=args.block or BLOCK_PX, model=args.model)
+    out = args.out or Path(f"{args.cine.stem}-maps")
+    study, paths = map_to_dir(args.cine, args.roi, out, options, map_options,
+                              overwrite=args.overwrite, progress=_progress(args.quiet),
+                              scheduler=args.scheduler, png=not args.no_png)
+    res = study.result
+    print(f"ceuskit map: {res.n_curves} block curves ({res.options.block_px} x "
+          f"{res.options.block_px} px), fits ran {study.scheduler_used}")
+    for name, roi in res.rois.items():
+        line = f"  {name:<10} ({roi['role']}): {roi['enhancing_px']} of {roi['tested_px']} px enhancing"
+        if roi["necrosis_fraction"] is not None:
+            line += f", necrosis {100 * roi['necrosis_fraction']:.1f} %"
+        het = roi["heterogeneity"]
+        if het["index"] is not None:
+            line += f", heterogeneity index {het['index']:.2f}"
+        if het["heterogeneous"] is not None:
+            line += " (heterogeneous)" if het["heterogeneous"] else " (homogeneous)"
+        if roi["dvp"]["roi_class"]:
+            line += f", DVP {roi['dvp']['roi_class']}"
+        print(line)
+    print(DISCLAIMER)
+    print(f"maps: {paths['maps.json'].parent.resolve()}")
     return 0
 
 
@@ -207,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2) and --help/--version (0) end here
         return exc.code if isinstance(exc.code, int) else 0
-    handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo}
+    handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo, "map": cmd_map}
     try:
         return handlers[args.command](args)
     except InputError as exc:

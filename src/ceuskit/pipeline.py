@@ -12,7 +12,7 @@ the web app and the batch runner all call these functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -150,6 +150,9 @@ class RoiResult:
     fit_status: str
     relative: dict[str, float | None] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
+    #: Lesion ROIs: the pixel enhancement test's necrosis figures
+    #: (`ceuskit.maps.lesion_necrosis`); None for other roles.
+    necrosis: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,63 @@ def estimate_cine_motion(
     return motion, warnings
 
 
+#: Frames per chunk when the contrast panel is streamed (`contrast_power_chunks`):
+#: bounds the float32 copy of the linear power (64 x 512 x 512 x 4 B = 64 MiB).
+POWER_CHUNK_FRAMES = 64
+
+
+def contrast_power_chunks(
+    cine: Cine,
+    panels: PanelChoice,
+    options: AnalysisOptions,
+    motion: MotionEstimate | None = None,
+    *,
+    chunk_frames: int = POWER_CHUNK_FRAMES,
+    order: int = 1,
+) -> Iterator[tuple[slice, NDArray[np.float32]]]:
+    """Linear power of the contrast panel, aligned to the reference frame, a chunk at a time.
+
+    Every stage that needs the perfusion signal (ROI curves, parametric maps)
+    reads it through this generator, so the linearisation and the motion
+    correction are defined once and the cine is never converted as a whole.
+
+    Parameters
+    ----------
+    cine, panels, options
+        The loaded cine, its panels and the settings (``dynamic_range_db``).
+    motion : MotionEstimate, optional
+        When given, every frame is aligned (`apply_motion`: bilinear, NaN
+        where the aligned pixel comes from outside the panel).  Rejected
+        frames are still yielded; ``motion.rejected`` says which they are.
+    chunk_frames : int
+        Frames per chunk.
+    order : {1, 0, 3}
+        Interpolation of the alignment: bilinear (default: keeps local means
+        of linear power, for curves) or nearest (0: every value is one
+        measured pixel's, for per-pixel tests that interpolation would blur).
+
+    Yields
+    ------
+    (slice, ndarray)
+        The frames' slice of the cine and their linear power, float32
+        (frames, rows, cols) in a.u. (display maximum = 1.0).
+    """
+    n = cine.n_frames
+    for start in range(0, n, chunk_frames):
+        sl = slice(start, min(n, start + chunk_frames))
+        power = to_linear_power(cine.frames[(sl, *panels.contrast.slices)],
+                                options.dynamic_range_db, cine.display_max)
+        if motion is not None:
+            apply_motion(power, _motion_frames(motion, sl), order=order, out=power)
+        yield sl, power
+
+
+def _motion_frames(motion: MotionEstimate, sl: slice) -> MotionEstimate:
+    """The estimate restricted to frames ``sl`` (for aligning a chunk of frames)."""
+    return replace(motion, **{name: getattr(motion, name)[sl] for name in (
+        "dx_px", "dy_px", "rotation_deg", "quality", "rejected", "tracked", "quality_threshold")})
+
+
 def measure_rois(
     cine: Cine,
     panels: PanelChoice,
@@ -300,14 +360,10 @@ def measure_rois(
     """
     say = progress or (lambda _msg: None)
     warnings: list[AnalysisWarning] = []
-    say("linearising the contrast panel")
-    power = to_linear_power(cine.frames[(slice(None), *panels.contrast.slices)],
-                            options.dynamic_range_db, cine.display_max)
-    if motion is not None:
-        say("aligning the contrast panel")
-        apply_motion(power, motion, out=power)
-    curves = roi_means(power, [r.mask for r in rois])
-    del power
+    say("linearising the contrast panel" + (" and aligning it" if motion is not None else ""))
+    masks = [r.mask for r in rois]
+    curves = np.concatenate([roi_means(power, masks) for _, power in
+                             contrast_power_chunks(cine, panels, options, motion)], axis=1)
     t = cine.times_s
     t_end = float(t[-1])
     # Rejected frames (and frames where an ROI lies wholly outside the
@@ -351,6 +407,7 @@ def measure_rois(
                                  enhancement=edict, fit=one_fit, perfusion=perfusion,
                                  fit_status=status_label, selection=selection))
     results = _with_relative(results)
+    results = _with_necrosis(results, cine, panels, options, motion)
     lesion = next((r for r in results if r.roi.role == "lesion"), results[0])
     src = np.array(lesion.fit.predict(t) if lesion.fit is not None else lesion.intensity,
                    dtype=np.float64).reshape(-1)
@@ -393,6 +450,31 @@ def _fit_enhancing(
     return fits, selections
 
 
+def _with_necrosis(results: list[RoiResult], cine: Cine, panels: PanelChoice,
+                   options: AnalysisOptions, motion: MotionEstimate | None) -> list[RoiResult]:
+    """Attach each lesion ROI's necrosis fraction (non-enhancing area / lesion area).
+
+    The per-pixel enhancement test of the parametric maps, in the lesion's
+    post-arrival window (`ceuskit.maps.lesion_necrosis`): one more streaming
+    pass over the contrast panel, aligned by nearest neighbour as the maps'
+    pixel test is.
+    """
+    if not any(r.roi.role == "lesion" for r in results):
+        return results
+    from ceuskit.maps import lesion_necrosis  # compiled kernels: loaded when needed
+
+    fits: list[tuple[str, NDArray[Any]] | None] = []
+    for r in results:
+        p = None if r.fit is None else np.asarray(r.fit.params, dtype=np.float64).reshape(-1)
+        fits.append(None if r.fit is None or p is None or not np.all(np.isfinite(p))
+                    else (r.fit.model.name, p))
+    necrosis = lesion_necrosis(lambda: contrast_power_chunks(cine, panels, options, motion, order=0),
+                               cine.times_s, [r.roi for r in results], fits,
+                               valid_frames=None if motion is None else ~motion.rejected)
+    return [replace(r, necrosis=necrosis.get(r.roi.name)) if r.roi.role == "lesion" else r
+            for r in results]
+
+
 def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
     ref = next((r for r in results if r.roi.role == "reference" and r.enhancing), None)
     if ref is None:
@@ -411,6 +493,45 @@ def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
                 rel["peak_enhancement_ratio"] = 0.0
         out.append(replace(r, relative=rel))
     return out
+
+
+def prepare_cine(
+    cine: Cine,
+    roi_path: str | PathLike[str],
+    options: AnalysisOptions,
+    *,
+    source_name: str = "cine",
+    progress: Progress | None = None,
+) -> tuple[PanelChoice, list[Roi], MotionEstimate | None, list[AnalysisWarning]]:
+    """The stages every analysis of a loaded cine starts with: panels, ROIs, motion.
+
+    Chooses the contrast panel (refusing a colour one), rasterises the ROI
+    file on it and estimates motion as ``options.motion`` asks.  Shared by
+    `analyze_cine` and the parametric maps (`ceuskit.api.map_cine`).
+
+    Returns
+    -------
+    (panels, rois, motion estimate or None, motion warnings)
+
+    Raises
+    ------
+    InputError
+        Colour contrast panel, invalid ROIs, bad options.
+    """
+    say = progress or (lambda _msg: None)
+    say("choosing the contrast panel")
+    panels = choose_panels(cine, options.panel)
+    share = colour_share(cine, panels.contrast)
+    if share > MAX_COLOUR_SHARE:
+        raise InputError(
+            source_name,
+            f"the contrast panel is in colour ({share:.0%} of its pixels), and colour-map "
+            "inversion is not supported yet",
+            "export the contrast cine in grey scale, or choose a grey panel with --panel",
+        )
+    rois = load_roi_file(roi_path, panel=panels.contrast, frame_shape=cine.frame_shape)
+    motion, motion_warnings = estimate_cine_motion(cine, panels, options, progress)
+    return panels, rois, motion, motion_warnings
 
 
 def analyze_cine(
@@ -445,18 +566,8 @@ def analyze_cine(
     """
     options = options or AnalysisOptions()
     say = progress or (lambda _msg: None)
-    say("choosing the contrast panel")
-    panels = choose_panels(cine, options.panel)
-    share = colour_share(cine, panels.contrast)
-    if share > MAX_COLOUR_SHARE:
-        raise InputError(
-            source_name,
-            f"the contrast panel is in colour ({share:.0%} of its pixels), and colour-map "
-            "inversion is not supported yet",
-            "export the contrast cine in grey scale, or choose a grey panel with --panel",
-        )
-    rois = load_roi_file(roi_path, panel=panels.contrast, frame_shape=cine.frame_shape)
-    motion, motion_warnings = estimate_cine_motion(cine, panels, options, progress)
+    panels, rois, motion, motion_warnings = prepare_cine(cine, roi_path, options,
+                                                         source_name=source_name, progress=progress)
     roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress, motion)
     say("checking acquisition quality")
     qc_warnings = acquisition_warnings(
@@ -549,6 +660,9 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
                 "model_selection": r.selection,
             }
         entry["perfusion"] = r.perfusion
+        if r.necrosis is not None:
+            entry["necrosis_fraction"] = r.necrosis["necrosis_fraction"]
+            entry["necrosis"] = r.necrosis
         entry["relative_to_reference"] = r.relative or None
         entry["tic"] = {
             "times_s": _json_array(t, 8),
