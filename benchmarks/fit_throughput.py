@@ -32,9 +32,15 @@ noise-free truth come from the same definition,
 moment measured from the tangent-intersection arrival TI, as defined there.
 A failed fit counts as an infinite error in the medians.
 
+Stage profile (``--profile M``, default 10,000; 0 skips it): the default
+engine fits the first M curves three times and the best run's wall time is
+split between the stages of `fit_curves` (compiled screening and start pass,
+per-curve start formulas and second moment pass, LM iteration, errors and
+statuses, the rest), measured by timing the functions that run them.
+
 Usage::
 
-    python benchmarks/fit_throughput.py [--n 20000] [--scipy-n 200] [--seed 0]
+    python benchmarks/fit_throughput.py [--n 20000] [--scipy-n 200] [--seed 0] [--profile 10000]
 
 The last line reads ``fit_throughput: RATIO x scipy loop, FITS fits/s,
 ttp_err_s=E1 mtt_err_pct=E2 pe_err_pct=E3`` for ceuskit's default engine
@@ -234,6 +240,56 @@ def run_scipy(curves: Curves, n: int, analytic_jac: bool) -> Run:
     return Run(name, n, seconds, params, failed)
 
 
+def stage_profile(curves: Curves, n: int, repeats: int = 3) -> list[tuple[str, float]]:
+    """Wall time (s) of each stage of the default engine on the first ``n`` curves (best of ``repeats``).
+
+    The stages are the functions `fit_curves` hands its work to, timed by
+    wrapping them for the duration of the measurement.
+    """
+    from ceuskit.kinetics import fit as fit_module
+    from ceuskit.kinetics import fit_numba, prefit_numba
+
+    stages = {
+        "screening + start, one compiled pass (2 threads)": (prefit_numba, "prefit_rows"),
+        "start: per-curve formulas (NumPy) + 2nd moment pass (compiled)": (prefit_numba.RowStarts, "start"),
+        "LM iteration (numba, 2 threads)": (fit_numba, "levenberg_marquardt_rows"),
+        "errors (pinv, 2 threads), QOF, statuses (NumPy)": (fit_module._Fits, "store"),
+    }
+    spent = dict.fromkeys(stages, 0.0)
+    originals = {name: getattr(owner, attr) for name, (owner, attr) in stages.items()}
+
+    def timed(name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return wrapper
+
+    y = curves.y[:n]
+    best: list[tuple[str, float]] = []
+    best_total = math.inf
+    for name, (owner, attr) in stages.items():
+        setattr(owner, attr, timed(name, originals[name]))
+    try:
+        for _ in range(repeats):
+            for name in spent:
+                spent[name] = 0.0
+            start = time.perf_counter()
+            fit_curves(MODEL, curves.t, y)
+            total = time.perf_counter() - start
+            if total < best_total:
+                best_total = total
+                rest = total - sum(spent.values())
+                best = [*spent.items(), ("input checks, boxes, guesses (NumPy), assembly", rest)]
+    finally:
+        for name, (owner, attr) in stages.items():
+            setattr(owner, attr, originals[name])
+    return [*best, ("total", best_total)]
+
+
 def errors(fitted: dict[str, FloatArray], curves: Curves, idx: NDArray[np.intp]) -> dict[str, float]:
     """Median absolute errors of descriptors ``fitted`` over curves ``idx``; a failed fit counts as +inf."""
     out = {}
@@ -252,6 +308,7 @@ def main() -> None:
     ap.add_argument("--scipy-n", type=int, default=200, help="curves of the scipy loop (the first ones)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-numpy", action="store_true", help="leave out ceuskit's NumPy engine")
+    ap.add_argument("--profile", type=int, default=10000, help="curves of the stage profile (0: none)")
     args = ap.parse_args()
     n, n_sp = args.n, min(args.scipy_n, args.n)
 
@@ -320,6 +377,14 @@ def main() -> None:
                 f"{run.name:{w}s} {label:24s} {sel.size:6d} {e['ttp_err_s']:10.3f} {e['mtt_err_pct']:12.2f} "
                 f"{e['pe_err_pct']:11.2f}"
             )
+    if args.profile > 0:
+        m = min(args.profile, n)
+        profile = stage_profile(curves, m)
+        total = profile[-1][1]
+        print(f"\nwhere the default engine's time goes ({m} curves, best of 3: {m / total:.0f} fits/s)")
+        print(f"{'stage':66s} {'share':>6s} {'us/curve':>9s}")
+        for label, seconds in profile:
+            print(f"{label:66s} {100.0 * seconds / total:5.1f}% {1e6 * seconds / m:9.1f}")
     best = runs[0]
     ratio = best.fits_per_s / scipy_run.fits_per_s
     print(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ceuskit.kinetics import descriptors
+from ceuskit.kinetics.fast import fast_descriptors
 from ceuskit.kinetics.fit import (
     ENHANCEMENT_MIN_DB,
     ENHANCEMENT_Z,
@@ -230,3 +231,61 @@ def test_enhancement_test_edge_cases() -> None:
     assert enh and details["baseline"] == pytest.approx(1e-3, rel=0.25)
     assert details["n_baseline"] < 90
     assert enhancement_test(T, np.ones((3, 4, T.size)))[0].shape == (3, 4)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_flat_curve_with_a_huge_spike_is_screened_silently(backend: str) -> None:
+    zeros = np.zeros(T.size)
+    zeros[450] = 1e6
+    flat = np.full(T.size, 0.1)
+    flat[300] = 1e200
+    enh, z, details = enhancement_test(T, np.stack([zeros, flat]), backend=backend)
+    # noise-free curves (sigma at its floor): any rise is infinitely significant
+    assert np.all(z == np.inf) and enh.all()
+    assert details["peak_to_baseline_db"][0] == np.inf and np.isfinite(details["peak_to_baseline_db"][1])
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_overflowing_curves_fail_instead_of_raising(backend: str) -> None:
+    good = one_bolus(10.0, base=0.1) + np.random.default_rng(20).normal(0.0, 0.03, T.size)
+    # squares of 1e160 and 1e200 overflow: cost and J^T W J are not finite
+    y = np.stack([good, good * 1e100, good * 1e160, good * 1e200])
+    res = fit_curves(MODEL, T, y, backend=backend)
+    assert list(res.labels()) == ["ok", "ok", "failed", "failed"]
+    assert np.all(np.isnan(res.params[2:])) and np.all(np.isnan(res.stderr[2:]))
+    ttp = MODEL.time_to_peak(res.params[:2], T)
+    assert ttp[1] == pytest.approx(ttp[0], rel=0.05)
+
+
+def test_descriptors_of_a_non_bolus_model() -> None:
+    model = get_model("replenishment")
+    t = np.arange(200) * 0.1
+    p = np.array([[1.0, 0.5, 1.0, 0.05], [2.0, 1.5, 3.0, 0.1]])
+    y = model.predict(p, t) + np.random.default_rng(21).normal(0.0, 0.01, (2, t.size))
+    res = fit_curves(model, t, y)
+    assert np.all(res.usable)
+    d = res.descriptors(t[-1])
+    # no peak, no wash-out: the peak-based descriptors do not exist
+    for key in descriptors.PEAK_DESCRIPTORS:
+        assert np.all(np.isnan(d[key])), key
+    # the others are the closed forms (those of fast_descriptors)
+    fast = fast_descriptors(res, t[-1])
+    for key in ("arrival_time_s", "wash_in_rate", "auc"):
+        np.testing.assert_array_equal(d[key], fast[key])
+    np.testing.assert_allclose(d["arrival_time_s"], p[:, 2], atol=0.1)
+    np.testing.assert_allclose(d["wash_in_rate"], p[:, 0] * p[:, 1], rtol=0.1)
+
+    class NoClosedForms(type(model)):  # type: ignore[misc]
+        def closed_form_descriptors(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    grid = FitResult(
+        model=NoClosedForms(), params=res.params, stderr=res.stderr, qof=res.qof, sse=res.sse,
+        status=res.status, n_iter=res.n_iter,
+    ).descriptors(t[-1])
+    for key in descriptors.PEAK_DESCRIPTORS:
+        assert np.all(np.isnan(grid[key])), key
+    np.testing.assert_allclose(grid["auc"], d["auc"], rtol=1e-3)
+    np.testing.assert_allclose(grid["arrival_time_s"], d["arrival_time_s"], atol=0.1)

@@ -73,9 +73,7 @@ def test_replenishment_recovery() -> None:
     assert np.median(np.abs(res.param("t0") - p[:, 2])[ok]) < 0.1
 
 
-# enhancement_test divides by the floor noise of a noise-free curve with one
-# spike (an overflow to inf, harmless: the curve is screened correctly).
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("name", ["gamma", "ldrw", "replenishment"])
 def test_bad_curves_give_statuses_not_exceptions(name: str) -> None:
     model = get_model(name)
@@ -95,11 +93,13 @@ def test_bad_curves_give_statuses_not_exceptions(name: str) -> None:
     spike = np.zeros(t.size)
     spike[t.size // 2] = 1e6
     negative = -good
-    huge = good * 1e100  # (1e200 overflows J^T J in fit_curves: LinAlgError, reported)
-    y = np.stack([good, flat, all_nan, some_nan, zeros, spike, negative, huge])
+    huge = good * 1e100
+    overflow = good * 1e200  # its squares overflow: J^T W J is not finite
+    y = np.stack([good, flat, all_nan, some_nan, zeros, spike, negative, huge, overflow])
     res = fit_curves(model, t, y)
     labels = list(res.labels())
     assert labels[0] == "ok" and labels[3] == "ok"
+    assert labels[8] == "failed" and np.all(np.isnan(res.params[8]))
     assert labels[1] == labels[4] == "no-enhancement"
     assert labels[2] == "non-finite"
     assert all(lab in {s.label for s in FitStatus} for lab in labels)
@@ -111,4 +111,4 @@ def test_bad_curves_give_statuses_not_exceptions(name: str) -> None:
     two = fit_curves(model, t[:2], good[:2])
     assert two.status == FitStatus.TOO_FEW_SAMPLES
     d = fast_descriptors(fit_curves(model, t, y), t[-1])
-    assert d["auc"].shape == (8,)
+    assert d["auc"].shape == (9,)

@@ -53,6 +53,25 @@ DESCRIPTOR_UNITS: dict[str, str] = {
     "wash_in_perfusion_index": "a.u.",
 }
 
+#: The descriptors that need a bolus peak and wash-out (plus the
+#: ``peak_in_acquisition`` flag of `ceuskit.kinetics.fit.FitResult.descriptors`):
+#: they do not exist for a curve that only rises to a plateau (the
+#: replenishment model, ``BolusModel.is_bolus`` False), where they are NaN.
+#: The others (arrival, wash-in rate, AUC) exist for every curve.
+PEAK_DESCRIPTORS: tuple[str, ...] = (
+    "time_to_peak_s",
+    "rise_time_s",
+    "mean_transit_time_s",
+    "fall_time_s",
+    "wash_out_end_s",
+    "peak_enhancement",
+    "wash_out_rate",
+    "wash_in_auc",
+    "wash_out_auc",
+    "wash_in_perfusion_index",
+    "peak_in_acquisition",
+)
+
 
 def _masked_trapezoid(
     t: NDArray[np.float64], y: NDArray[np.float64], lo: NDArray[Any], hi: NDArray[Any]

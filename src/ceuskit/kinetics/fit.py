@@ -9,6 +9,13 @@ the parameter box is enforced by projection.  Curves are screened first
 cannot or should not be fitted gets a clear `FitStatus` and NaN parameters
 instead of an exception or a meaningless number.
 
+The code here is the reference.  By default the iteration runs compiled
+(:mod:`ceuskit.kinetics.fit_numba`), and so do the screening, the starting
+point and the quality-of-fit sums (:mod:`ceuskit.kinetics.prefit_numba`,
+which reproduces the NumPy numbers exactly); the per-curve formulas
+(decisions, ``exp``/``log`` of the guesses, boxes, errors, statuses) are this
+module's and the models' own in both cases.
+
 Descriptors of the fitted curves (TTP, PE, mTT, ...) come from
 :mod:`ceuskit.kinetics.descriptors` via `FitResult.descriptors`.
 """
@@ -17,19 +24,25 @@ from __future__ import annotations
 
 import enum
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ceuskit.kinetics import descriptors as _desc
 from ceuskit.kinetics.models import (
+    GUESS_SMOOTH_S,
     BolusModel,
     FloatArray,
+    _MomentStartModel,
+    compiled_start_model,
     masked_median,
     moving_average,
     smoothing_window,
+    typical_step,
 )
 
 # --- enhancement test constants ------------------------------------------
@@ -67,6 +80,9 @@ _MAD_TO_SIGMA = 1.4826
 _LAMBDA_MIN = 1e-15
 _LAMBDA_MAX = 1e16  # damping beyond this: no descent step left -> converged
 _DIAG_FLOOR = 1e-12  # relative floor of Marquardt's diagonal scaling
+# Covariances (pinv of J^T W J) are split over threads above this many
+# matrices per thread (a thread costs ~0.1 ms, a 5 x 5 pinv ~3 us).
+_PINV_PER_THREAD = 1024
 
 
 class FitStatus(enum.IntEnum):
@@ -139,7 +155,9 @@ def fill_nonfinite(y: ArrayLike, valid: ArrayLike | None = None) -> FloatArray:
     return np.asarray(out, dtype=np.float64)
 
 
-def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], FloatArray, dict[str, Any]]:
+def enhancement_test(
+    t: ArrayLike, y: ArrayLike, *, backend: str = "auto"
+) -> tuple[NDArray[np.bool_], FloatArray, dict[str, Any]]:
     """Does each curve enhance at all?  A one-sided test on the smoothed peak.
 
     Procedure (constants are module-level names):
@@ -177,6 +195,12 @@ def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], Flo
         Times (s).
     y : array, shape (..., N)
         Linear echo power (a.u.).
+    backend : {"auto", "numba", "numpy"}
+        Where steps 2-4 run: ``"numpy"`` (vectorised over curves, the
+        reference) or compiled per-curve loops
+        (:mod:`ceuskit.kinetics.prefit_numba`, the same numbers, several
+        times faster; ``"numba"`` raises ValueError without numba);
+        ``"auto"``: compiled when numba is available.
 
     Returns
     -------
@@ -189,6 +213,8 @@ def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], Flo
         (a.u.), ``peak_to_baseline_db`` (dB, of ``peak_lo``), ``n_baseline`` (samples), each
         shape (...); ``window_samples`` (int, k).
     """
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
     y = np.asarray(y, dtype=np.float64)
     tt = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
     n = y.shape[-1]
@@ -196,8 +222,37 @@ def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], Flo
     n_valid = np.sum(valid, axis=-1)
     yf = fill_nonfinite(y, valid)
     k = smoothing_window(tt, ENHANCEMENT_SMOOTH_S, n) if n > 1 else 1
+    stats = None
+    if backend != "numpy":
+        # Imported here: the compiled module imports this one.
+        from ceuskit.kinetics import prefit_numba
+
+        stats = prefit_numba.screen_stats(tt, yf, k, required=backend == "numba")
+    if stats is None:
+        stats = _enhancement_stats(tt, yf, k)
+    return _enhancement_decision(stats, n_valid, k)
+
+
+class _EnhancementStats(NamedTuple):
+    """What `enhancement_test` reads from the samples of each curve (batch shape each)."""
+
+    peak: FloatArray  # maximum of the smoothed curve (a.u.)
+    n_baseline: NDArray[np.intp]  # samples in the baseline window
+    baseline_sum: FloatArray  # sum of the raw samples in it (a.u.)
+    sigma_diff: FloatArray  # noise from the MAD of the first differences (a.u.)
+    mad_baseline: FloatArray  # median absolute deviation of the baseline samples (a.u.)
+
+
+def _enhancement_stats(tt: FloatArray, yf: FloatArray, k: int) -> _EnhancementStats:
+    """Steps 2-4 of `enhancement_test` on filled curves ``yf`` (NumPy reference).
+
+    :mod:`ceuskit.kinetics.prefit_numba` computes the same numbers in
+    compiled per-curve loops; the per-curve formulas that follow are
+    `_enhancement_decision`, shared by both.
+    """
+    n = yf.shape[-1]
     s = moving_average(yf, k)
-    peak = np.max(s, axis=-1) if n else np.full(y.shape[:-1], np.nan)
+    peak = np.max(s, axis=-1) if n else np.full(yf.shape[:-1], np.nan)
     idx = np.arange(n)
 
     # Baseline window.
@@ -214,7 +269,7 @@ def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], Flo
         sig_diff = (
             _MAD_TO_SIGMA * np.median(np.abs(d - d_med), axis=-1) / math.sqrt(2.0)
             if n > 1
-            else np.full(y.shape[:-1], np.nan)
+            else np.full(yf.shape[:-1], np.nan)
         )
     # Cut the window short only for a significant rise inside it: cutting a
     # flat curve's window at a noise excursion would leave a noisy baseline.
@@ -227,17 +282,31 @@ def enhancement_test(t: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.bool_], Flo
     n_b = np.clip(np.minimum(n_win, i_cross - k // 2), min(BASELINE_MIN_SAMPLES, n), None)
     in_b = idx < n_b[..., None]
     with np.errstate(all="ignore"):
-        base = np.sum(np.where(in_b, yf, 0.0), axis=-1) / n_b
-
+        base_sum = np.sum(np.where(in_b, yf, 0.0), axis=-1)
         # Noise, second estimate: spread of the baseline samples.
         b_med = masked_median(yf, in_b)
-        sig_base = _MAD_TO_SIGMA * masked_median(np.abs(yf - b_med[..., None]), in_b)
+        mad_b = masked_median(np.abs(yf - b_med[..., None]), in_b)
+    return _EnhancementStats(
+        peak=peak, n_baseline=n_b, baseline_sum=base_sum, sigma_diff=sig_diff, mad_baseline=mad_b
+    )
+
+
+def _enhancement_decision(
+    stats: _EnhancementStats, n_valid: NDArray[np.intp], k: int
+) -> tuple[NDArray[np.bool_], FloatArray, dict[str, Any]]:
+    """Steps 4-6 of `enhancement_test` from the per-curve statistics; see there."""
+    peak, n_b = stats.peak, stats.n_baseline
+    with np.errstate(all="ignore"):
+        base = stats.baseline_sum / n_b
+        sig_base = _MAD_TO_SIGMA * stats.mad_baseline
     sig_base = np.where(n_b >= 10, sig_base, 0.0)
-    sigma = np.maximum(sig_diff, sig_base)
+    sigma = np.maximum(stats.sigma_diff, sig_base)
     # A perfectly noise-free curve: any rise is significant.
     sigma = np.where(sigma > 0, sigma, np.finfo(np.float64).tiny)
 
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Over the floor sigma of a noise-free curve, a rise gives z = +inf and a
+    # huge peak an infinite ratio: the intended limits, not errors.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = (peak - base) / (sigma * np.sqrt(1.0 / k + 1.0 / n_b))
         peak_lo = peak - PEAK_SHRINK_SE * sigma / math.sqrt(k)
         ratio_db = np.where(
@@ -341,6 +410,13 @@ class FitResult:
         ``descriptors.dense_grid(t_end_s, dt_s, extend_to_s=...)`` and passed
         to `descriptors.curve_descriptors` with their fitted baseline.
 
+        A model without a bolus (``model.is_bolus`` False: replenishment)
+        has no peak and no wash-out, so the descriptors that need them
+        (`descriptors.PEAK_DESCRIPTORS`) are NaN; the others come from the
+        model's closed forms when it has them (`fast.fast_descriptors` gives
+        the same), else from the grid.  (On the grid such a curve would
+        report where it saturates in floating point as its "peak".)
+
         Parameters
         ----------
         t_end_s : float
@@ -360,20 +436,30 @@ class FitResult:
             ``peak_in_acquisition``; NaN where the status is not usable.
         """
         ext = max(4.0 * t_end_s, 300.0) if extend_to_s is None else extend_to_s
-        grid = _desc.dense_grid(t_end_s, dt_s, extend_to_s=ext)
         flat = self.params.reshape(-1, self.params.shape[-1])
         use = np.flatnonzero(self.usable.reshape(-1))
         m = flat.shape[0]
         keys = [*_desc.DESCRIPTOR_UNITS, "peak_in_acquisition"]
         out = {key: np.full(m, np.nan) for key in keys}
-        chunk = max(1, max_elements // grid.size)
-        for start in range(0, use.size, chunk):
-            sel = use[start : start + chunk]
-            p = flat[sel]
-            curves = self.model.predict(p, grid)
-            d = _desc.curve_descriptors(grid, curves, self.model.baseline(p), t_end_s=t_end_s)
+        closed = None
+        if not self.model.is_bolus:
+            closed = self.model.closed_form_descriptors(flat[use], t_end_s, extend_to_s=ext, dt_s=dt_s)
+        if closed is not None:
             for key in keys:
-                out[key][sel] = d[key]
+                out[key][use] = closed[key]
+        else:
+            grid = _desc.dense_grid(t_end_s, dt_s, extend_to_s=ext)
+            chunk = max(1, max_elements // grid.size)
+            for start in range(0, use.size, chunk):
+                sel = use[start : start + chunk]
+                p = flat[sel]
+                curves = self.model.predict(p, grid)
+                d = _desc.curve_descriptors(grid, curves, self.model.baseline(p), t_end_s=t_end_s)
+                for key in keys:
+                    out[key][sel] = d[key]
+        if not self.model.is_bolus:
+            for key in _desc.PEAK_DESCRIPTORS:
+                out[key][:] = np.nan
         return {key: v.reshape(self.shape) for key, v in out.items()}
 
 
@@ -388,11 +474,18 @@ def _normal_equations(jac: FloatArray, w: FloatArray, r: FloatArray) -> tuple[Fl
 
 
 def _solve(h: FloatArray, g: FloatArray) -> FloatArray:
-    """Batched solve of ``h x = g``; pseudo-inverse where singular."""
+    """Batched solve of ``h x = g``; pseudo-inverse where singular, NaN where not finite."""
     try:
         x = np.linalg.solve(h, g[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        x = (np.linalg.pinv(h) @ g[..., None])[..., 0]
+        try:
+            x = (np.linalg.pinv(h) @ g[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            # A NaN entry fails the SVD of the whole batch: solve the finite
+            # systems alone (the caller drops non-finite steps).
+            finite = np.all(np.isfinite(h), axis=(-1, -2))
+            x = np.full(g.shape, np.nan)
+            x[finite] = _solve(h[finite], g[finite])
     return np.asarray(x, dtype=np.float64)
 
 
@@ -486,6 +579,212 @@ def _levenberg_marquardt(
     return p, cost, jtj, converged, n_iter
 
 
+def _pinv_threads(a: FloatArray) -> FloatArray:
+    """``np.linalg.pinv`` of a stack of matrices, split over threads when large.
+
+    NumPy's linear-algebra loops release the GIL, and each matrix's result
+    does not depend on the others in the stack, so the parts give the same
+    numbers as one call.
+    """
+    workers = min(os.cpu_count() or 1, a.shape[0] // _PINV_PER_THREAD)
+    if workers < 2:
+        return np.asarray(np.linalg.pinv(a), dtype=np.float64)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(np.linalg.pinv, np.array_split(a, workers)))
+    return np.asarray(np.concatenate(parts), dtype=np.float64)
+
+
+def _pinv(jtj: FloatArray, finite: NDArray[np.bool_]) -> FloatArray:
+    """``pinv`` of each ``J^T W J`` (M, P, P); NaN where not finite or where the SVD fails.
+
+    ``np.linalg.pinv`` raises on a NaN entry (and on a rare non-converging
+    SVD) for the whole batch; here such matrices just get no covariance.
+    """
+    sel = np.flatnonzero(finite)
+    out: FloatArray = np.full_like(jtj, np.nan)
+    try:
+        if sel.size == finite.size:
+            out = _pinv_threads(jtj)
+        elif sel.size:
+            out[sel] = _pinv_threads(jtj[sel])
+    except np.linalg.LinAlgError:
+        out = np.full_like(jtj, np.nan)
+        for i in sel:
+            try:
+                out[i] = np.linalg.pinv(jtj[i])
+            except np.linalg.LinAlgError:
+                pass
+    return out
+
+
+class _Fits:
+    """The result arrays of `fit_curves` (flat batch) and how one fit is stored in them."""
+
+    def __init__(self, m: int, n_p: int) -> None:
+        self.params = np.full((m, n_p), np.nan)
+        self.stderr = np.full((m, n_p), np.nan)
+        self.qof = np.full(m, np.nan)
+        self.sse = np.full(m, np.nan)
+        self.status = np.full(m, int(FitStatus.FAILED), dtype=np.int8)
+        self.n_iter = np.zeros(m, dtype=np.int32)
+
+    def store(
+        self,
+        rows: NDArray[np.intp],
+        p_fit: FloatArray,
+        cost: FloatArray,
+        jtj: FloatArray,
+        conv: NDArray[np.bool_],
+        its: NDArray[np.int32],
+        n_valid: NDArray[np.intp],
+        sst: FloatArray,
+        t_last: FloatArray,
+        ttp: FloatArray,
+    ) -> None:
+        """Errors, quality of fit and status of the fits of ``rows``; see `fit_curves`."""
+        n_p = p_fit.shape[-1]
+        with np.errstate(all="ignore"):
+            dof = np.maximum(n_valid - n_p, 1)
+            finite_jtj = np.all(np.isfinite(jtj), axis=(-1, -2))
+            var = np.diagonal(_pinv(jtj, finite_jtj), axis1=-2, axis2=-1) * (cost / dof)[:, None]
+            se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+            r2 = np.where(sst > 0, 1.0 - cost / sst, np.where(cost <= 0, 1.0, 0.0))
+            q = np.clip(r2, 0.0, 1.0)
+        # A non-finite J^T W J (e.g. samples beyond ~1e154 a.u., whose squares
+        # overflow) leaves no usable fit or error: FAILED, like a non-finite
+        # result.
+        finite = np.all(np.isfinite(p_fit), axis=-1) & np.isfinite(cost) & finite_jtj
+        st = np.where(conv, int(FitStatus.OK), int(FitStatus.MAX_ITER))
+        st = np.where(finite & ~(ttp <= t_last), int(FitStatus.PEAK_OUTSIDE), st)
+        st = np.where(finite, st, int(FitStatus.FAILED))
+        self.params[rows] = np.where(finite[:, None], p_fit, np.nan)
+        self.stderr[rows] = np.where(finite[:, None], se, np.nan)
+        self.qof[rows] = np.where(finite, q, np.nan)
+        self.sse[rows] = np.where(finite, cost, np.nan)
+        self.status[rows] = st
+        self.n_iter[rows] = its
+
+
+def _time_rows(t_fill: FloatArray) -> FloatArray:
+    """Times for the compiled kernels: one C-ordered row (shared axis) or one row per curve."""
+    return np.ascontiguousarray(t_fill[None, :] if t_fill.ndim == 1 else t_fill)
+
+
+def _fit_compiled(
+    model: BolusModel,
+    start_model: _MomentStartModel,
+    t_fill: FloatArray,
+    y_fill: FloatArray,
+    valid: NDArray[np.bool_],
+    n_valid: NDArray[np.intp],
+    wf: FloatArray | None,
+    cand: NDArray[np.bool_],
+    out: _Fits,
+    *,
+    screen: bool,
+    chunk: int,
+    settings: dict[str, Any],
+) -> None:
+    """`fit_curves` for the candidates ``cand`` with compiled screening, start and iteration.
+
+    The same numbers as the chunked NumPy path, with few parallel regions
+    whatever the batch size (a parallel region costs a scheduler time
+    slice, ~8 ms, when another process holds a core): one pass screens the
+    candidates and, for a shared time axis, also computes their start; one
+    finishes the start; one fits.  Per-batch quantities of the reference
+    (smoothing windows, median steps, summation orders) are taken per
+    reference chunk of ``chunk`` enhancing curves.
+    """
+    from ceuskit.kinetics import fit_numba, prefit_numba
+
+    n = y_fill.shape[1]
+    shared = t_fill.ndim == 1
+    t_rows = _time_rows(t_fill)
+    ci = np.flatnonzero(cand)
+    k_screen = 0
+    if screen:
+        k_screen = smoothing_window(t_fill if shared else t_fill[ci], ENHANCEMENT_SMOOTH_S, n)
+    stats = starts = None
+    if shared:
+        # One pass: screening and start of every candidate.  NumPy sums the
+        # area of a batch of two or more curves sequentially (see
+        # prefit_numba); single-curve batches are redone below.
+        k_guess = smoothing_window(t_fill, GUESS_SMOOTH_S, n)
+        stats, starts = prefit_numba.prefit_rows(
+            t_rows, y_fill, ci, k_screen=k_screen,
+            k_start=np.full(ci.size, k_guess), sequential=np.ones(ci.size, dtype=bool),
+        )
+    elif screen:
+        stats, _ = prefit_numba.prefit_rows(t_rows, y_fill, ci, k_screen=k_screen)
+    keep = np.arange(ci.size)
+    if screen:
+        assert stats is not None
+        enh, _, _ = _enhancement_decision(stats, np.full(ci.size, n), k_screen)
+        out.status[ci[~enh]] = FitStatus.NO_ENHANCEMENT
+        keep = np.flatnonzero(enh)
+    idx = ci[keep]
+    if idx.size == 0:
+        return
+    chunks = [slice(s, s + chunk) for s in range(0, idx.size, chunk)]
+    step: float | FloatArray
+    if starts is not None:
+        starts = starts.take(keep)
+        single = [c.start for c in chunks if idx[c].size == 1]
+        if single:
+            starts.set_pairwise(np.asarray(single))
+        step = typical_step(t_fill)
+        span: float | FloatArray = t_fill[-1] - t_fill[0]
+    else:
+        # Per-curve times: the window and the median step of each batch.
+        k_rows = np.empty(idx.size, dtype=np.int64)
+        step = np.empty(idx.size)
+        for c in chunks:
+            tc = t_fill[idx[c]]
+            step[c] = typical_step(tc)
+            k_rows[c] = smoothing_window(tc, GUESS_SMOOTH_S, n)
+        _, starts = prefit_numba.prefit_rows(
+            t_rows, y_fill, idx, k_start=k_rows, sequential=np.zeros(idx.size, dtype=bool)
+        )
+        assert starts is not None
+        span = t_fill[idx, -1] - t_fill[idx, 0]
+    st = starts.start(step, span)
+    t_first, t_last, y_lo, y_hi = starts.box
+    # The guess is clipped to the box of the filled curves (as in
+    # initial_guess), the fit's box spans the valid samples only.
+    start_p = np.clip(start_model._guess_from_start(st), *start_model._box(t_first, t_last, y_lo, y_hi, step))
+    complete = n_valid[idx] == n
+    if not complete.all():
+        gaps = np.flatnonzero(~complete)
+        kept = np.where(valid[idx[gaps]], y_fill[idx[gaps]], np.nan)
+        y_lo, y_hi = y_lo.copy(), y_hi.copy()
+        with np.errstate(all="ignore"):
+            y_lo[gaps], y_hi[gaps] = np.nanmin(kept, axis=-1), np.nanmax(kept, axis=-1)
+    lo, hi = start_model._box(t_first, t_last, y_lo, y_hi, step)
+    start_p = np.clip(start_p, lo, hi)
+
+    # The iteration's input: invalid samples 0 with weight 0.  Complete,
+    # unweighted curves are read in place with one shared row of unit weights.
+    fast = wf is None and bool(complete.all())
+    if fast:
+        t_lm, y_lm, w_lm, rows = t_rows, y_fill, np.ones((1, n)), idx
+    else:
+        y_lm = np.where(valid[idx], y_fill[idx], 0.0)
+        w_lm = np.where(valid[idx], 1.0 if wf is None else wf[idx], 0.0)
+        t_lm, rows = (t_rows if shared else t_fill[idx]), np.arange(idx.size)
+    with np.errstate(all="ignore"):
+        p_fit, cost, jtj, conv, its = fit_numba.levenberg_marquardt_rows(
+            model, t_lm, y_lm, w_lm, rows, start_p, lo, hi, **settings
+        )
+        if fast:
+            _, sst = starts.unit_fit_stats
+        else:
+            _, _, sst, t_last = prefit_numba.fit_stats(t_lm, y_lm, w_lm, rows)
+        ttp = np.concatenate(
+            [model.time_to_peak(p_fit[c], t_fill if shared else t_fill[idx[c]]) for c in chunks]
+        )
+    out.store(idx, p_fit, cost, jtj, conv, its, n_valid[idx], sst, t_last, ttp)
+
+
 def fit_curves(
     model: BolusModel,
     t: ArrayLike,
@@ -535,13 +834,16 @@ def fit_curves(
         Curves per internal batch (bounds memory: the Jacobian of a chunk is
         ``chunk * N * P`` floats); default keeps it near 4e6 floats.
     backend : {"auto", "numba", "numpy"}
-        Levenberg-Marquardt core.  ``"numpy"``: the vectorised NumPy
-        iteration of this module.  ``"numba"``: the compiled kernel of
+        ``"numpy"``: everything in vectorised NumPy (the reference).
+        ``"numba"``: the compiled Levenberg-Marquardt kernel of
         :mod:`ceuskit.kinetics.fit_numba` (same algorithm, same results up to
         rounding, much faster; ValueError if the model has no kernel or
         numba is missing).  ``"auto"``: numba when available for the model,
-        else NumPy.  Everything but the iteration (screening, starting
-        point, box, errors, statuses) is shared.
+        else NumPy.  With numba (either way) the screening, the built-in
+        bolus models' starting point and box, and the quality-of-fit sums
+        run compiled as well (:mod:`ceuskit.kinetics.prefit_numba`: the same
+        numbers as NumPy's, not just close ones), in a few parallel passes
+        over the whole batch; errors and statuses are shared.
 
     Returns
     -------
@@ -550,7 +852,8 @@ def fit_curves(
         TOO_FEW_SAMPLES (fewer than ``2 P + 1`` samples in all),
         NON_FINITE (fewer than ``2 P + 1`` finite samples left),
         NO_ENHANCEMENT (fails `enhancement_test`), FAILED (non-finite
-        result), PEAK_OUTSIDE (fitted TTP after the last valid sample),
+        result or ``J^T W J``, e.g. samples beyond ~1e154 a.u. whose squares
+        overflow), PEAK_OUTSIDE (fitted TTP after the last valid sample),
         MAX_ITER, OK.
     """
     y_arr = np.asarray(y, dtype=np.float64)
@@ -568,109 +871,111 @@ def fit_curves(
     if backend not in ("auto", "numba", "numpy"):
         raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
     lm_core = _levenberg_marquardt
+    compiled_lm = False
+    prefit = None  # compiled screening and start (prefit_numba); None: the NumPy reference
     if backend != "numpy":
-        # Imported here: the compiled module imports this one.
-        from ceuskit.kinetics import fit_numba
+        # Imported here: the compiled modules import this one.
+        from ceuskit.kinetics import fit_numba, prefit_numba
 
         if fit_numba.has_kernel(model):
             lm_core = fit_numba.levenberg_marquardt
+            compiled_lm = True
         elif backend == "numba":
             raise ValueError(f"no compiled (numba) kernel for model {model.name!r}")
+        if prefit_numba.HAVE_NUMBA:
+            prefit = prefit_numba
     batch = y_arr.shape[:-1]
     n = y_arr.shape[-1]
     n_p = model.n_params
     yf = y_arr.reshape(-1, n)
     m = yf.shape[0]
     tf = t_arr if t_arr.ndim == 1 else t_arr.reshape(-1, n)
-    if weights is None:
-        wf = np.ones_like(yf)
-    else:
+    wf = None
+    if weights is not None:
         wf = np.broadcast_to(np.asarray(weights, dtype=np.float64), y_arr.shape).reshape(-1, n)
-    valid = np.isfinite(yf) & np.isfinite(wf) & (wf > 0)
+    valid = np.isfinite(yf)
+    if wf is not None:
+        valid &= np.isfinite(wf) & (wf > 0)
     if tf.ndim == 2:
         valid &= np.isfinite(tf)
     n_valid = np.sum(valid, axis=-1)
     min_n = 2 * n_p + 1
 
-    params = np.full((m, n_p), np.nan)
-    stderr = np.full((m, n_p), np.nan)
-    qof = np.full(m, np.nan)
-    sse = np.full(m, np.nan)
-    status = np.full(m, int(FitStatus.FAILED), dtype=np.int8)
-    n_iter = np.zeros(m, dtype=np.int32)
-
+    out = _Fits(m, n_p)
     if n < min_n:
-        status[:] = FitStatus.TOO_FEW_SAMPLES
+        out.status[:] = FitStatus.TOO_FEW_SAMPLES
         cand = np.zeros(m, dtype=bool)
     else:
         cand = n_valid >= min_n
-        status[~cand] = FitStatus.NON_FINITE
-    y_fill = fill_nonfinite(yf, valid)
+        out.status[~cand] = FitStatus.NON_FINITE
     t_fill = tf if tf.ndim == 1 else fill_nonfinite(tf, np.isfinite(tf))
-    if screen and cand.any():
-        ci = np.flatnonzero(cand)
-        enh, _, _ = enhancement_test(t_fill if tf.ndim == 1 else t_fill[ci], y_fill[ci])
-        status[ci[~enh]] = FitStatus.NO_ENHANCEMENT
-        cand[ci[~enh]] = False
-
     p0_arr = None
     if p0 is not None:
         p0_arr = np.broadcast_to(np.asarray(p0, dtype=np.float64), (*batch, n_p)).reshape(m, n_p)
-
-    idx_all = np.flatnonzero(cand)
     chunk = chunk_size or max(16, 4_000_000 // max(1, n * n_p))
+    settings: dict[str, Any] = {"max_iter": max_iter, "tol": tol, "xtol": xtol, "lambda0": lambda0}
+
+    if prefit is None:
+        y_fill = fill_nonfinite(yf, valid)
+        if screen and cand.any():
+            ci = np.flatnonzero(cand)
+            enh, _, _ = enhancement_test(t_fill if tf.ndim == 1 else t_fill[ci], y_fill[ci], backend="numpy")
+            out.status[ci[~enh]] = FitStatus.NO_ENHANCEMENT
+            cand[ci[~enh]] = False
+    else:
+        # Only curves with missing samples need filling (row by row, as
+        # fill_nonfinite does); the others are read in place.
+        y_fill = np.ascontiguousarray(yf)
+        gaps = np.flatnonzero(n_valid < n)
+        if gaps.size or not y_fill.flags.writeable:  # (read-only: another numba type)
+            y_fill = y_fill.copy()
+            y_fill[gaps] = fill_nonfinite(yf[gaps], valid[gaps])
+        start_model = compiled_start_model(model) if compiled_lm and p0_arr is None else None
+        if start_model is not None and cand.any():
+            _fit_compiled(
+                model, start_model, t_fill, y_fill, valid, n_valid, wf, cand, out,
+                screen=screen, chunk=chunk, settings=settings,
+            )
+            cand[:] = False  # all fitted
+        elif screen and cand.any():
+            ci = np.flatnonzero(cand)
+            t_scr = t_fill if tf.ndim == 1 else t_fill[ci]
+            # enhancement_test(t_scr, y_fill[ci]) without copying the curves:
+            # they are filled, so all their samples count as valid.
+            k = smoothing_window(t_scr, ENHANCEMENT_SMOOTH_S, n)
+            stats, _ = prefit.prefit_rows(_time_rows(t_fill), y_fill, ci, k_screen=k)
+            assert stats is not None
+            enh, _, _ = _enhancement_decision(stats, np.full(ci.size, n), k)
+            out.status[ci[~enh]] = FitStatus.NO_ENHANCEMENT
+            cand[ci[~enh]] = False
+
+    # The chunked path: the NumPy reference, and models or options the fully
+    # compiled path does not cover (no kernel, own starting point, p0).
+    idx_all = np.flatnonzero(cand)
     for start in range(0, idx_all.size, chunk):
         ci = idx_all[start : start + chunk]
         tc = t_fill if tf.ndim == 1 else t_fill[ci]
         yc = y_fill[ci]
-        wc = np.where(valid[ci], wf[ci], 0.0)
+        wc = np.where(valid[ci], 1.0 if wf is None else wf[ci], 0.0)
         lo, hi = model.bounds(tc, np.where(valid[ci], yc, np.nan))
         start_p = model.initial_guess(tc, yc) if p0_arr is None else p0_arr[ci]
         start_p = np.clip(start_p, lo, hi)
         yz = np.where(valid[ci], yc, 0.0)
         with np.errstate(all="ignore"):
-            p_fit, cost, jtj, conv, its = lm_core(
-                model,
-                tc,
-                yz,
-                wc,
-                start_p.copy(),
-                lo,
-                hi,
-                max_iter=max_iter,
-                tol=tol,
-                xtol=xtol,
-                lambda0=lambda0,
-            )
-            nv = n_valid[ci]
-            dof = np.maximum(nv - n_p, 1)
-            cov = np.linalg.pinv(jtj)
-            var = np.diagonal(cov, axis1=-2, axis2=-1) * (cost / dof)[:, None]
-            se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+            p_fit, cost, jtj, conv, its = lm_core(model, tc, yz, wc, start_p.copy(), lo, hi, **settings)
             w_sum = np.sum(wc, axis=-1)
             y_mean = np.sum(wc * yz, axis=-1) / w_sum
             sst = np.sum(wc * (yz - y_mean[:, None]) ** 2, axis=-1)
-            r2 = np.where(sst > 0, 1.0 - cost / sst, np.where(cost <= 0, 1.0, 0.0))
-            q = np.clip(r2, 0.0, 1.0)
             t_last = np.max(np.where(valid[ci], np.broadcast_to(tc, yc.shape), -np.inf), axis=-1)
             ttp = model.time_to_peak(p_fit, tc)
-        finite = np.all(np.isfinite(p_fit), axis=-1) & np.isfinite(cost)
-        st = np.where(conv, int(FitStatus.OK), int(FitStatus.MAX_ITER))
-        st = np.where(finite & ~(ttp <= t_last), int(FitStatus.PEAK_OUTSIDE), st)
-        st = np.where(finite, st, int(FitStatus.FAILED))
-        params[ci] = np.where(finite[:, None], p_fit, np.nan)
-        stderr[ci] = np.where(finite[:, None], se, np.nan)
-        qof[ci] = np.where(finite, q, np.nan)
-        sse[ci] = np.where(finite, cost, np.nan)
-        status[ci] = st
-        n_iter[ci] = its
+        out.store(ci, p_fit, cost, jtj, conv, its, n_valid[ci], sst, t_last, ttp)
 
     return FitResult(
         model=model,
-        params=params.reshape(*batch, n_p),
-        stderr=stderr.reshape(*batch, n_p),
-        qof=qof.reshape(batch),
-        sse=sse.reshape(batch),
-        status=status.reshape(batch),
-        n_iter=n_iter.reshape(batch),
+        params=out.params.reshape(*batch, n_p),
+        stderr=out.stderr.reshape(*batch, n_p),
+        qof=out.qof.reshape(batch),
+        sse=out.sse.reshape(batch),
+        status=out.status.reshape(batch),
+        n_iter=out.n_iter.reshape(batch),
     )

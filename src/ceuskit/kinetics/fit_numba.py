@@ -11,8 +11,10 @@ as the NumPy core, so both return the same parameters up to rounding (the
 tests hold them to 1e-6 relative).
 
 Everything else -- screening, starting values, bounds, standard errors, QOF,
-statuses and `FitResult` assembly -- stays in `fit_curves` and is shared by
-both cores.
+statuses and `FitResult` assembly -- is `fit_curves`'s, shared by both cores
+(its per-sample parts compiled in :mod:`ceuskit.kinetics.prefit_numba`).
+`levenberg_marquardt_rows` lets it fit rows of a batch in place, with unit
+weights as one shared row.
 
 Adding a model
 --------------
@@ -56,7 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -629,17 +631,32 @@ if HAVE_NUMBA:
         return cost, converged, n_iter
 
     @njit(cache=True, parallel=True, error_model="numpy")
-    def _lm_batch(model_id, onset, t, y, w, p, lo, hi, max_iter, tol, xtol, lambda0, cost, jtj, conv, n_iter):
-        """`_lm_one` over the rows of ``y``, in parallel; ``t`` is (1, N) (shared) or (M, N)."""
-        shared = t.shape[0] == 1
-        for i in prange(y.shape[0]):
-            ti = t[0] if shared else t[i]
+    def _lm_batch(
+        model_id, onset, t, y, w, rows, p, lo, hi, max_iter, tol, xtol, lambda0, cost, jtj, conv, n_iter
+    ):
+        """`_lm_one` on rows ``rows`` of ``y``, in parallel; results indexed like ``rows``.
+
+        ``t`` and ``w`` are (1, N) (shared by all curves: e.g. unit weights
+        without materialising them) or indexed like ``y``.
+        """
+        shared_t = t.shape[0] == 1
+        shared_w = w.shape[0] == 1
+        for i in prange(rows.shape[0]):
+            r = rows[i]
+            ti = t[0] if shared_t else t[r]
+            wi = w[0] if shared_w else w[r]
             c, ok, it = _lm_one(
-                model_id, onset, ti, y[i], w[i], p[i], lo[i], hi[i], max_iter, tol, xtol, lambda0, jtj[i]
+                model_id, onset, ti, y[r], wi, p[i], lo[i], hi[i], max_iter, tol, xtol, lambda0, jtj[i]
             )
             cost[i] = c
             conv[i] = ok
             n_iter[i] = it
+
+
+def _kernel_array(a: ArrayLike, dtype: type = np.float64) -> NDArray[Any]:
+    """``a`` C-ordered and writeable: a read-only array would compile a second kernel."""
+    out: NDArray[Any] = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def _spec(model: BolusModel) -> CompiledModel:
@@ -711,9 +728,59 @@ def levenberg_marquardt(
         returns -- fitted parameters, weighted SSE, ``J^T W J`` at the
         result, convergence flag and iteration count.
     """
+    y2 = np.ascontiguousarray(y, dtype=np.float64)
+    return levenberg_marquardt_rows(
+        model,
+        np.atleast_2d(np.asarray(t, dtype=np.float64)),
+        y2,
+        np.ascontiguousarray(w, dtype=np.float64),
+        np.arange(y2.shape[0]),
+        p,
+        lo,
+        hi,
+        max_iter=max_iter,
+        tol=tol,
+        xtol=xtol,
+        lambda0=lambda0,
+    )
+
+
+def levenberg_marquardt_rows(
+    model: BolusModel,
+    t: FloatArray,
+    y: FloatArray,
+    w: FloatArray,
+    rows: NDArray[np.intp],
+    p: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    *,
+    max_iter: int,
+    tol: float,
+    xtol: float,
+    lambda0: float,
+) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.bool_], NDArray[np.int32]]:
+    """`levenberg_marquardt` on rows ``rows`` of ``y`` without copying them out.
+
+    Parameters
+    ----------
+    t, w : arrays, shape (1, N) or (M, N)
+        Times (s) and weights shared by all curves (one row) or one row per
+        row of ``y``.
+    y : array, shape (M, N)
+        Curves (invalid samples set to 0).
+    rows : int array, shape (R,)
+        The rows to fit.
+    p, lo, hi : arrays, shape (R, P)
+        Starting point and box of each fitted row.
+
+    Returns
+    -------
+    p, cost, jtj, converged, n_iter
+        As `levenberg_marquardt`, indexed like ``rows``.
+    """
     spec = _spec(model)
     m, n_p = p.shape
-    t2 = np.ascontiguousarray(np.atleast_2d(np.asarray(t, dtype=np.float64)))
     p_out = np.array(p, dtype=np.float64, order="C", copy=True)
     cost = np.full(m, np.nan)
     jtj = np.zeros((m, n_p, n_p))
@@ -723,9 +790,10 @@ def levenberg_marquardt(
         _lm_batch(
             spec.model_id,
             spec.onset,
-            t2,
-            np.ascontiguousarray(y, dtype=np.float64),
-            np.ascontiguousarray(w, dtype=np.float64),
+            _kernel_array(t),
+            _kernel_array(y),
+            _kernel_array(w),
+            _kernel_array(rows, np.int64),
             p_out,
             np.ascontiguousarray(lo, dtype=np.float64),
             np.ascontiguousarray(hi, dtype=np.float64),

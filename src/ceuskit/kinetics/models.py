@@ -154,6 +154,12 @@ def typical_step(t: ArrayLike) -> float:
     t = np.asarray(t, dtype=np.float64)
     if t.shape[-1] < 2:
         return 1.0
+    if t.ndim > 1:
+        # A time axis broadcast to (..., N) repeats rows along its stride-0
+        # axes; the median of a multiset repeated r times is the multiset's
+        # own median, so one copy of each row gives the same number at a
+        # fraction of the cost (one row for an axis shared by all curves).
+        t = t[tuple(0 if stride == 0 else slice(None) for stride in t.strides[:-1])]
     d = np.diff(t, axis=-1)
     d = d[np.isfinite(d) & (d > 0)]
     return float(np.median(d)) if d.size else 1.0
@@ -299,12 +305,51 @@ class _BolusStart(NamedTuple):
     t_half_out: FloatArray  # half-maximum crossing after the peak (s); NaN if none
 
 
-def _bolus_start(t: ArrayLike, y: ArrayLike) -> _BolusStart:
-    """Moments of the smoothed curves ``y (..., N)``; see `LognormalModel.initial_guess`."""
-    y = np.asarray(y, dtype=np.float64)
-    tt = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
+class _StartSamples(NamedTuple):
+    """What `_bolus_start` reads from the samples of each curve, before its moment passes.
+
+    Every field has the batch shape ``(...)``.  `_bolus_samples` computes them
+    with NumPy; :mod:`ceuskit.kinetics.prefit_numba` computes the same numbers
+    (operation for operation) in compiled per-curve loops.
+    """
+
+    s_pk: FloatArray  # maximum of the smoothed curve (a.u.)
+    t_pk: FloatArray  # its time (s)
+    t_arr: FloatArray  # first crossing of ARRIVAL_FRACTION of the rise (s)
+    base: FloatArray  # baseline (a.u.)
+    area: FloatArray  # area of the smoothed curve above the baseline (a.u. s)
+    t_half_in: FloatArray  # half-maximum crossing before the peak (s)
+    t_half_out: FloatArray  # half-maximum crossing after the peak (s); NaN if none
+
+
+def _bolus_samples(tt: FloatArray, y: FloatArray, k: int) -> tuple[_StartSamples, FloatArray, FloatArray]:
+    """The per-sample part of `_bolus_start` (NumPy reference).
+
+    Parameters
+    ----------
+    tt : array, shape (..., N)
+        Times (s), broadcast to y's shape.
+    y : array, shape (..., N)
+        Finite curves (a.u.).
+    k : int
+        Moving-average window (samples).
+
+    Returns
+    -------
+    samples : _StartSamples
+    above, dt : arrays, shape (..., N)
+        The smoothed curve above its baseline (``max(s - base, 0)``) and the
+        local time step (``np.gradient(tt)``), for `_bolus_moments`.
+
+    Notes
+    -----
+    NumPy sums a C-ordered row pairwise but an F-ordered one sequentially,
+    and ``above`` comes out of `moving_average` F-ordered: the products
+    ``above * dt`` are formed exactly where and how they always were, so
+    that every sum keeps its order (the compiled path reproduces these
+    orders; see `prefit_numba`).
+    """
     n = y.shape[-1]
-    k = smoothing_window(tt, GUESS_SMOOTH_S, n)
     s = moving_average(y, k)
     idx = np.arange(n)
 
@@ -340,31 +385,7 @@ def _bolus_start(t: ArrayLike, y: ArrayLike) -> _BolusStart:
 
     dt = np.gradient(tt, axis=-1) if n > 1 else np.ones_like(tt)
     above = np.clip(s - base[..., None], 0.0, None)
-    span = tt[..., -1] - tt[..., 0]
-    step = typical_step(tt)
-    mode_floor = 0.5 * step
-
-    sigma = np.full(s_pk.shape, 0.5)
-    t0 = t_arr
-    mode = mean = sigma
-    for _ in range(2):
-        # Capped so that t0 is at most 1.5 (TTP - crossing) before the
-        # crossing: small sigmas make the formula ill-conditioned.
-        q = np.minimum(np.exp(-_ARRIVAL_K * sigma), 0.6)
-        t0 = np.minimum((t_arr - q * t_pk) / (1.0 - q), t_arr)
-        mode = np.maximum(t_pk - t0, mode_floor)
-        after = tt > t0[..., None]
-        w = np.where(after, above * dt, 0.0)
-        area = np.sum(w, axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.sum(w * (tt - t0[..., None]), axis=-1) / area
-        mean = np.where(np.isfinite(mean) & (mean > mode), mean, 1.5 * mode)
-        sig2 = (2.0 / 3.0) * np.log(mean / mode)
-        sigma = np.clip(np.sqrt(np.maximum(sig2, 0.0)), *GUESS_SIGMA_RANGE)
-
     area = np.sum(above * dt, axis=-1)
-    # Fallback when the curve has no area above its baseline.
-    area = np.where(area > 0, area, np.maximum(s_pk - base, 0.0) * np.maximum(span, 1.0))
 
     # Half-maximum crossings next to the peak (the last sub-half sample
     # before it, the first after it): well above the noise, unlike the
@@ -388,9 +409,73 @@ def _bolus_start(t: ArrayLike, y: ArrayLike) -> _BolusStart:
 
     t_half_in = cross(i_lo_in, np.minimum(i_lo_in + 1, n - 1))
     t_half_out = np.where(has_out, cross(np.maximum(i_lo_out - 1, 0), i_lo_out), np.nan)
+    samples = _StartSamples(
+        s_pk=s_pk, t_pk=t_pk, t_arr=t_arr, base=base, area=area, t_half_in=t_half_in, t_half_out=t_half_out
+    )
+    return samples, above, dt
+
+
+def _bolus_moments(
+    tt: FloatArray, above: FloatArray, dt: FloatArray, t0: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Area above baseline after ``t0`` and its first moment about ``t0`` (NumPy reference)."""
+    w = np.where(tt > t0[..., None], above * dt, 0.0)
+    return np.sum(w, axis=-1), np.sum(w * (tt - t0[..., None]), axis=-1)
+
+
+def _bolus_start_from(
+    samples: _StartSamples,
+    tt: FloatArray,
+    span: float | FloatArray,
+    step: float | FloatArray,
+    moments: Callable[[FloatArray], tuple[FloatArray, FloatArray]],
+) -> _BolusStart:
+    """The per-curve part of `_bolus_start`: arrival, mode, mean and sigma from the samples.
+
+    Shared by the NumPy and compiled paths, so that both evaluate the same
+    per-curve formulas (including every ``exp`` and ``log``) in the same
+    library.  ``moments(t0)`` returns `_bolus_moments` of the curves.
+    """
+    t_arr, t_pk, base = samples.t_arr, samples.t_pk, samples.base
+    mode_floor = 0.5 * step
+    sigma = np.full(samples.s_pk.shape, 0.5)
+    t0 = t_arr
+    mode = mean = sigma
+    for _ in range(2):
+        # Capped so that t0 is at most 1.5 (TTP - crossing) before the
+        # crossing: small sigmas make the formula ill-conditioned.
+        q = np.minimum(np.exp(-_ARRIVAL_K * sigma), 0.6)
+        t0 = np.minimum((t_arr - q * t_pk) / (1.0 - q), t_arr)
+        mode = np.maximum(t_pk - t0, mode_floor)
+        area, first = moments(t0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = first / area
+        mean = np.where(np.isfinite(mean) & (mean > mode), mean, 1.5 * mode)
+        sig2 = (2.0 / 3.0) * np.log(mean / mode)
+        sigma = np.clip(np.sqrt(np.maximum(sig2, 0.0)), *GUESS_SIGMA_RANGE)
+
+    # Fallback when the curve has no area above its baseline.
+    fallback = np.maximum(samples.s_pk - base, 0.0) * np.maximum(span, 1.0)
+    area = np.where(samples.area > 0, samples.area, fallback)
     return _BolusStart(
         area=area, mode=mode, mean=mean, sigma=sigma, t0=t0, base=base, t=tt,
-        t_peak=t_pk, t_half_in=t_half_in, t_half_out=t_half_out,
+        t_peak=t_pk, t_half_in=samples.t_half_in, t_half_out=samples.t_half_out,
+    )
+
+
+def _bolus_start(t: ArrayLike, y: ArrayLike) -> _BolusStart:
+    """Moments of the smoothed curves ``y (..., N)``; see `LognormalModel.initial_guess`."""
+    y = np.asarray(y, dtype=np.float64)
+    tt = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
+    n = y.shape[-1]
+    k = smoothing_window(tt, GUESS_SMOOTH_S, n)
+    samples, above, dt = _bolus_samples(tt, y, k)
+    return _bolus_start_from(
+        samples,
+        tt,
+        tt[..., -1] - tt[..., 0],
+        typical_step(tt),
+        lambda t0: _bolus_moments(tt, above, dt, t0),
     )
 
 
@@ -561,7 +646,41 @@ def _flat_params(params: ArrayLike, n: int) -> tuple[FloatArray, tuple[int, ...]
     return p.reshape(-1, n), p.shape[:-1]
 
 
-class LognormalModel(BolusModel):
+class _MomentStartModel(BolusModel):
+    """A bolus model whose starting point comes from `_bolus_start` and whose box from `_data_box`.
+
+    The lognormal, gamma-variate and LDRW models.  Their `initial_guess` and
+    `bounds` are split into a per-sample part shared by all three
+    (`_bolus_start`'s samples, `_data_box`) and a per-curve part of their own
+    (`_guess_from_start`, `_box`), so that `fit_curves` can compute the
+    per-sample part in compiled code and still run the per-curve formulas
+    here (see `compiled_start`).
+    """
+
+    @abstractmethod
+    def _guess_from_start(self, st: _BolusStart) -> FloatArray:
+        """Starting point ``(..., P)`` from the moments of the smoothed curves (not yet clipped)."""
+
+    @abstractmethod
+    def _box(
+        self,
+        t_first: FloatArray,
+        t_last: FloatArray,
+        y_lo: FloatArray,
+        y_hi: FloatArray,
+        step: float | FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """The box of `bounds` from the first and last time, the sample range and the median step."""
+
+    def _guess_in_box(self, t: ArrayLike, y: ArrayLike) -> FloatArray:
+        """`initial_guess`: `_guess_from_start` of `_bolus_start`, clipped to `bounds`."""
+        st = _bolus_start(t, y)
+        lo, hi = self.bounds(st.t, y)
+        out: FloatArray = np.clip(self._guess_from_start(st), lo, hi)
+        return out
+
+
+class LognormalModel(_MomentStartModel):
     r"""Lognormal bolus on a constant baseline.
 
     .. math::
@@ -740,12 +859,11 @@ class LognormalModel(BolusModel):
         -------
         array, shape (..., 5), inside `bounds`.
         """
-        st = _bolus_start(t, y)
+        return self._guess_in_box(t, y)
+
+    def _guess_from_start(self, st: _BolusStart) -> FloatArray:
         mu = np.log(st.mode) + st.sigma**2
-        guess = np.stack([st.area, mu, st.sigma, st.t0, st.base], axis=-1)
-        lo, hi = self.bounds(st.t, y)
-        out: FloatArray = np.clip(guess, lo, hi)
-        return out
+        return np.stack([st.area, mu, st.sigma, st.t0, st.base], axis=-1)
 
     def bounds(self, t: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Physically sensible box for each curve.
@@ -758,15 +876,17 @@ class LognormalModel(BolusModel):
 
         ``span = t[-1] - t[0]``; NaN samples are ignored.
         """
-        y = np.asarray(y, dtype=np.float64)
-        tt = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
-        with np.errstate(all="ignore"):
-            t_first = np.nanmin(tt, axis=-1)
-            t_last = np.nanmax(tt, axis=-1)
-            y_lo = np.nanmin(np.where(np.isfinite(y), y, np.nan), axis=-1)
-            y_hi = np.nanmax(np.where(np.isfinite(y), y, np.nan), axis=-1)
+        return self._box(*_data_box(t, y))
+
+    def _box(
+        self,
+        t_first: FloatArray,
+        t_last: FloatArray,
+        y_lo: FloatArray,
+        y_hi: FloatArray,
+        step: float | FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
         span = np.maximum(t_last - t_first, 1e-9)
-        step = typical_step(tt)
         rng = np.maximum(y_hi - y_lo, np.finfo(np.float64).tiny)
         ones = np.ones_like(span)
         lower = np.stack(
@@ -807,7 +927,7 @@ def _gamma_half_table() -> tuple[FloatArray, FloatArray, FloatArray]:
     return alpha, x_in, x_out
 
 
-class GammaVariateModel(BolusModel):
+class GammaVariateModel(_MomentStartModel):
     r"""Gamma-variate bolus on a constant baseline, parametrised by its area.
 
     .. math::
@@ -984,15 +1104,14 @@ class GammaVariateModel(BolusModel):
         -------
         array, shape (..., 5), inside `bounds`.
         """
-        st = _bolus_start(t, y)
+        return self._guess_in_box(t, y)
+
+    def _guess_from_start(self, st: _BolusStart) -> FloatArray:
         alpha_moments = np.clip(st.mode / (st.mean - st.mode), *GUESS_ALPHA_RANGE)
         alpha, mode, t0 = _shape_from_half_widths(
             st, *_gamma_half_table(), alpha_moments, GUESS_ALPHA_RANGE
         )
-        guess = np.stack([st.area, alpha, mode / alpha, t0, st.base], axis=-1)
-        lo, hi = self.bounds(st.t, y)
-        out: FloatArray = np.clip(guess, lo, hi)
-        return out
+        return np.stack([st.area, alpha, mode / alpha, t0, st.base], axis=-1)
 
     def bounds(self, t: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Physically sensible box for each curve.
@@ -1007,7 +1126,16 @@ class GammaVariateModel(BolusModel):
 
         ``span = t[-1] - t[0]``; NaN samples are ignored.
         """
-        t_first, t_last, y_lo, y_hi, step = _data_box(t, y)
+        return self._box(*_data_box(t, y))
+
+    def _box(
+        self,
+        t_first: FloatArray,
+        t_last: FloatArray,
+        y_lo: FloatArray,
+        y_hi: FloatArray,
+        step: float | FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
         span = np.maximum(t_last - t_first, 1e-9)
         rng = np.maximum(y_hi - y_lo, np.finfo(np.float64).tiny)
         ones = np.ones_like(span)
@@ -1097,7 +1225,7 @@ def _ldrw_half_table() -> tuple[FloatArray, FloatArray, FloatArray]:
     return lam, sides[0], sides[1]
 
 
-class LDRWModel(BolusModel):
+class LDRWModel(_MomentStartModel):
     r"""Local density random walk (LDRW) bolus on a constant baseline.
 
     Diffusion with drift of the indicator between injection and region of
@@ -1298,7 +1426,9 @@ class LDRWModel(BolusModel):
         -------
         array, shape (..., 5), inside `bounds`.
         """
-        st = _bolus_start(t, y)
+        return self._guess_in_box(t, y)
+
+    def _guess_from_start(self, st: _BolusStart) -> FloatArray:
         r = st.mean / st.mode  # > 1 by construction
         c = (r + 2.0) / (r + 1.0)
         lam = (c + np.sqrt(c * c + 4.0 * (r - 1.0))) / (2.0 * (r - 1.0))
@@ -1306,10 +1436,7 @@ class LDRWModel(BolusModel):
             st, *_ldrw_half_table(), np.clip(lam, *GUESS_LAMBDA_RANGE), GUESS_LAMBDA_RANGE
         )
         mu = mode / _ldrw_mode_x(lam)
-        guess = np.stack([st.area, mu, lam, t0, st.base], axis=-1)
-        lo, hi = self.bounds(st.t, y)
-        out: FloatArray = np.clip(guess, lo, hi)
-        return out
+        return np.stack([st.area, mu, lam, t0, st.base], axis=-1)
 
     def bounds(self, t: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Physically sensible box for each curve.
@@ -1322,7 +1449,16 @@ class LDRWModel(BolusModel):
 
         ``span = t[-1] - t[0]``; NaN samples are ignored.
         """
-        t_first, t_last, y_lo, y_hi, step = _data_box(t, y)
+        return self._box(*_data_box(t, y))
+
+    def _box(
+        self,
+        t_first: FloatArray,
+        t_last: FloatArray,
+        y_lo: FloatArray,
+        y_hi: FloatArray,
+        step: float | FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
         span = np.maximum(t_last - t_first, 1e-9)
         rng = np.maximum(y_hi - y_lo, np.finfo(np.float64).tiny)
         ones = np.ones_like(span)
@@ -1577,6 +1713,33 @@ MODELS: dict[str, BolusModel] = {
     "ldrw": LDRWModel(),
     "replenishment": ReplenishmentModel(),
 }
+
+
+#: The starting-point and box implementations `compiled_start` accepts.
+_MOMENT_START_METHODS = frozenset(
+    method
+    for cls in (LognormalModel, GammaVariateModel, LDRWModel)
+    for method in (cls.initial_guess, cls.bounds)
+)
+
+
+def compiled_start_model(model: BolusModel) -> _MomentStartModel | None:
+    """``model`` when its `initial_guess` and `bounds` are those of a built-in bolus model, else None.
+
+    For such a model (or a subclass that does not override the two methods)
+    the starting point and box are `_bolus_start` + `_guess_from_start` and
+    `_data_box` + `_box`, whose per-sample parts
+    :mod:`ceuskit.kinetics.prefit_numba` reproduces exactly; any other model
+    keeps its own NumPy methods.
+    """
+    cls = type(model)
+    if (
+        isinstance(model, _MomentStartModel)
+        and cls.initial_guess in _MOMENT_START_METHODS
+        and cls.bounds in _MOMENT_START_METHODS
+    ):
+        return model
+    return None
 
 
 def get_model(name: str) -> BolusModel:
