@@ -37,8 +37,9 @@ def _testdata(name: str) -> Path:
     from pydicom.data import get_testdata_file
 
     found = get_testdata_file(name)
-    if found is None:  # pragma: no cover - pydicom-data missing
-        pytest.skip(f"pydicom test file {name} not available")
+    # pydicom-data is a pinned test dependency: a missing file is a broken
+    # environment, which must fail rather than skip the real-data tests.
+    assert found is not None, f"pydicom test file {name} not found: pip install -e '.[test]'"
     return Path(str(found))
 
 
