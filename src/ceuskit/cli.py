@@ -107,46 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
 
     a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
-    a.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
-    a.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
-    a.add_argument("--out", type=Path, default=None,
-                   help="output directory (default: ./<cine name>-ceuskit)")
-    a.add_argument("--dynamic-range", type=float, default=DEFAULT_DYNAMIC_RANGE_DB,
-                   help=f"display dynamic range in dB (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
-    a.add_argument("--fps", type=_positive(float), default=None,
-                   help="frame rate, for files without timing (frames/s)")
-    a.add_argument("--panel", type=_panel_arg, default=None,
-                   help="contrast panel: auto (default) or X0,Y0,X1,Y1 in frame pixels")
-    a.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal")
-    a.add_argument("--motion", choices=("off", "auto", "translation", "rigid"), default="auto",
-                   help="motion compensation (default auto: translation, tracked on the B-mode "
-                        "panel, or on the contrast panel when there is none)")
-    a.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
-                   help="frame (from 0) that motion is measured against: the frame the ROIs were "
-                        "drawn on (default: chosen automatically and reported)")
+    _add_study_options(a, default_out="./<cine name>-ceuskit")
     a.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     a.add_argument("--quiet", action="store_true", help="no progress messages")
 
     m = sub.add_parser("map", help="parametric maps inside the ROIs (NPY, NIfTI and PNG)")
-    m.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
-    m.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
-    m.add_argument("--out", type=Path, default=None,
-                   help="output directory (default: ./<cine name>-maps)")
+    _add_study_options(m, default_out="./<cine name>-maps")
     m.add_argument("--block", type=_block_arg, default=None, metavar="N",
                    help="block size in pixels: each N x N block's mean linear power is fitted "
                         "(default 4: about one resolution cell, so that speckle does not dominate "
                         "a pixel's curve; 1 = every pixel)")
-    m.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal")
-    m.add_argument("--dynamic-range", type=float, default=DEFAULT_DYNAMIC_RANGE_DB,
-                   help=f"display dynamic range in dB (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
-    m.add_argument("--fps", type=_positive(float), default=None,
-                   help="frame rate, for files without timing (frames/s)")
-    m.add_argument("--panel", type=_panel_arg, default=None,
-                   help="contrast panel: auto (default) or X0,Y0,X1,Y1 in frame pixels")
-    m.add_argument("--motion", choices=("off", "auto", "translation", "rigid"), default="auto",
-                   help="motion compensation (default auto, as for analyze)")
-    m.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
-                   help="frame (from 0) that motion is measured against")
     m.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="where the fits run: a Dask scheduler address (tcp://host:port), 'local' "
                         "(a local Dask cluster), 'none' (this process) or 'auto' (default: this "
@@ -155,6 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace maps already in --out")
     m.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
+
+
+def _add_study_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
+    """The input and pipeline options `analyze` and `map` share."""
+    p.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
+    p.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
+    p.add_argument("--out", type=Path, default=None, help=f"output directory (default: {default_out})")
+    p.add_argument("--dynamic-range", type=float, default=DEFAULT_DYNAMIC_RANGE_DB,
+                   help=f"display dynamic range in dB (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
+    p.add_argument("--fps", type=_positive(float), default=None,
+                   help="frame rate, for files without timing (frames/s)")
+    p.add_argument("--panel", type=_panel_arg, default=None,
+                   help="contrast panel: auto (default) or X0,Y0,X1,Y1 in frame pixels")
+    p.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal",
+                   help="bolus model (default lognormal; auto picks per curve by AICc)")
+    p.add_argument("--motion", choices=("off", "auto", "translation", "rigid"), default="auto",
+                   help="motion compensation (default auto: translation, tracked on the B-mode "
+                        "panel, or on the contrast panel when there is none)")
+    p.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
+                   help="frame (from 0) that motion is measured against: the frame the ROIs were "
+                        "drawn on (default: chosen automatically and reported)")
 
 
 def _block_arg(text: str) -> int:
