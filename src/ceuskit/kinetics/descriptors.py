@@ -157,20 +157,42 @@ def curve_descriptors(
     moment = np.sum(0.5 * (yb[..., 1:] * t[1:] + yb[..., :-1] * t[:-1]) * np.diff(t), axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         first_moment = np.where(area_all > 0, moment / area_all, np.nan)
-    mtt = first_moment - ti
 
     auc = _masked_trapezoid(t, yb, np.full_like(ttp, t[0]), np.full_like(ttp, t_end))
     wi_auc = _masked_trapezoid(t, yb, ti, ttp)
     wo_auc = _masked_trapezoid(t, yb, ttp, to)
+    return descriptor_dict(ti=ti, ttp=ttp, to=to, first_moment=first_moment, pe=pe, auc=auc,
+                           wir=wir, wor=wor, wi_auc=wi_auc, wo_auc=wo_auc, t_end_s=t_end)
+
+
+def descriptor_dict(
+    *,
+    ti: NDArray[np.float64],
+    ttp: NDArray[np.float64],
+    to: NDArray[np.float64],
+    first_moment: NDArray[np.float64],
+    pe: NDArray[np.float64],
+    auc: NDArray[np.float64],
+    wir: NDArray[np.float64],
+    wor: NDArray[np.float64],
+    wi_auc: NDArray[np.float64],
+    wo_auc: NDArray[np.float64],
+    t_end_s: float,
+) -> dict[str, NDArray[np.float64]]:
+    """Assemble the descriptor set from its primary quantities.
+
+    The derived parameters (rise time, fall time, mTT from arrival, WiPI,
+    peak in acquisition) are defined here once, for the dense-grid path
+    (`curve_descriptors`) and the models' closed forms alike.
+    """
     rise = ttp - ti
     with np.errstate(divide="ignore", invalid="ignore"):
         wipi = np.where(rise > 0, wi_auc / rise, np.nan)
-
     return {
         "arrival_time_s": ti,
         "time_to_peak_s": ttp,
         "rise_time_s": rise,
-        "mean_transit_time_s": mtt,
+        "mean_transit_time_s": first_moment - ti,
         "fall_time_s": to - ttp,
         "wash_out_end_s": to,
         "peak_enhancement": pe,
@@ -180,7 +202,7 @@ def curve_descriptors(
         "wash_in_auc": wi_auc,
         "wash_out_auc": wo_auc,
         "wash_in_perfusion_index": wipi,
-        "peak_in_acquisition": (ttp <= t_end).astype(np.float64),
+        "peak_in_acquisition": (ttp <= t_end_s).astype(np.float64),
     }
 
 

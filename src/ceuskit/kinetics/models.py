@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
-from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS, dense_grid
+from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS, dense_grid, descriptor_dict
 
 FloatArray = NDArray[np.float64]
 
@@ -608,8 +608,6 @@ def _closed_form_from_shape(
         auc = span_area(zero, zero + t_end_s)
         wi_auc = span_area(ti, ttp)
         wo_auc = span_area(ttp, to)
-        rise = ttp - ti
-        wipi = np.where(rise > 0, wi_auc / rise, np.nan)
         covered = (
             (t0 + tau_in >= res)
             & (t0 + tau_out <= end - res)
@@ -621,22 +619,8 @@ def _closed_form_from_shape(
             & (dg_out < 0)
             & np.isfinite(pe)
         )
-    out = {
-        "arrival_time_s": ti,
-        "time_to_peak_s": ttp,
-        "rise_time_s": rise,
-        "mean_transit_time_s": first - ti,
-        "fall_time_s": to - ttp,
-        "wash_out_end_s": to,
-        "peak_enhancement": pe,
-        "auc": auc,
-        "wash_in_rate": wir,
-        "wash_out_rate": wor,
-        "wash_in_auc": wi_auc,
-        "wash_out_auc": wo_auc,
-        "wash_in_perfusion_index": wipi,
-        "peak_in_acquisition": (ttp <= t_end_s).astype(np.float64),
-    }
+    out = descriptor_dict(ti=ti, ttp=ttp, to=to, first_moment=first, pe=pe, auc=auc,
+                          wir=wir, wor=wor, wi_auc=wi_auc, wo_auc=wo_auc, t_end_s=t_end_s)
     return {key: np.where(covered, v, np.nan) for key, v in out.items()}
 
 
