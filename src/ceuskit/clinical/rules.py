@@ -1,0 +1,779 @@
+"""Decision support for a venous mass: red flags, level of suspicion, differential, next steps.
+
+`assess(findings, case)` combines the CEUS findings (`ceuskit.findings`, may
+be None) with the clinical case (`ClinicalCase`, may be None).  Every red
+flag, differential entry and recommendation carries an ``id`` and a short
+source; where no published rule exists the item says ``"proposed": true``
+(ceuskit's own heuristic).  The output supports a clinician's decision; it
+never states a diagnosis.
+
+Red flags
+---------
+CEUS (only when the intraluminal material was assessable):
+``ceus-enhancement`` (the material enhances: tumour in vein), and, only when
+it enhances, the malignant kinetic pattern ``ceus-rapid-wash-in``,
+``ceus-hyperenhancement``, ``ceus-heterogeneous``, ``ceus-wash-out`` and
+``ceus-necrosis`` (>= 10 % non-enhancing area, proposed).
+Clinical: ``clin-refractory-anticoagulation`` (worse, or unchanged after
+>= 14 days), ``clin-recurrence``, ``clin-unprovoked-young`` (< 50 years,
+proposed), ``clin-unusual-site`` (IVC or a non-leg vein, proposed).
+Laboratory: ``lab-normal-d-dimer-chronic`` (symptoms >= 28 days and a normal
+D-dimer, proposed, after the index case).
+Ultrasound: ``us-extraluminal-mass`` (mass, extraluminal component or vein
+compression), ``us-vein-expansion``, ``us-heterogeneous-mass``,
+``us-arterial-waveform`` and the weaker ``us-internal-colour-flow``.
+
+Strong flags are: refractory anticoagulation, chronic normal D-dimer,
+extraluminal mass, vein expansion, heterogeneous mass, arterial waveform.
+
+Combination rule (ceuskit's own heuristic: no validated score exists for a
+peripheral venous mass)
+----------------------------------------------------------------------------
+* high: CEUS enhancement together with a malignant kinetic pattern (rapid
+  wash-in, hyper-enhancement, heterogeneity or wash-out) or with any further
+  red flag; or >= 3 items of the peripheral A-VENA adaptation (vein
+  expansion, enhancement on CEUS, arterial neovascularity on Doppler, mass
+  outside the lumen, no response to anticoagulation; adapted from Sherman et
+  al., Liver Transpl 2019).
+* intermediate: CEUS enhancement alone; or, without an assessable CEUS,
+  >= 2 clinical/ultrasound/laboratory flags; or, with a non-enhancing lesion,
+  >= 2 strong clinical/ultrasound/laboratory flags (CEUS of the lumen cannot
+  exclude compression from outside the vein).
+* low otherwise.
+``suspect_neoplasm`` = level is high or intermediate.  Every condition only
+counts flags, so adding a red flag never lowers the level (monotone; tested).
+
+Differential ranking
+--------------------
+Each candidate starts from a prior weight (bland DVT 1, rare entities -0.5,
+the rest 0); each supporting fact adds its weight and each fact against
+subtracts its weight (weights in `DIFFERENTIAL`).  Candidates are ranked by
+this score, ties in catalogue order.  The weights are ceuskit's heuristic; the
+facts they weigh come from the cited sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ceuskit import DISCLAIMER
+from ceuskit.clinical.case import ClinicalCase
+from ceuskit.clinical.scores import WELLS_ITEMS, d_dimer_assessment, wells_score
+
+LEVELS = ("low", "intermediate", "high")
+
+SRC_META = "Eur Radiol 2020 meta-analysis, doi:10.1007/s00330-019-06649-z (sens 0.94, spec 0.99, n=425)"
+SRC_LIRADS_TIV = "CEUS LI-RADS 'tumour in vein' definition (LR-TIV; definition only)"
+SRC_SORRENTINO = "Sorrentino et al., World J Gastroenterol 2009;15:2245, doi:10.3748/wjg.15.2245"
+SRC_CASE_SERIES = "Case Rep Med 2011:123041; Phlebology 2025, doi:10.1177/02683555251348784"
+SRC_DODD = "Dodd et al., AJR 1995;165:573 (pulsatile flow: sens 0.62, spec 0.95)"
+SRC_AVENA = "Sherman et al., Liver Transpl 2019;25:207 (A-VENA >= 3: sens 1.00, spec 0.936, n=59)"
+SRC_INDEX = "ceuskit clinical reference: index case (venous leiomyosarcoma treated as DVT)"
+SRC_DIFF = "ceuskit clinical reference: differential of a venous mass"
+SRC_SARCOMA = "ESMO-EURACAN-GENTURIS sarcoma guideline, Gronchi et al., Ann Oncol 2021;32:1348"
+SRC_FNCLCC = "FNCLCC grade (Trojani et al., Int J Cancer 1984;33:37); necrosis 0 none, 1 < 50 %, 2 >= 50 %"
+SRC_WELLS = "Wells et al., NEJM 2003;349:1227"
+SRC_HEURISTIC = "ceuskit heuristic (proposed)"
+
+#: Necrosis (percent of the lesion area) above which it counts as a red flag (proposed).
+NECROSIS_FLAG_PERCENT = 10.0
+#: Symptom duration from which a "thrombus" counts as chronic (proposed), days.
+CHRONIC_DAYS = 28.0
+#: Anticoagulation shorter than this is too early to call "unchanged" a failure, days.
+ANTICOAG_MIN_DAYS = 14.0
+#: Below this age an unprovoked thrombosis counts as "young" (proposed), years.
+YOUNG_YEARS = 50.0
+#: A-VENA (peripheral adaptation) items needed for "high".
+AVENA_THRESHOLD = 3
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """A red flag the rules can raise."""
+
+    id: str
+    text: str
+    category: str  # ceus | clinical | ultrasound | laboratory
+    source: str
+    proposed: bool = False
+    strong: bool = False
+    kinetic: bool = False
+    avena: str | None = None
+    short: str = ""  # a few words for summaries
+
+
+_RULES: tuple[FlagRule, ...] = (
+    FlagRule("ceus-enhancement", "Intraluminal material enhances on CEUS: tumour in vein, not bland thrombus",
+             "ceus", f"{SRC_META}; {SRC_LIRADS_TIV}", avena="enhancement on CEUS"),
+    FlagRule("ceus-rapid-wash-in", "Rapid wash-in: the lesion enhances before the reference tissue",
+             "ceus", f"{SRC_SORRENTINO} (early enhancement = malignant pattern)", kinetic=True),
+    FlagRule("ceus-hyperenhancement", "Hyper-enhancement relative to the reference tissue",
+             "ceus", f"{SRC_SORRENTINO} (early hyper-enhancement = malignant pattern)", kinetic=True),
+    FlagRule("ceus-heterogeneous", "Heterogeneous (mosaic) enhancement",
+             "ceus", f"{SRC_SORRENTINO} (mosaic = malignant pattern)", kinetic=True),
+    FlagRule("ceus-wash-out", "Wash-out after enhancement (applied to venous masses by ceuskit)",
+             "ceus", f"CEUS LI-RADS wash-out terminology; {SRC_INDEX}; {SRC_HEURISTIC}",
+             proposed=True, kinetic=True),
+    FlagRule("ceus-necrosis",
+             f"Non-enhancing (necrotic) area >= {NECROSIS_FLAG_PERCENT:g} % of an enhancing lesion",
+             "ceus", f"{SRC_HEURISTIC}; necrosis quartiles precedent Clin Mol Hepatol 2015;21:158",
+             proposed=True),
+    FlagRule("clin-refractory-anticoagulation", "No improvement or progression despite anticoagulation",
+             "clinical", f"{SRC_CASE_SERIES}; {SRC_INDEX}", strong=True,
+             avena="no response to anticoagulation"),
+    FlagRule("clin-recurrence", "Recurrent 'thrombosis'", "clinical", SRC_CASE_SERIES),
+    FlagRule("clin-unprovoked-young", f"Unprovoked 'DVT' in a young patient (< {YOUNG_YEARS:g} years)",
+             "clinical", f"{SRC_CASE_SERIES}; age limit: {SRC_HEURISTIC}", proposed=True),
+    FlagRule("clin-unusual-site", "Unusual site for a DVT (inferior vena cava or a non-leg vein)",
+             "clinical", f"{SRC_CASE_SERIES}; which sites count: {SRC_HEURISTIC}", proposed=True),
+    FlagRule("lab-normal-d-dimer-chronic",
+             "Chronic persistent 'thrombus' with a normal D-dimer: a red flag, not reassurance",
+             "laboratory", f"{SRC_HEURISTIC}, following the index case ({SRC_INDEX})",
+             proposed=True, strong=True),
+    FlagRule("us-extraluminal-mass", "Mass effect or a component outside the vein lumen",
+             "ultrasound", SRC_CASE_SERIES, strong=True, avena="mass outside the lumen"),
+    FlagRule("us-vein-expansion", "Expansile vein", "ultrasound", f"{SRC_CASE_SERIES}; {SRC_AVENA}",
+             strong=True, avena="vein expansion"),
+    FlagRule("us-heterogeneous-mass", "Heterogeneous mass on B-mode", "ultrasound",
+             f"{SRC_CASE_SERIES}; {SRC_INDEX}", strong=True),
+    FlagRule("us-arterial-waveform", "Arterial (pulsatile) waveform inside the 'thrombus' on colour Doppler",
+             "ultrasound", SRC_DODD, strong=True, avena="arterial neovascularity on Doppler"),
+    FlagRule("us-internal-colour-flow",
+             "Colour Doppler flow inside the 'thrombus' (weak: organising thrombus can be vascularised)",
+             "ultrasound", SRC_DODD),
+)
+
+_SHORT = {
+    "ceus-enhancement": "CEUS enhancement", "ceus-rapid-wash-in": "rapid wash-in",
+    "ceus-hyperenhancement": "hyper-enhancement", "ceus-heterogeneous": "heterogeneous enhancement",
+    "ceus-wash-out": "wash-out", "ceus-necrosis": "necrosis",
+    "clin-refractory-anticoagulation": "no response to anticoagulation", "clin-recurrence": "recurrence",
+    "clin-unprovoked-young": "unprovoked in a young patient", "clin-unusual-site": "unusual site",
+    "lab-normal-d-dimer-chronic": "chronic 'thrombus' with normal D-dimer",
+    "us-extraluminal-mass": "mass outside the lumen", "us-vein-expansion": "vein expansion",
+    "us-heterogeneous-mass": "heterogeneous mass", "us-arterial-waveform": "arterial waveform on Doppler",
+    "us-internal-colour-flow": "internal colour Doppler flow",
+}
+_RULES = tuple(replace(r, short=_SHORT[r.id]) for r in _RULES)
+RED_FLAG_RULES: dict[str, FlagRule] = {r.id: r for r in _RULES}
+
+COMBINATION_RULE_TEXT = (
+    "ceuskit's own heuristic (no validated score exists for a peripheral venous mass). "
+    "High: CEUS enhancement of the intraluminal material together with a malignant kinetic pattern "
+    "(rapid wash-in, hyper-enhancement, heterogeneity or wash-out) or any further red flag; or >= 3 items of "
+    "the peripheral A-VENA adaptation (vein expansion, CEUS enhancement, arterial neovascularity on Doppler, "
+    "mass outside the lumen, no response to anticoagulation). Intermediate: CEUS enhancement alone; without "
+    "an assessable CEUS, >= 2 clinical/ultrasound/laboratory red flags; with a non-enhancing lesion, >= 2 "
+    "strong clinical/ultrasound/laboratory flags (CEUS of the lumen cannot exclude extrinsic compression). "
+    "Low otherwise. Adding a red flag never lowers the level."
+)
+
+
+def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False) -> tuple[str, list[str]]:
+    """The level of suspicion from a set of red-flag ids (the combination rule).
+
+    Parameters
+    ----------
+    flag_ids : collection of str
+        Ids from `RED_FLAG_RULES` that are present.
+    ceus_non_enhancing : bool
+        True when CEUS assessed the intraluminal material and it did not
+        enhance (ignored when ``ceus-enhancement`` is among the flags).
+
+    Returns
+    -------
+    (level, reasons)
+        ``level`` is "high", "intermediate" or "low"; ``reasons`` says which
+        condition decided it.
+    """
+    flags = [RED_FLAG_RULES[f] for f in flag_ids if f in RED_FLAG_RULES]
+    ids = {f.id for f in flags}
+    enhancing = "ceus-enhancement" in ids
+    kinetic = [f for f in flags if f.kinetic]
+    other = [f for f in flags if f.category != "ceus"]
+    ceus_other = [f for f in flags if f.category == "ceus" and f.id != "ceus-enhancement" and not f.kinetic]
+    strong = [f for f in other if f.strong]
+    avena = sorted({f.avena for f in flags if f.avena})
+    reasons: list[str] = []
+    if enhancing and kinetic:
+        reasons.append("CEUS enhancement with a malignant kinetic pattern ("
+                       + ", ".join(f.short for f in kinetic) + ")")
+    if enhancing and (other or ceus_other):
+        reasons.append(f"CEUS enhancement plus {len(other) + len(ceus_other)} further red flag(s)")
+    if len(avena) >= AVENA_THRESHOLD:
+        reasons.append(f"{len(avena)} of 5 items of the peripheral A-VENA adaptation (proposed): "
+                       + ", ".join(avena))
+    if reasons:
+        return "high", reasons
+    if enhancing:
+        return "intermediate", ["CEUS enhancement of the intraluminal material without a further red flag"]
+    if not ceus_non_enhancing and len(other) >= 2:
+        return "intermediate", [f"{len(other)} clinical/ultrasound/laboratory red flags "
+                                "without an assessable CEUS"]
+    if ceus_non_enhancing and len(strong) >= 2:
+        return "intermediate", [f"non-enhancing on CEUS but {len(strong)} strong clinical/ultrasound "
+                                "red flags: CEUS of the lumen cannot exclude a mass compressing the vein "
+                                "from outside"]
+    if ceus_non_enhancing:
+        why = "no intraluminal enhancement on CEUS (bland-thrombus pattern)"
+        if other:
+            why += f"; {len(other)} clinical/ultrasound flag(s), fewer than 2 strong ones"
+        return "low", [why]
+    if other:
+        return "low", [f"only {len(other)} red flag(s) and no CEUS result"]
+    return "low", ["no red flag among the inputs given"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# facts from the inputs
+
+
+def _get(m: Mapping[str, Any] | None, key: str) -> Any:
+    return m.get(key) if isinstance(m, Mapping) else None
+
+
+def _ceus_state(findings: Mapping[str, Any] | None) -> str | None:
+    """"enhancing", "non-enhancing" or None (no CEUS, or not assessable)."""
+    value = _get(findings, "intraluminal_enhancement")
+    if value is True:
+        return "enhancing"
+    if value is False:
+        return "non-enhancing"
+    return None
+
+
+def _evidence_text(findings: Mapping[str, Any] | None, key: str, fallback: str) -> str:
+    """The findings' own sentence for `key` with its number, or `fallback`."""
+    ev = _get(_get(findings, "evidence"), key)
+    if not isinstance(ev, Mapping) or not ev.get("text"):
+        return fallback
+    text = str(ev["text"]).rstrip(".")
+    value = ev.get("value")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        stat = ev.get("statistic") or "value"
+        unit = ev.get("unit")
+        unit_s = "" if unit in (None, "", "1") else f" {unit}"
+        thr = f"; threshold {ev['threshold']}" if ev.get("threshold") else ""
+        text += f" ({stat} = {value:.3g}{unit_s}{thr})"
+    return text
+
+
+def _fmt_days(days: float) -> str:
+    if days >= 365:
+        return f"{days / 365:.3g} years"
+    if days >= 60:
+        return f"{days / 30.4:.3g} months"
+    return f"{days:g} days"
+
+
+@dataclass
+class _Facts:
+    """What the inputs say, in the terms the rules use."""
+
+    ceus: str | None
+    flags: dict[str, str]  # flag id -> evidence
+    facts: dict[str, str]  # fact id -> evidence (for the differential)
+
+
+def _findings_flags(findings: Mapping[str, Any] | None, flags: dict[str, str], facts: dict[str, str]) -> None:
+    state = _ceus_state(findings)
+    if state == "non-enhancing":
+        facts["ceus_non_enhancing"] = "CEUS: the intraluminal material does not enhance"
+        return
+    if state != "enhancing":
+        return
+    assert findings is not None
+    flags["ceus-enhancement"] = _evidence_text(findings, "intraluminal_enhancement",
+                                               "CEUS: the intraluminal material enhances")
+    facts["ceus_enhancing"] = "CEUS: the intraluminal material enhances"
+    wash_in = findings.get("wash_in")
+    enhancement = findings.get("enhancement")
+    if wash_in == "rapid":
+        flags["ceus-rapid-wash-in"] = _evidence_text(findings, "wash_in", "CEUS wash-in: rapid")
+    if enhancement == "hyper":
+        flags["ceus-hyperenhancement"] = _evidence_text(findings, "enhancement", "CEUS enhancement: hyper")
+    if findings.get("homogeneity") == "heterogeneous":
+        flags["ceus-heterogeneous"] = _evidence_text(findings, "homogeneity",
+                                                     "CEUS enhancement: heterogeneous")
+    wash_out = findings.get("wash_out")
+    if isinstance(wash_out, Mapping) and wash_out.get("present") is True:
+        detail = ", ".join(str(wash_out[k]) for k in ("timing", "degree") if wash_out.get(k))
+        onset = wash_out.get("onset_s")
+        fallback = "CEUS: wash-out present" + (f" ({detail})" if detail else "") + (
+            f", onset {onset:.3g} s" if isinstance(onset, int | float) else "")
+        flags["ceus-wash-out"] = _evidence_text(findings, "wash_out", fallback)
+    necrosis = findings.get("necrosis_percent")
+    if isinstance(necrosis, int | float) and necrosis >= NECROSIS_FLAG_PERCENT:
+        flags["ceus-necrosis"] = _evidence_text(
+            findings, "necrosis_percent", f"CEUS: about {necrosis:.0f} % of the lesion does not enhance")
+        facts["necrosis"] = f"CEUS: about {necrosis:.0f} % necrosis"
+    kinetic = [k for k in flags if RED_FLAG_RULES[k].kinetic]
+    if kinetic:
+        facts["malignant_kinetics"] = "CEUS malignant kinetic pattern: " + ", ".join(
+            RED_FLAG_RULES[k].short for k in kinetic)
+
+
+def _case_flags(case: ClinicalCase | None, dd: Mapping[str, Any], wells: Mapping[str, Any],
+                flags: dict[str, str], facts: dict[str, str]) -> None:
+    if case is None:
+        return
+    ac = case.anticoagulation
+    if ac is not None and ac.response is not None:
+        dur = f" after {_fmt_days(ac.duration_days)}" if ac.duration_days is not None else ""
+        drug = f" ({ac.drug})" if ac.drug else ""
+        if ac.response == "worse" or (ac.response == "unchanged" and (
+                ac.duration_days is None or ac.duration_days >= ANTICOAG_MIN_DAYS)):
+            flags["clin-refractory-anticoagulation"] = f"anticoagulation{drug}: {ac.response}{dur}"
+            facts["refractory"] = flags["clin-refractory-anticoagulation"]
+        elif ac.response == "improved":
+            facts["improved"] = f"improving on anticoagulation{drug}{dur}"
+    chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
+    if case.symptom_duration_days is not None and not chronic:
+        facts["acute"] = f"symptoms for {_fmt_days(case.symptom_duration_days)} (acute)"
+    if chronic and dd.get("result") == "normal":
+        assert case.symptom_duration_days is not None
+        flags["lab-normal-d-dimer-chronic"] = (
+            f"symptoms for {_fmt_days(case.symptom_duration_days)} with a normal D-dimer ("
+            + (f"{dd['value_ug_l_feu']:g} ug/L FEU, cut-off {dd['cutoff_ug_l_feu']:g}"
+               if dd.get("value_ug_l_feu") is not None else "laboratory report") + ")")
+        facts["chronic_normal_dd"] = flags["lab-normal-d-dimer-chronic"]
+    if dd.get("result") == "raised":
+        facts["raised_dd"] = (
+            f"D-dimer raised ({dd['value_ug_l_feu']:g} ug/L FEU > {dd['cutoff_ug_l_feu']:g})"
+            if dd.get("value_ug_l_feu") is not None else "D-dimer raised (laboratory report)")
+    if case.recurrence:
+        flags["clin-recurrence"] = "recurrent thrombosis reported"
+    if case.unprovoked and case.age_years is not None and case.age_years < YOUNG_YEARS:
+        flags["clin-unprovoked-young"] = f"unprovoked, age {case.age_years:g} years"
+    if case.site in ("ivc", "other"):
+        flags["clin-unusual-site"] = f"site: {case.vein or case.site}"
+    us = case.ultrasound
+    if us is not None:
+        named = (("mass", us.mass), ("extraluminal component", us.extraluminal_component),
+                 ("compression of the vein", us.compression_of_vein))
+        parts = [name for name, v in named if v]
+        if parts:
+            flags["us-extraluminal-mass"] = "ultrasound: " + ", ".join(parts)
+        if us.mass or us.extraluminal_component:
+            facts["mass"] = "ultrasound: " + ", ".join(p for p in parts if p != "compression of the vein")
+        if us.mass is False and us.extraluminal_component is False and not us.compression_of_vein:
+            facts["no_mass"] = "ultrasound: no mass and no extraluminal component"
+        if us.extraluminal_component:
+            facts["extraluminal"] = "ultrasound: extraluminal component"
+        if us.extraluminal_component is False:
+            facts["no_extraluminal"] = "ultrasound: no extraluminal component"
+        if us.compression_of_vein:
+            facts["compression"] = "ultrasound: the vein is compressed"
+        if us.vein_expansion:
+            flags["us-vein-expansion"] = "ultrasound: the vein is expanded"
+            facts["vein_expansion"] = flags["us-vein-expansion"]
+        if us.heterogeneous_mass:
+            flags["us-heterogeneous-mass"] = "ultrasound: heterogeneous mass"
+            facts["heterogeneous_mass"] = flags["us-heterogeneous-mass"]
+        if us.arterial_waveform:
+            flags["us-arterial-waveform"] = "colour Doppler: arterial waveform inside the lesion"
+            facts["arterial_flow"] = flags["us-arterial-waveform"]
+        elif us.internal_color_doppler_flow:
+            flags["us-internal-colour-flow"] = ("colour Doppler: flow inside the lesion "
+                                                "(waveform not arterial or not reported)")
+    if wells.get("two_level") == "likely":
+        facts["wells_likely"] = f"Wells {wells['points']} points: DVT likely"
+    if case.thrombophilia_screen == "abnormal":
+        facts["thrombophilia"] = "thrombophilia screen abnormal"
+    if case.wells is not None and case.wells.active_cancer:
+        facts["active_cancer"] = "active cancer"
+    if case.sex == "female":
+        facts["female"] = "female"
+    elif case.sex == "male":
+        facts["male"] = "male"
+    site_name = case.vein or case.site
+    if case.site == "ivc":
+        facts["site_ivc"] = f"site: {site_name}"
+    if case.site == "iliac":
+        facts["site_iliac"] = f"site: {site_name}"
+        if case.side == "left":
+            facts["site_iliac_left"] = f"site: left {site_name}"
+    if case.side == "right":
+        facts["side_right"] = "right side"
+    if case.site in ("femoral", "popliteal"):
+        facts["site_peripheral"] = f"site: {site_name} (far from a renal, hepatic or adrenal primary)"
+    if case.site == "popliteal":
+        facts["site_popliteal"] = f"site: {site_name}"
+    elif case.site is not None:
+        facts["site_not_popliteal"] = f"site: {site_name}, not popliteal"
+    if case.site in ("ivc", "popliteal", "other"):
+        facts["site_not_iliofemoral"] = f"site: {site_name}, not iliofemoral"
+
+
+def _facts(findings: Mapping[str, Any] | None, case: ClinicalCase | None,
+           dd: Mapping[str, Any], wells: Mapping[str, Any]) -> _Facts:
+    flags: dict[str, str] = {}
+    facts: dict[str, str] = {}
+    _findings_flags(findings, flags, facts)
+    _case_flags(case, dd, wells, flags, facts)
+    return _Facts(ceus=_ceus_state(findings), flags=flags, facts=facts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# differential
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One entry of the differential: prior weight and weighted facts."""
+
+    id: str
+    name: str
+    prior: float
+    support: tuple[tuple[str, float], ...]
+    against: tuple[tuple[str, float], ...]
+    source: str
+
+
+DIFFERENTIAL: tuple[Candidate, ...] = (
+    Candidate("ddx-bland-dvt", "Bland deep-vein thrombosis", 1.0,
+              (("ceus_non_enhancing", 3), ("improved", 2), ("raised_dd", 1), ("wells_likely", 1),
+               ("thrombophilia", 1), ("acute", 0.5)),
+              (("ceus_enhancing", 3), ("refractory", 1.5), ("chronic_normal_dd", 1), ("mass", 1),
+               ("heterogeneous_mass", 1), ("arterial_flow", 1)),
+              f"{SRC_META} (no enhancement = bland thrombus); {SRC_WELLS}"),
+    Candidate("ddx-tumour-thrombus",
+              "Tumour thrombus from a distant primary (renal, hepatocellular, adrenal)", 0.0,
+              (("ceus_enhancing", 2), ("active_cancer", 1.5), ("site_ivc", 1), ("vein_expansion", 0.5),
+               ("arterial_flow", 0.5)),
+              (("ceus_non_enhancing", 3), ("site_peripheral", 1), ("improved", 1)),
+              f"Cancer Imaging 2019, doi:10.1186/s40644-019-0265-x; {SRC_AVENA}; {SRC_DIFF}"),
+    Candidate("ddx-venous-leiomyosarcoma", "Primary venous leiomyosarcoma", 0.0,
+              (("ceus_enhancing", 2), ("malignant_kinetics", 1), ("necrosis", 0.5), ("mass", 1),
+               ("heterogeneous_mass", 1), ("female", 0.5), ("refractory", 0.5), ("chronic_normal_dd", 0.5),
+               ("site_ivc", 0.5)),
+              (("ceus_non_enhancing", 3), ("improved", 1)),
+              f"{SRC_DIFF} (women ~3:1, median age ~52, IVC > iliac/femoral); {SRC_INDEX}; "
+              "Mingoli et al. 1996"),
+    Candidate("ddx-intravascular-leiomyomatosis", "Intravascular leiomyomatosis", -0.5,
+              (("female", 0.5), ("ceus_enhancing", 1.5), ("site_ivc", 0.5), ("site_iliac", 0.5),
+               ("no_extraluminal", 0.5)),
+              (("male", 3), ("ceus_non_enhancing", 3), ("extraluminal", 1)),
+              f"{SRC_DIFF} (women, uterine origin, intraluminal, non-invasive)"),
+    Candidate("ddx-extrinsic-compression", "Extrinsic compression by a sarcoma or lymphadenopathy", 0.0,
+              (("compression", 1.5), ("mass", 1), ("extraluminal", 0.5), ("refractory", 0.5)),
+              (("no_mass", 1), ("ceus_enhancing", 0.5)),
+              SRC_DIFF),
+    Candidate("ddx-vascular-tumour",
+              "Other vascular tumour (intravascular epithelioid haemangioma, angiosarcoma)", -0.5,
+              (("ceus_enhancing", 1.5), ("malignant_kinetics", 0.5), ("arterial_flow", 0.5)),
+              (("ceus_non_enhancing", 3),),
+              SRC_DIFF),
+    Candidate("ddx-may-thurner",
+              "May-Thurner syndrome (left common iliac vein compressed by the right common iliac artery)",
+              0.0,
+              (("site_iliac_left", 2), ("female", 0.5), ("compression", 0.5)),
+              (("side_right", 2), ("site_not_iliofemoral", 1), ("mass", 1.5), ("ceus_enhancing", 1)),
+              SRC_DIFF),
+    Candidate("ddx-baker-cyst", "Baker cyst (ruptured or dissecting)", 0.0,
+              (("site_popliteal", 2),),
+              (("site_not_popliteal", 3), ("ceus_enhancing", 2)),
+              SRC_DIFF),
+    Candidate("ddx-venous-aneurysm", "Venous aneurysm", -0.5,
+              (("vein_expansion", 1), ("site_popliteal", 0.5)),
+              (("mass", 1), ("ceus_enhancing", 1)),
+              SRC_DIFF),
+)
+
+
+def rank_differential(facts: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Score and rank `DIFFERENTIAL` from fact ids (see the module docstring)."""
+    rows = []
+    for order, cand in enumerate(DIFFERENTIAL):
+        score = cand.prior
+        support, against = [], []
+        for fact, weight in cand.support:
+            if fact in facts:
+                score += weight
+                support.append(f"{facts[fact]} (+{weight:g})")
+        for fact, weight in cand.against:
+            if fact in facts:
+                score -= weight
+                against.append(f"{facts[fact]} (-{weight:g})")
+        rows.append((-score, order, {"id": cand.id, "name": cand.name, "score": score, "prior": cand.prior,
+                                     "support": support, "against": against, "source": cand.source}))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    out = []
+    for rank, (_, _, row) in enumerate(rows, start=1):
+        out.append({**row, "rank": rank})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# recommendations
+
+
+def _fnclcc_necrosis(findings: Mapping[str, Any] | None, ceus: str | None) -> dict[str, Any] | None:
+    necrosis = _get(findings, "necrosis_percent")
+    if ceus != "enhancing" or not isinstance(necrosis, int | float):
+        return None
+    score = 0 if necrosis <= 0 else (1 if necrosis < 50 else 2)
+    return {"necrosis_percent": float(necrosis), "component_score": score,
+            "label": "estimate from imaging, not histology: only pathology can grade the tumour",
+            "proposed": True, "source": f"{SRC_FNCLCC}; pre-filling it from imaging: {SRC_HEURISTIC}"}
+
+
+def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: ClinicalCase | None,
+               wells: Mapping[str, Any], dd: Mapping[str, Any]) -> list[dict[str, Any]]:
+    recs: list[dict[str, Any]] = []
+
+    def add(id_: str, text: str, reason: str, source: str, proposed: bool = False) -> None:
+        recs.append({"id": id_, "text": text, "reason": reason, "source": source, "proposed": proposed})
+
+    suspect = level in ("high", "intermediate")
+    if findings is None and case is None:
+        add("rec-provide-inputs",
+            "Provide a CEUS analysis (cine with lesion and reference ROIs) and/or a case file",
+            "nothing was given to assess", SRC_HEURISTIC, proposed=True)
+    if f.ceus is None and (f.flags or suspect):
+        add("rec-ceus", "Perform CEUS of the intraluminal material, with a reference ROI in adjacent muscle: "
+            "enhancement indicates tumour, no enhancement a bland thrombus",
+            "red flags without an assessable CEUS: " + ", ".join(f.flags), SRC_META)
+    if suspect:
+        reason = ("suspicion " + level + ("; CEUS of the lumen cannot exclude a mass compressing the vein"
+                                          if f.ceus == "non-enhancing" else ""))
+        add("rec-cross-sectional-imaging",
+            "Contrast-enhanced CT or MRI to characterise the lesion (intra- and extraluminal extent, wall "
+            "invasion, a primary elsewhere) and to stage it", reason,
+            f"{SRC_INDEX} (CECT confirmed and staged); {SRC_SARCOMA}")
+        add("rec-sarcoma-team", "Refer to a multidisciplinary sarcoma team, before biopsy or resection",
+            f"suspicion {level} of a venous neoplasm", f"{SRC_SARCOMA}; {SRC_INDEX}")
+        if f.ceus == "enhancing":
+            add("rec-biopsy",
+                "Image-guided biopsy of enhancing tissue (avoid the non-enhancing, necrotic part), "
+                "planned with the sarcoma team", "the lesion enhances on CEUS",
+                f"{SRC_SARCOMA}; targeting enhancing tissue: {SRC_HEURISTIC}", proposed=True)
+        else:
+            add("rec-biopsy", "Image-guided biopsy if cross-sectional imaging shows a mass, planned with the "
+                "sarcoma team", f"suspicion {level}", SRC_SARCOMA)
+        if case is not None and case.anticoagulation is not None:
+            add("rec-reassess-anticoagulation",
+                "Reassess the anticoagulation with the team: a tumour does not respond to it, and a "
+                "thrombotic component may still need treatment",
+                "on anticoagulation while a neoplasm is suspected", SRC_CASE_SERIES)
+    necro = _fnclcc_necrosis(findings, f.ceus)
+    if necro is not None and suspect:
+        add("rec-fnclcc-necrosis",
+            f"Imaging necrosis ~{necro['necrosis_percent']:.0f} %: the FNCLCC necrosis component would be "
+            f"{necro['component_score']} (estimate from imaging only; pre-fill for the pathologist, who "
+            "grades on histology)", "necrosis estimated on CEUS",
+            f"{SRC_FNCLCC}; pre-filling it from imaging: {SRC_HEURISTIC}", proposed=True)
+    if not suspect and ("ceus_non_enhancing" in f.facts or "improved" in f.facts
+                        or ("wells_likely" in f.facts and "raised_dd" in f.facts)):
+        add("rec-anticoagulation-bland", "Manage as DVT per local protocol; reassess the response to "
+            "anticoagulation and re-image (with CEUS) if the leg does not improve or the 'thrombus' persists",
+            "findings fit a bland thrombus", f"{SRC_WELLS}; re-imaging on failure: {SRC_CASE_SERIES}")
+    if findings is not None and _get(findings, "reference_roi") is None and f.ceus is not None:
+        add("rec-reference-roi",
+            "Draw a reference ROI (adjacent muscle or the vein wall at the same depth) so wash-in, "
+            "enhancement degree and wash-out can be graded", "no reference ROI in the CEUS analysis",
+            f"CEUS descriptors are relative to a reference tissue; the choice of reference: {SRC_HEURISTIC}",
+            proposed=True)
+    if case is not None:
+        if case.ultrasound is None:
+            add("rec-doppler-features", "Record the B-mode and colour Doppler features (mass, extraluminal "
+                "component, vein expansion, arterial waveform inside the 'thrombus')",
+                "no ultrasound features in the case file", f"{SRC_CASE_SERIES}; {SRC_DODD}")
+        if not dd.get("given"):
+            add("rec-d-dimer",
+                "Measure D-dimer and read it against the age-adjusted cut-off (age x 10 ug/L FEU over 50); "
+                "a normal value with a chronic persistent 'thrombus' is a red flag",
+                "no D-dimer in the case file", f"{dd['source']}; chronic case: {SRC_HEURISTIC}")
+        if wells.get("missing") and not wells.get("determined"):
+            lo, hi = wells["points_range"]
+            add("rec-complete-wells", "Record the missing Wells items: " + ", ".join(wells["missing"]),
+                f"the Wells category is undetermined: anything from {lo} to {hi} points", SRC_WELLS)
+    return recs
+
+
+# ----------------------------------------------------------------------------------------------------
+# assessment
+
+
+def _missing(findings: Mapping[str, Any] | None, case: ClinicalCase | None, wells: Mapping[str, Any],
+             dd: Mapping[str, Any]) -> list[str]:
+    missing: list[str] = []
+    if findings is None:
+        missing.append("no CEUS analysis")
+    else:
+        if _ceus_state(findings) is None:
+            missing.append("CEUS: intraluminal enhancement not assessable")
+        for item in findings.get("missing") or []:
+            missing.append(f"CEUS: {item}")
+    if case is None:
+        missing.append("no case file")
+        return missing
+    wording = {item: text for item, _, text in WELLS_ITEMS}
+    for item in wells["missing"]:
+        missing.append(f"Wells item not given: {wording[item]}")
+    if not dd.get("given"):
+        missing.append("D-dimer not given")
+    for name, value in (("age", case.age_years), ("sex", case.sex),
+                        ("symptom duration", case.symptom_duration_days),
+                        ("ultrasound features", case.ultrasound), ("site", case.site)):
+        if value is None:
+            missing.append(f"{name} not given")
+    if case.anticoagulation is None or case.anticoagulation.response is None:
+        missing.append("response to anticoagulation not given")
+    return missing
+
+
+def _clinical_summary(case: ClinicalCase | None, dd: Mapping[str, Any],
+                      wells: Mapping[str, Any]) -> str | None:
+    if case is None:
+        return None
+    who = []
+    if case.age_years is not None:
+        who.append(f"{case.age_years:g}-year-old")
+    if case.sex is not None:
+        who.append({"female": "woman", "male": "man", "other": "patient"}[case.sex])
+    elif who:
+        who.append("patient")
+    parts = [" ".join(who)] if who else []
+    if case.symptom_duration_days is not None:
+        parts.append(f"symptoms for {_fmt_days(case.symptom_duration_days)}")
+    ac = case.anticoagulation
+    if ac is not None and ac.response is not None:
+        parts.append(f"{ac.response} on anticoagulation")
+    if dd.get("result"):
+        parts.append(f"D-dimer {dd['result']}")
+    if not wells["missing"]:
+        parts.append(f"Wells {wells['points']} ({wells['three_level']})")
+    elif wells["items"]:
+        lo, hi = wells["points_range"]
+        given = len(WELLS_ITEMS) - len(wells["missing"])
+        parts.append(f"Wells {wells['points']} from {given} of {len(WELLS_ITEMS)} items "
+                     f"(could be {lo} to {hi})")
+    if case.site is not None:
+        side = f"{case.side} " if case.side and case.side != "bilateral" else ""
+        parts.append(f"site: {side}{case.vein or case.site}")
+    return ", ".join(parts) if parts else None
+
+
+def assess(findings: Mapping[str, Any] | None, case: ClinicalCase | None) -> dict[str, Any]:
+    """Decision support from CEUS findings and/or a clinical case.
+
+    Parameters
+    ----------
+    findings : Mapping, optional
+        The CEUS findings dict (``ceuskit.findings``; see results.json
+        ``findings``).  None when no CEUS analysis exists.
+    case : ClinicalCase, optional
+        The clinical case.  None when no case file was given.
+
+    Returns
+    -------
+    dict
+        ``suspect_neoplasm`` (bool), ``level`` (high|intermediate|low),
+        ``reasons``, ``red_flags`` (id, text, evidence, source, proposed,
+        category), ``combination_rule``, ``avena_adapted``, ``differential``
+        (ranked; id, name, rank, score, support, against, source),
+        ``recommendations`` (id, text, reason, source, proposed), ``wells``,
+        ``d_dimer``, ``fnclcc_necrosis_estimate``, ``clinical_summary``,
+        ``missing``, ``inputs_used``, ``disclaimer``.
+    """
+    wells = wells_score(case)
+    dd = d_dimer_assessment(case)
+    f = _facts(findings, case, dd, wells)
+    level, reasons = combine_flags(f.flags, ceus_non_enhancing=f.ceus == "non-enhancing")
+    if findings is None and case is None:
+        reasons = ["nothing to assess: neither CEUS findings nor a case was given"]
+    red_flags = []
+    for rule in _RULES:  # catalogue order keeps the output stable
+        if rule.id in f.flags:
+            red_flags.append({"id": rule.id, "text": rule.text, "short": rule.short,
+                              "evidence": f.flags[rule.id], "source": rule.source, "proposed": rule.proposed,
+                              "category": rule.category, "strong": rule.strong})
+    avena = sorted({a for i in f.flags if (a := RED_FLAG_RULES[i].avena) is not None})
+    inputs = (["ceus"] if findings is not None else []) + (["case"] if case is not None else [])
+    return {
+        "suspect_neoplasm": level in ("high", "intermediate"),
+        "level": level,
+        "reasons": reasons,
+        "red_flags": red_flags,
+        "combination_rule": {"text": COMBINATION_RULE_TEXT, "proposed": True,
+                             "source": f"{SRC_HEURISTIC}; A-VENA adapted from {SRC_AVENA}"},
+        "avena_adapted": {"count": len(avena), "items": avena, "threshold": AVENA_THRESHOLD, "proposed": True,
+                          "source": f"adapted from {SRC_AVENA}: AFP and adjacent tumour replaced by mass "
+                                    "outside the lumen and no response to anticoagulation"},
+        "ceus": f.ceus or "not assessed",
+        "differential": rank_differential(f.facts),
+        "differential_note": "ranked by a weighted count of the evidence for and against (ceuskit heuristic; "
+                             "weights in ceuskit.clinical.rules.DIFFERENTIAL)",
+        "recommendations": _recommend(level, f, findings, case, wells, dd),
+        "wells": wells,
+        "d_dimer": dd,
+        "fnclcc_necrosis_estimate": _fnclcc_necrosis(findings, f.ceus),
+        "clinical_summary": _clinical_summary(case, dd, wells),
+        "missing": _missing(findings, case, wells, dd),
+        "inputs_used": inputs,
+        "disclaimer": DISCLAIMER,
+    }
+
+
+def _ceus_sentence(findings: Mapping[str, Any] | None) -> str:
+    state = _ceus_state(findings)
+    if findings is None:
+        return "No CEUS analysis was available."
+    if state is None:
+        return "CEUS: the intraluminal material could not be assessed."
+    if state == "non-enhancing":
+        return "CEUS: the intraluminal material does not enhance (bland-thrombus pattern)."
+    details = []
+    if findings.get("wash_in"):
+        details.append(f"{findings['wash_in']} wash-in")
+    if findings.get("enhancement") and findings.get("enhancement") != "none":
+        details.append(f"{findings['enhancement']}-enhancement")
+    if findings.get("homogeneity"):
+        details.append(f"{findings['homogeneity']} enhancement")
+    wo = findings.get("wash_out")
+    if isinstance(wo, Mapping) and wo.get("present") is True:
+        details.append(" ".join(str(wo[k]) for k in ("timing", "degree") if wo.get(k)) + " wash-out")
+    elif isinstance(wo, Mapping) and wo.get("present") is False:
+        details.append("no wash-out")
+    text = "CEUS: the intraluminal material enhances"
+    if details:
+        text += " (" + ", ".join(" ".join(d.split()) for d in details) + ")"
+    necrosis = findings.get("necrosis_percent")
+    if isinstance(necrosis, int | float):
+        text += f"; about {necrosis:.0f} % of the lesion does not enhance (necrosis estimate)"
+    return text + "."
+
+
+def summary_paragraph(findings: Mapping[str, Any] | None, assessment: Mapping[str, Any]) -> str:
+    """One paragraph for the top of the report: what was found, the level, why, the disclaimer.
+
+    Parameters
+    ----------
+    findings : Mapping, optional
+        The CEUS findings (None without CEUS).
+    assessment : Mapping
+        The output of `assess`.
+    """
+    parts = [_ceus_sentence(findings)]
+    if assessment.get("clinical_summary"):
+        parts.append(f"Clinical: {assessment['clinical_summary']}.")
+    else:
+        parts.append("No clinical case was given.")
+    level = assessment["level"]
+    reasons = "; ".join(assessment.get("reasons") or [])
+    parts.append(f"Suspicion of a venous neoplasm: {level.upper()}, because {reasons}.")
+    flags = assessment.get("red_flags") or []
+    if flags:
+        names = ", ".join(fl.get("short") or fl["id"] for fl in flags)
+        parts.append(f"Red flags ({len(flags)}): {names}.")
+    ddx = assessment.get("differential") or []
+    if ddx and assessment.get("inputs_used"):
+        parts.append("Leading considerations: " + ", ".join(d["name"] for d in ddx[:2]) + ".")
+    recs = assessment.get("recommendations") or []
+    if recs:
+        parts.append("Suggested next step: " + recs[0]["text"].split(":")[0].rstrip(".") + ".")
+    parts.append(str(assessment.get("disclaimer") or DISCLAIMER))
+    return " ".join(" ".join(parts).split())
