@@ -132,3 +132,39 @@ def test_quality_warnings_reach_the_results(tmp_path):
     clean = simulate(SimulationSpec(scenario="tumor", seed=2, fps=4.0, duration_s=75.0))
     files = write_phantom(clean, tmp_path / "clean", "npz")
     assert analyze(files["cine"], files["rois"]).warnings == []
+
+
+def test_maps_of_a_bland_thrombus(tmp_path):
+    # A bland thrombus does not enhance: the maps find (nearly) all of it
+    # non-enhancing and give no heterogeneity verdict (nothing enhances to vary).
+    phantom = simulate(SimulationSpec(scenario="bland", seed=4, fps=4.0, duration_s=60.0))
+    files = write_phantom(phantom, tmp_path, "npz")
+    analysis = analyze(files["cine"], files["rois"], AnalysisOptions(block_px=6))
+    assert analysis.maps is not None and analysis.maps.result.options.block_px == 6
+    doc = analysis.results()
+    lesion = doc["rois"]["lesion"]
+    assert lesion["necrosis_fraction"] >= 0.95
+    assert lesion["map"]["heterogeneity"]["heterogeneous"] is None
+    assert doc["rois"]["muscle"]["map"]["enhancing_px"] > 0.9 * doc["rois"]["muscle"]["map"]["tested_px"]
+    assert doc["maps"]["block_px"] == 6 and doc["maps"]["files"] is None  # nothing written
+
+
+def test_no_maps_without_a_lesion_roi(tmp_path):
+    import json
+
+    phantom = simulate(SimulationSpec(scenario="tumor", seed=4, fps=4.0, duration_s=60.0))
+    files = write_phantom(phantom, tmp_path, "npz")
+    doc = json.loads(files["rois"].read_text())
+    doc["rois"] = [r for r in doc["rois"] if r["role"] != "lesion"]
+    files["rois"].write_text(json.dumps(doc))
+    analysis = analyze(files["cine"], files["rois"])
+    assert analysis.maps is None
+    assert analysis.results()["maps"]["reason"] == "the ROI file has no lesion ROI"
+
+
+@pytest.mark.parametrize("block", [0, 65, 2.5, True])
+def test_bad_block_size_is_an_input_error(block):
+    from ceuskit.errors import InputError
+
+    with pytest.raises(InputError, match="--block"):
+        AnalysisOptions(block_px=block)

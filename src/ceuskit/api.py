@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from ceuskit.cine import Cine
 from ceuskit.errors import AnalysisWarning
 from ceuskit.io import load_cine
-from ceuskit.motion import warp_frame
-from ceuskit.outputs import check_out_dir, make_out_dir, write_json_atomic, write_text_atomic
-from ceuskit.panels import PanelChoice
+from ceuskit.outputs import (
+    check_out_dir,
+    make_out_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ceuskit.pipeline import (
     Analysis,
     AnalysisOptions,
+    MapStudy,
     Progress,
     analyze,
-    contrast_power_chunks,
+    map_prepared,
     prepare_cine,
 )
-from ceuskit.roi import Roi
 
 if TYPE_CHECKING:  # the map modules import numba: load them only when mapping
-    from ceuskit.maps import MapOptions, MapResult
+    from ceuskit.maps import MapOptions
 
-RESULT_FILES = ("results.json", "report.html")
+__all__ = ["RESULT_FILES", "MapStudy", "analyze_to_dir", "map_cine", "map_provenance", "map_to_dir"]
+
+#: What an analysis writes into its output directory (checked for earlier results).
+RESULT_FILES = ("results.json", "report.html", "report.pdf", "maps")
+#: Sub-directory of the analysis output that holds the parametric maps.
+MAPS_DIR = "maps"
+PDF_NOT_WRITTEN = "pdf-not-written"
 
 
 def analyze_to_dir(
@@ -41,63 +47,94 @@ def analyze_to_dir(
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
+    pdf: bool = True,
 ) -> tuple[Analysis, dict[str, Path]]:
-    """Analyse a cine and write results.json and report.html into a directory.
+    """Analyse a cine and write results.json, report.html, report.pdf and maps/ into a directory.
 
     The directory is checked before any work (writable; no earlier results
-    unless ``overwrite``), and both files are rendered in memory first and
-    then written under temporary names and renamed, so a failure leaves no
-    half-written output.
+    unless ``overwrite``).  results.json, the HTML and the PDF are rendered
+    in memory first, and every file is written under a temporary name and
+    renamed, so a failure leaves no half-written file.  ``maps/`` holds the
+    parametric maps (`ceuskit.maps_io`: NPY, NIfTI, PNG overlays, maps.json)
+    when they were computed (``options.maps`` and a lesion ROI).
+
+    A PDF engine that cannot run (WeasyPrint without its system libraries)
+    does not fail the analysis: report.pdf is left out and the warning
+    ``pdf-not-written`` says why and what to install.
+
+    Parameters
+    ----------
+    pdf : bool
+        Write report.pdf (default True).
 
     Returns
     -------
-    (Analysis, {"results": path, "report": path})
+    (Analysis, paths)
+        ``paths`` has ``"results"``, ``"report"``, and ``"pdf"`` /
+        ``"maps"`` (the directory) when those were written.
     """
     from ceuskit.report.html import render_html
+    from ceuskit.report.pdf import PdfUnavailableError, pdf_unavailable_reason, render_pdf
 
     out = check_out_dir(out_dir, RESULT_FILES, overwrite=overwrite)
     analysis = analyze(cine_path, roi_path, options, progress=progress)
-    if progress:
-        progress("writing the report")
+    say = progress or (lambda _msg: None)
+    say("writing the report")
+    pdf_problem = pdf_unavailable_reason() if pdf else None
+    if pdf_problem is not None:
+        analysis = _with_pdf_warning(analysis, pdf_problem)
     results = analysis.results()
     html = render_html(analysis, results)
+    pdf_bytes = None
+    if pdf and pdf_problem is None:
+        try:
+            pdf_bytes = render_pdf(html)
+        except PdfUnavailableError as exc:
+            # The warning belongs in results.json and the HTML report too.
+            analysis = _with_pdf_warning(analysis, str(exc))
+            results = analysis.results()
+            html = render_html(analysis, results)
     make_out_dir(out)
-    paths = {
-        "results": write_json_atomic(out / "results.json", results),
-        "report": write_text_atomic(out / "report.html", html),
-    }
+    paths: dict[str, Path] = {}
+    if analysis.maps is not None:
+        from ceuskit.maps_io import write_map_outputs
+
+        say("writing the parametric maps")
+        study = analysis.maps
+        written = write_map_outputs(
+            out / MAPS_DIR, study.result, study.rois, background=study.background,
+            background_label=study.background_label, display_max=study.display_max,
+            source_name=analysis.source_name,
+            provenance=map_provenance(study, analysis.options))
+        results["maps"]["directory"] = MAPS_DIR
+        results["maps"]["files"] = sorted(f"{MAPS_DIR}/{name}" for name in written)
+        paths["maps"] = out / MAPS_DIR
+    paths["results"] = write_json_atomic(out / "results.json", results)
+    paths["report"] = write_text_atomic(out / "report.html", html)
+    if pdf_bytes is not None:
+        paths["pdf"] = write_bytes_atomic(out / "report.pdf", pdf_bytes)
     return analysis, paths
 
 
-@dataclass(frozen=True, eq=False)
-class MapStudy:
-    """A parametric map with what is needed to show it.
+def _with_pdf_warning(analysis: Analysis, problem: str) -> Analysis:
+    warning = AnalysisWarning(
+        PDF_NOT_WRITTEN,
+        f"report.pdf was not written: {problem.rstrip('.')}. The HTML report and results.json are "
+        "complete; for the PDF install the Pango libraries WeasyPrint needs (Debian/Ubuntu: "
+        "apt-get install libpango-1.0-0 libpangoft2-1.0-0) and run the analysis again",
+    )
+    return replace(analysis, warnings=[*analysis.warnings, warning])
 
-    Attributes
-    ----------
-    result : MapResult
-    panels : PanelChoice
-    rois : list of Roi
-    background : ndarray (rows, cols), float32
-        Display frame at the lesion's peak (aligned to the motion reference).
-    background_label : str
-        ``"B-mode"`` or ``"contrast"``.
-    frame_index : int
-        Index of that frame.
-    warnings : list of AnalysisWarning
-    scheduler_used : str
-        Where the fits ran (``"in-process"``, ``"local-cluster"`` or an address).
-    """
 
-    result: MapResult
-    panels: PanelChoice
-    rois: list[Roi]
-    background: NDArray[np.float32]
-    background_label: str
-    frame_index: int
-    warnings: list[AnalysisWarning]
-    scheduler_used: str
-    display_max: float = 255.0
+def map_provenance(study: MapStudy, options: AnalysisOptions) -> dict[str, Any]:
+    """What maps.json records about how a map was made (frame shown, settings, warnings)."""
+    return {"frame_shown_index": study.frame_index,
+            "frame_shown_time_s": study.frame_time_s,
+            "fits_ran": study.scheduler_used,
+            "dynamic_range_db": options.dynamic_range_db,
+            "motion": options.motion,
+            "panels": study.panels.as_dict(),
+            "warnings": [w.as_dict() for w in study.warnings]}
 
 
 def map_cine(
@@ -113,9 +150,8 @@ def map_cine(
     """Parametric maps of a loaded cine inside the ROIs of an ROI file.
 
     The pipeline's own stages choose the panel, read the ROIs, estimate motion
-    (`ceuskit.pipeline.prepare_cine`) and stream the aligned linear power
-    (`ceuskit.pipeline.contrast_power_chunks`); `ceuskit.maps.compute_maps`
-    does the rest.  ``options.model`` is the model fitted to every block
+    (`ceuskit.pipeline.prepare_cine`) and map them (`ceuskit.pipeline.map_prepared`,
+    the mapping path ``ceuskit analyze`` uses too).  ``options.model`` is the model fitted to every block
     unless `map_options` says otherwise.
 
     Parameters
@@ -130,46 +166,12 @@ def map_cine(
     InputError
         Bad options, ROIs or scheduler address.
     """
-    from ceuskit.maps import MapOptions, compute_maps
-    from ceuskit.maps_dask import DaskRunner
-
     options = options or AnalysisOptions()
-    map_options = map_options or MapOptions(model=options.model)
     panels, rois, motion, warnings = prepare_cine(cine, roi_path, options, source_name=source_name,
                                                   progress=progress)
-    valid = None if motion is None else ~np.asarray(motion.rejected)
-
-    def source() -> Iterator[tuple[slice, NDArray[np.float32]]]:
-        return contrast_power_chunks(cine, panels, options, motion,
-                                     chunk_frames=map_options.frame_chunk)
-
-    def nearest_source() -> Iterator[tuple[slice, NDArray[np.float32]]]:
-        return contrast_power_chunks(cine, panels, options, motion,
-                                     chunk_frames=map_options.frame_chunk, order=0)
-
-    with DaskRunner(scheduler) as runner:
-        result = compute_maps(source, cine.times_s, rois, map_options, valid_frames=valid,
-                              spacing_mm=panels.contrast.spacing_mm, runner=runner,
-                              progress=progress,
-                              pixel_source=nearest_source if motion is not None else None)
-        used = runner.used
-    # The frame shown under the maps: the lesion's fitted peak, a kept frame.
-    lesion = next((r for r in rois if r.role == "lesion"), rois[0])
-    ttp = result.rois[lesion.name]["roi_curve"].get("time_to_peak_s")
-    t = np.asarray(cine.times_s)
-    ok = np.ones(t.size, dtype=bool) if valid is None else valid
-    target = float(ttp) if ttp is not None else float(t[np.argmax(ok)])
-    frame = int(np.flatnonzero(ok)[np.argmin(np.abs(t[ok] - target))]) if ok.any() else 0
-    bmode = panels.bmode
-    use_bmode = bmode is not None and bmode.shape == panels.contrast.shape
-    panel = bmode if use_bmode and bmode is not None else panels.contrast
-    background = np.array(cine.frames[frame][panel.slices], dtype=np.float32)
-    if motion is not None:
-        background = warp_frame(background, motion, frame)
-    return MapStudy(result=result, panels=panels, rois=rois, background=background,
-                    background_label="B-mode" if use_bmode else "contrast", frame_index=frame,
-                    warnings=list(cine.warnings) + warnings, scheduler_used=used,
-                    display_max=float(cine.display_max))
+    return map_prepared(cine, panels, rois, motion, options, map_options,
+                        warnings=list(cine.warnings) + warnings, scheduler=scheduler,
+                        progress=progress)
 
 
 def map_to_dir(
@@ -207,13 +209,6 @@ def map_to_dir(
     paths = write_map_outputs(
         out, study.result, study.rois, background=study.background,
         background_label=study.background_label, display_max=study.display_max,
-        source_name=Path(cine_path).name, png=png,
-        provenance={"frame_shown_index": study.frame_index,
-                    "frame_shown_time_s": float(cine.times_s[study.frame_index]),
-                    "fits_ran": study.scheduler_used,
-                    "dynamic_range_db": options.dynamic_range_db,
-                    "motion": options.motion,
-                    "panels": study.panels.as_dict(),
-                    "warnings": [w.as_dict() for w in study.warnings]},
+        source_name=Path(cine_path).name, png=png, provenance=map_provenance(study, options),
     )
     return study, paths

@@ -3,7 +3,7 @@
 ``analyze`` runs every stage in data-flow order:
 
     load -> panels -> linearise -> motion -> ROI curves -> enhancement test
-         -> model fit -> descriptors -> results
+         -> model fit -> descriptors -> parametric maps (lesion studies) -> results
 
 Each stage takes the previous stage's value and returns a new one; the CLI,
 the web app and the batch runner all call these functions.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +45,9 @@ from ceuskit.panels import PanelChoice, choose_panels, colour_share
 from ceuskit.qc import acquisition_warnings
 from ceuskit.roi import Roi, load_roi_file
 from ceuskit.tic import roi_means
+
+if TYPE_CHECKING:  # the map module compiles numba kernels: imported only when mapping
+    from ceuskit.maps import MapOptions, MapResult
 
 Progress = Callable[[str], None]
 
@@ -92,6 +95,13 @@ class AnalysisOptions:
     reference_frame : int or None
         Frame index (0-based) that motion is measured against; chosen
         automatically when None.
+    maps : bool
+        Also compute the parametric maps inside the ROIs (`ceuskit.maps`)
+        when the ROI file has a lesion ROI; their pixel test is then the one
+        that gives the lesion's necrosis fraction.
+    block_px : int or None
+        Block size of the maps (pixels per side); None = the maps' default
+        (`ceuskit.maps.BLOCK_PX`, 4 px: about one resolution cell).
     """
 
     dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
@@ -100,6 +110,8 @@ class AnalysisOptions:
     model: str = "lognormal"
     motion: str = "auto"
     reference_frame: int | None = None
+    maps: bool = True
+    block_px: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -120,6 +132,24 @@ class AnalysisOptions:
                                 or ref < 0):
             raise InputError("--reference-frame", f"{ref!r} is not a frame index",
                              "give a frame number counted from 0, e.g. --reference-frame 0")
+        if self.block_px is not None:
+            self.map_options()  # validates the block size now, before any work
+
+    def map_options(self) -> MapOptions:
+        """The parametric-map settings these options imply (block size, model).
+
+        Raises
+        ------
+        InputError
+            A block size the maps do not accept.
+        """
+        from ceuskit.maps import BLOCK_PX, MapOptions
+
+        try:
+            return MapOptions(block_px=BLOCK_PX if self.block_px is None else self.block_px,
+                              model=self.model)
+        except ValueError as exc:
+            raise InputError("--block", str(exc), "give a block size such as --block 4") from None
 
 
 @dataclass(frozen=True)
@@ -170,6 +200,8 @@ class Analysis:
     contrast_frame: NDArray[np.float32]
     bmode_frame: NDArray[np.float32] | None
     motion: MotionEstimate | None = None
+    #: The parametric maps (None when turned off or without a lesion ROI).
+    maps: MapStudy | None = None
 
     @property
     def reference(self) -> RoiResult | None:
@@ -345,6 +377,8 @@ def measure_rois(
     options: AnalysisOptions,
     progress: Progress | None = None,
     motion: MotionEstimate | None = None,
+    *,
+    necrosis: bool = True,
 ) -> tuple[list[RoiResult], list[AnalysisWarning], int]:
     """Linearise the contrast panel, measure each ROI's curve and fit it.
 
@@ -353,6 +387,11 @@ def measure_rois(
     outside the panel are NaN and left out of ROI means), and frames the
     estimate rejects are left out of the enhancement test and the fit (their
     measured values stay in ``RoiResult.intensity`` for the plot).
+
+    With ``necrosis`` (default), lesion ROIs also get their necrosis
+    fraction (`ceuskit.maps.lesion_necrosis`, one more pass); pass False when
+    the parametric maps will be computed, whose pixel test gives it
+    (`with_map_necrosis`).
 
     Returns
     -------
@@ -407,7 +446,8 @@ def measure_rois(
                                  enhancement=edict, fit=one_fit, perfusion=perfusion,
                                  fit_status=status_label, selection=selection))
     results = _with_relative(results)
-    results = _with_necrosis(results, cine, panels, options, motion)
+    if necrosis:
+        results = _with_necrosis(results, cine, panels, options, motion)
     lesion = next((r for r in results if r.roi.role == "lesion"), results[0])
     src = np.array(lesion.fit.predict(t) if lesion.fit is not None else lesion.intensity,
                    dtype=np.float64).reshape(-1)
@@ -471,6 +511,8 @@ def _with_necrosis(results: list[RoiResult], cine: Cine, panels: PanelChoice,
     necrosis = lesion_necrosis(lambda: contrast_power_chunks(cine, panels, options, motion, order=0),
                                cine.times_s, [r.roi for r in results], fits,
                                valid_frames=None if motion is None else ~motion.rejected)
+    for figures in necrosis.values():
+        figures["computed_by"] = "lesion pixel test (parametric maps off)"
     return [replace(r, necrosis=necrosis.get(r.roi.name)) if r.roi.role == "lesion" else r
             for r in results]
 
@@ -534,6 +576,155 @@ def prepare_cine(
     return panels, rois, motion, motion_warnings
 
 
+@dataclass(frozen=True, eq=False)
+class MapStudy:
+    """A parametric map with what is needed to show it.
+
+    Attributes
+    ----------
+    result : MapResult
+    panels : PanelChoice
+    rois : list of Roi
+    background : ndarray (rows, cols), float32
+        Display frame shown under the maps (aligned to the motion reference).
+    background_label : str
+        ``"B-mode"`` or ``"contrast"``.
+    frame_index : int
+        Index of that frame.
+    warnings : list of AnalysisWarning
+    scheduler_used : str
+        Where the fits ran (``"in-process"``, ``"local-cluster"`` or an address).
+    display_max : float
+        Display value of full brightness (grey scale of `background`).
+    """
+
+    result: MapResult
+    panels: PanelChoice
+    rois: list[Roi]
+    background: NDArray[np.float32]
+    background_label: str
+    frame_index: int
+    warnings: list[AnalysisWarning]
+    scheduler_used: str
+    display_max: float = 255.0
+
+    @property
+    def frame_time_s(self) -> float:
+        """Cine time (s) of the frame shown under the maps."""
+        return float(self.result.times_s[self.frame_index])
+
+
+def map_prepared(
+    cine: Cine,
+    panels: PanelChoice,
+    rois: list[Roi],
+    motion: MotionEstimate | None,
+    options: AnalysisOptions,
+    map_options: MapOptions | None = None,
+    *,
+    warnings: list[AnalysisWarning] | None = None,
+    frame_index: int | None = None,
+    scheduler: Any = None,
+    progress: Progress | None = None,
+) -> MapStudy:
+    """Parametric maps of a cine whose panels, ROIs and motion are known (`prepare_cine`).
+
+    The one mapping path: ``ceuskit map`` (`ceuskit.api.map_cine`) and
+    ``ceuskit analyze`` (`analyze_cine`) both come here.  The aligned linear
+    power is streamed by `contrast_power_chunks` (bilinear for the block
+    curves, nearest neighbour for the pixel test of a motion-corrected
+    cine); `ceuskit.maps.compute_maps` does the rest.
+
+    Parameters
+    ----------
+    cine, panels, rois, motion, options
+        As `prepare_cine` returns them, and the analysis settings.
+    map_options : MapOptions, optional
+        Default: ``options.map_options()`` (block size and model).
+    warnings : list of AnalysisWarning, optional
+        Carried into the result (the preparation's warnings).
+    frame_index : int, optional
+        Frame shown under the maps; default the kept frame nearest the
+        lesion ROI's fitted time to peak.
+    scheduler : distributed.Client, str or None
+        Where the block fits run (`ceuskit.maps_dask.DaskRunner`; ``"none"``
+        keeps them in this process).
+    progress : callable, optional
+
+    Returns
+    -------
+    MapStudy
+    """
+    from ceuskit.maps import compute_maps
+    from ceuskit.maps_dask import DaskRunner
+
+    map_options = map_options or options.map_options()
+    valid = None if motion is None else ~np.asarray(motion.rejected)
+    chunk = map_options.frame_chunk
+
+    def source() -> Iterator[tuple[slice, NDArray[np.float32]]]:
+        return contrast_power_chunks(cine, panels, options, motion, chunk_frames=chunk)
+
+    def nearest_source() -> Iterator[tuple[slice, NDArray[np.float32]]]:
+        return contrast_power_chunks(cine, panels, options, motion, chunk_frames=chunk, order=0)
+
+    with DaskRunner(scheduler) as runner:
+        result = compute_maps(source, cine.times_s, rois, map_options, valid_frames=valid,
+                              spacing_mm=panels.contrast.spacing_mm, runner=runner,
+                              progress=progress,
+                              pixel_source=nearest_source if motion is not None else None)
+        used = runner.used
+    t = np.asarray(cine.times_s)
+    if frame_index is None:
+        # The lesion's fitted peak, on a kept frame.
+        lesion = next((r for r in rois if r.role == "lesion"), rois[0])
+        ttp = result.rois[lesion.name]["roi_curve"].get("time_to_peak_s")
+        ok = np.ones(t.size, dtype=bool) if valid is None else valid
+        target = float(ttp) if ttp is not None else float(t[np.argmax(ok)])
+        frame_index = int(np.flatnonzero(ok)[np.argmin(np.abs(t[ok] - target))]) if ok.any() else 0
+    bmode = panels.bmode
+    use_bmode = bmode is not None and bmode.shape == panels.contrast.shape
+    panel = bmode if use_bmode and bmode is not None else panels.contrast
+    background = np.array(cine.frames[frame_index][panel.slices], dtype=np.float32)
+    if motion is not None:
+        background = warp_frame(background, motion, frame_index)
+    return MapStudy(result=result, panels=panels, rois=rois, background=background,
+                    background_label="B-mode" if use_bmode else "contrast",
+                    frame_index=int(frame_index), warnings=list(warnings or []),
+                    scheduler_used=used, display_max=float(cine.display_max))
+
+
+def with_map_necrosis(results: list[RoiResult], maps: MapResult) -> list[RoiResult]:
+    """Give each lesion ROI the necrosis figures of the maps' pixel test.
+
+    The same dictionary as `ceuskit.maps.lesion_necrosis` gives, taken from
+    the map summary, so that ``necrosis_fraction`` and the map's necrosis
+    mask come from one run of the pixel test.
+    """
+    from ceuskit.maps import PIXEL_TEST_TEXT
+
+    out = []
+    for r in results:
+        summary = maps.rois.get(r.roi.name)
+        if r.roi.role != "lesion" or summary is None:
+            out.append(r)
+            continue
+        window = summary["test_window"]
+        tested = int(summary["tested_px"])
+        out.append(replace(r, necrosis={
+            "necrosis_fraction": summary["necrosis_fraction"],
+            "tested_px": tested,
+            "non_enhancing_px": tested - int(summary["enhancing_px"]),
+            "baseline_window_s": window["baseline_s"],
+            "post_arrival_window_s": window["post_arrival_s"],
+            "post_window_source": window["post_window_source"],
+            "test": PIXEL_TEST_TEXT,
+            "plane": "the cine's single imaging plane (ROIs in the motion reference frame)",
+            "computed_by": "parametric maps (the necrosis mask's pixel test)",
+        }))
+    return out
+
+
 def analyze_cine(
     cine: Cine,
     roi_path: str | PathLike[str],
@@ -568,7 +759,16 @@ def analyze_cine(
     say = progress or (lambda _msg: None)
     panels, rois, motion, motion_warnings = prepare_cine(cine, roi_path, options,
                                                          source_name=source_name, progress=progress)
-    roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress, motion)
+    do_maps = options.maps and any(r.role == "lesion" for r in rois)
+    # With maps, their pixel test gives the necrosis fraction: the test runs once.
+    roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress, motion,
+                                               necrosis=not do_maps)
+    map_study = None
+    if do_maps:
+        map_study = map_prepared(cine, panels, rois, motion, options,
+                                 warnings=list(cine.warnings) + motion_warnings, frame_index=peak,
+                                 scheduler="none", progress=progress)
+        roi_results = with_map_necrosis(roi_results, map_study.result)
     say("checking acquisition quality")
     qc_warnings = acquisition_warnings(
         cine, panels, rois, np.stack([r.intensity for r in roi_results]),
@@ -609,6 +809,7 @@ def analyze_cine(
         contrast_frame=contrast_frame,
         bmode_frame=bmode_frame,
         motion=motion,
+        maps=map_study,
     )
 
 
@@ -663,6 +864,8 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         if r.necrosis is not None:
             entry["necrosis_fraction"] = r.necrosis["necrosis_fraction"]
             entry["necrosis"] = r.necrosis
+        if analysis.maps is not None and r.roi.name in analysis.maps.result.rois:
+            entry["map"] = _json_clean(analysis.maps.result.rois[r.roi.name])
         entry["relative_to_reference"] = r.relative or None
         entry["tic"] = {
             "times_s": _json_array(t, 8),
@@ -697,8 +900,50 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
                   "area_mm2": "mm2"},
         "rois": rois,
         "motion": _motion_section(analysis),
+        "maps": _maps_section(analysis),
         "warnings": [w.as_dict() for w in analysis.warnings],
     }
+
+
+def _json_clean(x: Any) -> Any:
+    """A JSON-ready copy: NumPy scalars to Python, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): _json_clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _maps_section(analysis: Analysis) -> dict[str, Any]:
+    """results.json ``maps``: how the maps were made (per-ROI figures are under ``rois.<name>.map``).
+
+    ``directory`` and ``files`` are filled in by the writer
+    (`ceuskit.api.analyze_to_dir`); None when nothing was written.
+    """
+    study = analysis.maps
+    if study is None:
+        reason = ("turned off (--no-maps)" if not analysis.options.maps
+                  else "the ROI file has no lesion ROI")
+        return {"computed": False, "reason": reason, "directory": None, "files": None}
+    from ceuskit.maps import MAP_PARAMETERS
+
+    summary = study.result.summary()
+    summary.pop("rois", None)  # per ROI under rois.<name>.map
+    return _json_clean({
+        "computed": True,
+        **summary,
+        "parameters": list(MAP_PARAMETERS),
+        "frame_shown_index": study.frame_index,
+        "frame_shown_time_s": study.frame_time_s,
+        "background": study.background_label,
+        "fits_ran": study.scheduler_used,
+        "directory": None,
+        "files": None,
+    })
 
 
 def _motion_section(analysis: Analysis) -> dict[str, Any]:

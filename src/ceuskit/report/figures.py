@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from ceuskit.pipeline import Analysis
+    from ceuskit.pipeline import Analysis, MapStudy
 
 ROLE_COLOURS = {"lesion": "#ff5a36", "reference": "#27c4f5", "vessel": "#d05ce3", "other": "#f5d327"}
 
@@ -167,3 +167,23 @@ def motion_png(analysis: Analysis) -> bytes | None:
         ax_r.grid(alpha=0.3)
         fig.subplots_adjust(wspace=0.45)  # room for the mm axis between the panels
     return _png(fig)
+
+
+#: Maps shown in the report (all of them are in the maps/ directory).
+REPORT_MAPS = ("peak_enhancement", "time_to_peak_s", "necrosis")
+
+
+def map_pngs(study: MapStudy, source_name: str, names: tuple[str, ...] = REPORT_MAPS) -> dict[str, bytes]:
+    """Map overlays for the report: the same figures ``ceuskit map`` writes as PNG.
+
+    Each map over the grey frame the maps were drawn on (the lesion's peak),
+    with its colour bar and units, the ROI outlines and mm axes
+    (`ceuskit.maps_io.render_png`).
+    """
+    from ceuskit.maps_io import map_arrays, render_png
+
+    arrays = map_arrays(study.result)
+    return {name: render_png(name, arrays[name], study.result, study.rois, study.background,
+                             study.display_max, background_label=study.background_label,
+                             source_name=source_name)
+            for name in names}

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from ceuskit import DISCLAIMER
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
@@ -58,7 +59,50 @@ def _b64(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> str:
+def _css_string(text: str) -> Markup:
+    """``text`` as a quoted CSS string, safe inside a <style> element."""
+    escaped = (text.replace("\\", "\\5C ").replace('"', "\\22 ").replace("<", "\\3C ")
+               .replace("\n", " "))
+    return Markup(f'"{escaped}"')
+
+
+def _maps_context(analysis: Analysis, results: dict[str, Any]) -> dict[str, Any] | None:
+    """What the "Parametric maps" section shows (None without maps)."""
+    study = analysis.maps
+    if study is None:
+        return None
+    from ceuskit.maps import DVP_CLASSES, MAP_UNITS
+    from ceuskit.maps_io import TITLES
+    from ceuskit.report.figures import map_pngs
+
+    pngs = map_pngs(study, analysis.source_name)
+    captions = {
+        "peak_enhancement": "Peak enhancement of each block's fitted curve (linear echo power, a.u.; "
+                            "colour scale 2nd-98th percentile)",
+        "time_to_peak_s": "Time to peak of each block's fitted curve (s, cine clock)",
+        "necrosis": "Necrosis mask: lesion pixels that fail the pixel enhancement test (red) and "
+                    "those that pass (blue)",
+    }
+    figures = [{"name": n, "title": TITLES[n], "unit": MAP_UNITS.get(n, ""),
+                "caption": captions.get(n, TITLES[n]), "src": _b64(png)} for n, png in pngs.items()]
+    rois = []
+    for r in analysis.rois:
+        summary = results["rois"].get(r.roi.name, {}).get("map")
+        if summary is not None:
+            rois.append({"name": r.roi.name, "role": r.roi.role, "m": summary})
+    has_dvp = any(x["m"]["dvp"]["pixel_shares"] is not None for x in rois)
+    return {"figures": figures, "rois": rois, "info": results["maps"],
+            "dvp_classes": [*DVP_CLASSES, "not-available"] if has_dvp else None}
+
+
+def render_html(
+    analysis: Analysis,
+    results: dict[str, Any] | None = None,
+    *,
+    findings: dict[str, Any] | None = None,
+    assessment: dict[str, Any] | None = None,
+    summary: str | None = None,
+) -> str:
     """Render the report for an analysis.
 
     Parameters
@@ -66,11 +110,17 @@ def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> st
     analysis : Analysis
     results : dict, optional
         The results.json document (built from `analysis` when omitted).
+    findings, assessment : dict, optional
+        The CEUS findings and the decision-support assessment (results.json
+        ``findings`` / ``assessment``); shown right after the study section
+        when an assessment is given.
+    summary : str, optional
+        A one-paragraph summary shown with the assessment.
 
     Returns
     -------
     str
-        One self-contained HTML page.
+        One self-contained HTML page (the PDF is printed from it).
     """
     results = results if results is not None else analysis.results()
     units = {**DESCRIPTOR_UNITS, "qof": "0..1"}
@@ -87,4 +137,9 @@ def render_html(analysis: Analysis, results: dict[str, Any] | None = None) -> st
         roi_png=_b64(roi_overlay_png(analysis)),
         tic_png=_b64(tic_png(analysis)),
         motion_png=_b64(motion) if motion is not None else None,
+        maps=_maps_context(analysis, results),
+        findings=findings,
+        assessment=assessment,
+        summary=summary,
+        disclaimer_css=_css_string("Decision support, not a diagnosis. " + DISCLAIMER),
     )

@@ -1,0 +1,269 @@
+"""analyze_to_dir's outputs: parametric maps in results.json, maps/, report.html and report.pdf.
+
+One short tumour phantom (known necrotic share) is analysed once per module
+with maps and once without; the PDF is checked as a user would see it,
+rasterised by poppler's pdftoppm and read back by pdftotext.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ceuskit import DISCLAIMER
+from ceuskit.api import RESULT_FILES, analyze_to_dir
+from ceuskit.errors import InputError
+from ceuskit.pipeline import AnalysisOptions
+from ceuskit.simulate import SimulationSpec, simulate, write_phantom
+
+NECROSIS_TOL = 0.05  # the maps' tolerance (tests/test_maps.py)
+SIM = {"fps": 4.0, "duration_s": 60.0}
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    ph = simulate(SimulationSpec(scenario="tumor", seed=11, necrosis=0.3, **SIM))
+    files = write_phantom(ph, tmp_path_factory.mktemp("phantom"), "dicom")
+    return ph, files
+
+
+@pytest.fixture(scope="module")
+def with_maps(phantom_files, tmp_path_factory):
+    _, files = phantom_files
+    out = tmp_path_factory.mktemp("with-maps") / "out"
+    analysis, paths = analyze_to_dir(files["cine"], files["rois"], out)
+    return analysis, paths, out
+
+
+@pytest.fixture(scope="module")
+def without_maps(phantom_files, tmp_path_factory):
+    _, files = phantom_files
+    out = tmp_path_factory.mktemp("no-maps") / "out"
+    analysis, paths = analyze_to_dir(files["cine"], files["rois"], out, AnalysisOptions(maps=False))
+    return analysis, paths, out
+
+
+def _maps_section(html: str) -> str:
+    m = re.search(r'<section id="parametric-maps">(.*?)</section>', html, re.S)
+    assert m is not None, "no parametric-maps section in the report"
+    return m.group(1)
+
+
+def test_results_json_has_map_summaries_that_match_truth(phantom_files, with_maps):
+    ph, _ = phantom_files
+    _analysis, paths, out = with_maps
+    res = json.loads(paths["results"].read_text())
+    lesion = res["rois"]["lesion"]
+    summary = lesion["map"]
+    assert summary["role"] == "lesion"
+    assert set(summary["heterogeneity"]) >= {"index", "heterogeneous", "threshold_cv",
+                                             "threshold_necrosis"}
+    assert set(summary["pixel_medians"]) >= {"peak_enhancement", "time_to_peak_s"}
+    assert summary["test_window"]["post_arrival_s"][0] > summary["test_window"]["baseline_s"][1]
+    # One pixel test: the contract key and the map's figure are the same number.
+    assert lesion["necrosis_fraction"] == summary["necrosis_fraction"]
+    assert lesion["necrosis"]["tested_px"] == summary["tested_px"]
+    truth = ph.truth["rois"]["lesion"]["necrosis_fraction"]
+    assert abs(lesion["necrosis_fraction"] - truth) <= NECROSIS_TOL, (lesion["necrosis_fraction"], truth)
+    # The simulator's tumour is heterogeneous (lognormal perfusion field plus necrosis); muscle is not.
+    assert summary["heterogeneity"]["heterogeneous"] is True
+    assert res["rois"]["muscle"]["map"]["heterogeneity"]["heterogeneous"] is False
+    # DVP shares exist (there is an enhancing reference) and add up to one.
+    shares = summary["dvp"]["pixel_shares"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    maps = res["maps"]
+    assert maps["computed"] is True and maps["block_px"] == 4 and maps["model"] == "lognormal"
+    assert "peak_enhancement" in maps["parameters"] and maps["units"]["time_to_peak_s"] == "s"
+    assert maps["directory"] == "maps"
+    for name in ("maps/peak_enhancement.png", "maps/time_to_peak_s.npy", "maps/necrosis.nii.gz",
+                 "maps/necrosis.png", "maps/maps.json"):
+        assert name in maps["files"], name
+    assert all((out / f).is_file() for f in maps["files"])
+    assert paths["maps"] == out / "maps"
+
+
+def test_maps_dir_holds_the_analysis_maps(with_maps):
+    analysis, _, out = with_maps
+    result = analysis.maps.result
+    np.testing.assert_array_equal(np.load(out / "maps" / "peak_enhancement.npy"),
+                                  result.params["peak_enhancement"])
+    necrosis = np.load(out / "maps" / "necrosis.npy")
+    np.testing.assert_array_equal(necrosis, result.necrosis.astype(np.uint8))
+    # The necrosis mask is the fraction's numerator: same test, same pixels.
+    lesion = next(r for r in analysis.rois if r.roi.role == "lesion")
+    tested = np.count_nonzero(result.tested & lesion.roi.mask)
+    assert np.count_nonzero(necrosis) / tested == pytest.approx(lesion.necrosis["necrosis_fraction"])
+    doc = json.loads((out / "maps" / "maps.json").read_text())
+    assert doc["source"]["frame_shown_index"] == analysis.peak_frame_index
+    assert "not a diagnosis" in doc["disclaimer"]
+    assert not list(out.rglob(".*part*")), "no temporary file left behind"
+
+
+def test_report_html_has_the_maps_section(with_maps):
+    analysis, paths, _ = with_maps
+    html = paths["report"].read_text()
+    section = _maps_section(html)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', section)
+    assert len(images) == 3  # PE, TTP, necrosis mask
+    for b64 in images:
+        img = Image.open(io.BytesIO(base64.b64decode(b64)))
+        assert img.width > 300 and np.asarray(img.convert("L"), dtype=float).std() > 5
+    assert "Peak enhancement" in section and "(a.u.)" in section
+    assert "Time to peak" in section and "(s)" in section
+    assert "Necrosis" in section and "threshold 0.25" in section and "heterogeneous" in section
+    nf = next(r for r in analysis.rois if r.roi.role == "lesion").necrosis["necrosis_fraction"]
+    assert f"{100 * nf:.1f} %" in section
+    assert "single imaging plane" in section and "Student" in section  # plane and test stated
+    assert "Dynamic vascular pattern" in section and "unipolar +" in section
+    assert "not a diagnosis" in html
+
+
+def _pdf_pages(pdf, tmp_path):
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed: cannot rasterise the PDF")
+    subprocess.run(["pdftoppm", "-r", "50", "-png", str(pdf), str(tmp_path / "page")], check=True,
+                   capture_output=True)
+    return sorted(tmp_path.glob("page*.png"))
+
+
+def test_report_pdf_is_a_readable_pdf(with_maps, tmp_path):
+    _, paths, out = with_maps
+    pdf = out / "report.pdf"
+    assert paths["pdf"] == pdf and pdf.read_bytes()[:5] == b"%PDF-"
+    pages = _pdf_pages(pdf, tmp_path)
+    assert len(pages) >= 1
+    for page in pages:
+        grey = np.asarray(Image.open(page).convert("L"), dtype=float)
+        # A4 at 50 dpi is about 413 x 585 px: the page size came through.
+        assert abs(grey.shape[1] / grey.shape[0] - 210 / 297) < 0.02
+        assert grey.std() > 5, f"{page.name} is blank"
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed: text of the PDF not checked")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True,
+                          text=True).stdout
+    flat = " ".join(text.split())
+    assert DISCLAIMER.split(".")[0] in flat
+    assert "Time to peak" in flat and "Peak enhancement" in flat and "Parametric maps" in flat
+    # The footer: the disclaimer and the page number on every page.
+    n = len(pages)
+    for i in range(1, n + 1):
+        page_text = subprocess.run(["pdftotext", "-f", str(i), "-l", str(i), str(pdf), "-"],
+                                   check=True, capture_output=True, text=True).stdout
+        page_flat = " ".join(page_text.split())
+        assert "not a diagnosis" in page_flat and f"page {i} of {n}" in page_flat, i
+
+
+def test_no_maps_gives_no_map_section_and_no_maps_dir(phantom_files, without_maps):
+    ph, _ = phantom_files
+    analysis, paths, out = without_maps
+    assert analysis.maps is None and "maps" not in paths
+    assert not (out / "maps").exists()
+    html = paths["report"].read_text()
+    assert 'id="parametric-maps"' not in html and "--no-maps" in html
+    res = json.loads(paths["results"].read_text())
+    assert res["maps"] == {"computed": False, "reason": "turned off (--no-maps)", "directory": None,
+                           "files": None}
+    lesion = res["rois"]["lesion"]
+    assert "map" not in lesion
+    # The necrosis fraction is still measured (the same pixel test, run on its own).
+    truth = ph.truth["rois"]["lesion"]["necrosis_fraction"]
+    assert abs(lesion["necrosis_fraction"] - truth) <= NECROSIS_TOL
+    assert (out / "report.pdf").is_file()
+
+
+def test_necrosis_agrees_with_and_without_maps(with_maps, without_maps):
+    # Two runs of the same test (ROI fits made separately): the figures must agree.
+    a = next(r for r in with_maps[0].rois if r.roi.role == "lesion").necrosis
+    b = next(r for r in without_maps[0].rois if r.roi.role == "lesion").necrosis
+    assert abs(a["necrosis_fraction"] - b["necrosis_fraction"]) <= 0.01, (a, b)
+    assert a["tested_px"] == b["tested_px"]
+    assert a["post_arrival_window_s"] == pytest.approx(b["post_arrival_window_s"], abs=0.5)
+
+
+@pytest.mark.parametrize("earlier", ["report.pdf", "maps"])
+def test_refuses_to_overwrite_an_earlier_pdf_or_maps(phantom_files, tmp_path, earlier):
+    _, files = phantom_files
+    out = tmp_path / "out"
+    out.mkdir()
+    if earlier == "maps":
+        (out / "maps").mkdir()
+        (out / "maps" / "peak_enhancement.npy").write_bytes(b"earlier")
+        kept = out / "maps" / "peak_enhancement.npy"
+    else:
+        kept = out / "report.pdf"
+        kept.write_bytes(b"%PDF-earlier")
+    before = kept.read_bytes()
+    with pytest.raises(InputError, match=f"already holds {earlier}.*--overwrite"):
+        analyze_to_dir(files["cine"], files["rois"], out, AnalysisOptions(maps=False))
+    assert kept.read_bytes() == before
+    assert {"report.pdf", "maps"} <= set(RESULT_FILES)
+
+
+def test_missing_pango_is_a_warning_not_a_failure(phantom_files, tmp_path, monkeypatch):
+    from ceuskit.report import pdf as pdf_module
+
+    def no_pango():
+        raise OSError("cannot load library 'libpango-1.0-0': libpango-1.0-0: cannot open shared "
+                      "object file: No such file or directory")
+
+    monkeypatch.setattr(pdf_module, "_load_weasyprint", no_pango)
+    _, files = phantom_files
+    out = tmp_path / "out"
+    analysis, paths = analyze_to_dir(files["cine"], files["rois"], out, AnalysisOptions(maps=False))
+    assert "pdf" not in paths and not (out / "report.pdf").exists()
+    warning = next(w for w in analysis.warnings if w.code == "pdf-not-written")
+    assert "libpango-1.0-0" in warning.message and "apt-get install" in warning.message
+    res = json.loads(paths["results"].read_text())
+    assert "pdf-not-written" in {w["code"] for w in res["warnings"]}
+    assert "pdf-not-written" in paths["report"].read_text()
+
+
+def test_pdf_fetches_nothing_but_data_urls():
+    """A report that names outside resources prints without them: no connection is made."""
+    from ceuskit.report.pdf import render_pdf
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        dot = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5E"
+               "rkJggg==")
+        html = (f'<html><head><link rel="stylesheet" href="http://127.0.0.1:{port}/x.css"></head>'
+                f'<body><p>offline</p><img src="http://127.0.0.1:{port}/a.png">'
+                f'<img src="file:///etc/hostname"><img src="data:image/png;base64,{dot}"></body></html>')
+        pdf = render_pdf(html)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    assert pdf[:5] == b"%PDF-"
+
+
+def test_assessment_slot_follows_the_study_section(with_maps, monkeypatch):
+    """The report includes _assessment.html after the study table, with its three variables."""
+    from jinja2 import ChoiceLoader, DictLoader
+
+    from ceuskit.report import html as html_module
+
+    stub = ('<section id="stub-assessment">{{ summary }}|{{ assessment.level }}|'
+            '{{ findings.wash_in }}</section>')
+    env = html_module._env
+    # A fresh cache, so that neither this stub nor the real template leaks between tests.
+    monkeypatch.setattr(env, "cache", {})
+    monkeypatch.setattr(env, "loader", ChoiceLoader([DictLoader({"_assessment.html": stub}), env.loader]))
+    analysis = with_maps[0]
+    without = html_module.render_html(analysis)
+    assert "stub-assessment" not in without  # no assessment: no section
+    page = html_module.render_html(analysis, assessment={"level": "high"},
+                                   findings={"wash_in": "rapid"}, summary="A summary.")
+    assert '<section id="stub-assessment">A summary.|high|rapid</section>' in page
+    study = page.index("<h2>Study</h2>")
+    assert study < page.index("stub-assessment") < page.index("<h2>Regions of interest</h2>")
