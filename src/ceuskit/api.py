@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ceuskit.cine import Cine
-from ceuskit.errors import AnalysisWarning
+from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io import load_cine
 from ceuskit.outputs import (
     check_out_dir,
@@ -28,9 +28,11 @@ from ceuskit.pipeline import (
 )
 
 if TYPE_CHECKING:  # the map modules import numba: load them only when mapping
+    from ceuskit.clinical.case import ClinicalCase
     from ceuskit.maps import MapOptions
 
-__all__ = ["RESULT_FILES", "MapStudy", "analyze_to_dir", "map_cine", "map_provenance", "map_to_dir"]
+__all__ = ["ASSESSMENT_FILES", "RESULT_FILES", "MapStudy", "analyze_to_dir", "assess_case",
+           "assess_to_dir", "map_cine", "map_provenance", "map_to_dir", "read_results"]
 
 #: What an analysis writes into its output directory (checked for earlier results).
 RESULT_FILES = ("results.json", "report.html", "report.pdf", "maps")
@@ -48,6 +50,7 @@ def analyze_to_dir(
     overwrite: bool = False,
     progress: Progress | None = None,
     pdf: bool = True,
+    case: ClinicalCase | None = None,
 ) -> tuple[Analysis, dict[str, Path]]:
     """Analyse a cine and write results.json, report.html, report.pdf and maps/ into a directory.
 
@@ -66,6 +69,9 @@ def analyze_to_dir(
     ----------
     pdf : bool
         Write report.pdf (default True).
+    case : ClinicalCase, optional
+        The clinical case (`ceuskit.clinical.case.load_case`); the assessment
+        combines it with the CEUS findings.
 
     Returns
     -------
@@ -77,7 +83,7 @@ def analyze_to_dir(
     from ceuskit.report.pdf import PdfUnavailableError, pdf_unavailable_reason, render_pdf
 
     out = check_out_dir(out_dir, RESULT_FILES, overwrite=overwrite)
-    analysis = analyze(cine_path, roi_path, options, progress=progress)
+    analysis = analyze(cine_path, roi_path, options, progress=progress, case=case)
     say = progress or (lambda _msg: None)
     say("writing the report")
     pdf_problem = pdf_unavailable_reason() if pdf else None
@@ -212,3 +218,107 @@ def map_to_dir(
         source_name=Path(cine_path).name, png=png, provenance=map_provenance(study, options),
     )
     return study, paths
+
+
+#: What `assess_to_dir` writes (and refuses to overwrite silently).
+ASSESSMENT_FILES = ("assessment.json", "assessment.html", "assessment.pdf")
+
+
+def read_results(path: str | PathLike[str]) -> dict[str, Any]:
+    """Read a results.json written by ``ceuskit analyze``.
+
+    Raises
+    ------
+    InputError
+        Unreadable, not JSON, or not a ceuskit results document.
+    """
+    import json
+
+    p = Path(path)
+    fix = "give the results.json that 'ceuskit analyze' wrote"
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(p, "no such file", fix) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(p, f"cannot be read as JSON ({type(exc).__name__})", fix) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rois"), dict):
+        raise InputError(p, "is not a ceuskit results document (no 'rois')", fix)
+    return doc
+
+
+def assess_case(case: ClinicalCase | None = None,
+                results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The assessment from a clinical case, CEUS results, or both.
+
+    Parameters
+    ----------
+    case : ClinicalCase, optional
+    results : dict, optional
+        A results.json document; its findings are derived again from the
+        quantification it holds (`ceuskit.findings.derive_findings`).
+
+    Returns
+    -------
+    dict
+        ``findings`` (None without results), ``assessment`` (with its
+        ``summary``), ``clinical_case``, ``disclaimer``.
+    """
+    from ceuskit import DISCLAIMER
+    from ceuskit.clinical.rules import assess, summary_paragraph
+    from ceuskit.pipeline import with_assessment
+
+    if results is not None:
+        doc = with_assessment(results, case)
+        return {"disclaimer": DISCLAIMER, "findings": doc["findings"],
+                "assessment": doc["assessment"], "clinical_case": doc["clinical_case"]}
+    assessment = assess(None, case)
+    assessment["summary"] = summary_paragraph(None, assessment)
+    return {"disclaimer": DISCLAIMER, "findings": None, "assessment": assessment,
+            "clinical_case": None if case is None else case.model_dump(mode="json", exclude_none=True)}
+
+
+def assess_to_dir(out_dir: str | PathLike[str], *, case_path: str | PathLike[str] | None = None,
+                  results_path: str | PathLike[str] | None = None,
+                  overwrite: bool = False, pdf: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Write assessment.json, assessment.html and assessment.pdf for a case and/or CEUS results.
+
+    Inputs are read and validated before anything is written; files are
+    written under temporary names and renamed.
+
+    Returns
+    -------
+    (document, paths)
+        The `assess_case` document, and ``{"json", "html", "pdf"}`` paths
+        (``"pdf"`` only when the PDF engine could run).
+
+    Raises
+    ------
+    InputError
+        Neither input given, an invalid case file or results.json, or
+        earlier output in ``out_dir`` without ``overwrite``.
+    """
+    from ceuskit.clinical.case import load_case
+    from ceuskit.report.html import render_assessment_html
+    from ceuskit.report.pdf import PdfUnavailableError, pdf_unavailable_reason, render_pdf
+
+    if case_path is None and results_path is None:
+        raise InputError("ceuskit assess", "nothing to assess",
+                         "give --case CASE.yaml, --results results.json, or both")
+    out = check_out_dir(out_dir, ASSESSMENT_FILES, overwrite=overwrite)
+    case = load_case(case_path) if case_path is not None else None
+    results = read_results(results_path) if results_path is not None else None
+    doc = assess_case(case, results)
+    html = render_assessment_html(doc, source=None if results_path is None else Path(results_path).name)
+    pdf_bytes = None
+    if pdf and pdf_unavailable_reason() is None:
+        try:
+            pdf_bytes = render_pdf(html)
+        except PdfUnavailableError:
+            pdf_bytes = None
+    make_out_dir(out)
+    paths = {"json": write_json_atomic(out / "assessment.json", doc),
+             "html": write_text_atomic(out / "assessment.html", html)}
+    if pdf_bytes is not None:
+        paths["pdf"] = write_bytes_atomic(out / "assessment.pdf", pdf_bytes)
+    return doc, paths

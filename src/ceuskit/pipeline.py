@@ -47,6 +47,7 @@ from ceuskit.roi import Roi, load_roi_file
 from ceuskit.tic import roi_means
 
 if TYPE_CHECKING:  # the map module compiles numba kernels: imported only when mapping
+    from ceuskit.clinical.case import ClinicalCase
     from ceuskit.maps import MapOptions, MapResult
 
 Progress = Callable[[str], None]
@@ -202,6 +203,8 @@ class Analysis:
     motion: MotionEstimate | None = None
     #: The parametric maps (None when turned off or without a lesion ROI).
     maps: MapStudy | None = None
+    #: The clinical case the assessment combines with the CEUS findings.
+    case: ClinicalCase | None = None
 
     @property
     def reference(self) -> RoiResult | None:
@@ -732,6 +735,7 @@ def analyze_cine(
     *,
     source_name: str = "cine",
     progress: Progress | None = None,
+    case: ClinicalCase | None = None,
 ) -> Analysis:
     """Run the pipeline on an already loaded cine.
 
@@ -745,6 +749,9 @@ def analyze_cine(
         Name of the cine for provenance (a file name, never a patient name).
     progress : callable, optional
         Receives one short message per stage.
+    case : ClinicalCase, optional
+        The clinical picture (`ceuskit.clinical.case`); the assessment in
+        results.json combines it with the CEUS findings.
 
     Returns
     -------
@@ -810,6 +817,7 @@ def analyze_cine(
         bmode_frame=bmode_frame,
         motion=motion,
         maps=map_study,
+        case=case,
     )
 
 
@@ -819,6 +827,7 @@ def analyze(
     options: AnalysisOptions | None = None,
     *,
     progress: Progress | None = None,
+    case: ClinicalCase | None = None,
 ) -> Analysis:
     """Load a cine (DICOM, video or NPZ) and analyse it with an ROI file.
 
@@ -830,7 +839,7 @@ def analyze(
     say(f"reading {Path(cine_path).name}")
     cine = load_cine(cine_path, fps=options.fps)
     return analyze_cine(cine, roi_path, options, source_name=Path(cine_path).name,
-                        progress=progress)
+                        progress=progress, case=case)
 
 
 def _json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
@@ -875,7 +884,7 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         }
         rois[r.roi.name] = entry
     meta = {k: v for k, v in analysis.cine_meta.items() if isinstance(v, str | int | float | bool)}
-    return {
+    doc = {
         "ceuskit_version": __version__,
         "disclaimer": DISCLAIMER,
         "source": {"file": analysis.source_name, **meta},
@@ -903,6 +912,25 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         "maps": _maps_section(analysis),
         "warnings": [w.as_dict() for w in analysis.warnings],
     }
+    return with_assessment(doc, analysis.case)
+
+
+def with_assessment(results: dict[str, Any], case: ClinicalCase | None) -> dict[str, Any]:
+    """Add ``findings``, ``assessment`` (with its one-paragraph ``summary``) and the case used.
+
+    The findings are read off the quantification already in ``results``
+    (`ceuskit.findings.derive_findings`); the assessment combines them with
+    the clinical case (`ceuskit.clinical.rules.assess`).  Pure: returns a
+    new document.
+    """
+    from ceuskit.clinical.rules import assess, summary_paragraph
+    from ceuskit.findings import derive_findings
+
+    findings = derive_findings(results)
+    assessment = assess(findings, case)
+    assessment["summary"] = summary_paragraph(findings, assessment)
+    return {**results, "findings": findings, "assessment": assessment,
+            "clinical_case": None if case is None else case.model_dump(mode="json", exclude_none=True)}
 
 
 def _json_clean(x: Any) -> Any:

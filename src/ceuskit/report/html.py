@@ -111,11 +111,12 @@ def render_html(
     results : dict, optional
         The results.json document (built from `analysis` when omitted).
     findings, assessment : dict, optional
-        The CEUS findings and the decision-support assessment (results.json
-        ``findings`` / ``assessment``); shown right after the study section
-        when an assessment is given.
+        The CEUS findings and the decision-support assessment; taken from
+        ``results`` (``findings`` / ``assessment``) when not given, and shown
+        right after the study section.
     summary : str, optional
-        A one-paragraph summary shown with the assessment.
+        A one-paragraph summary shown with the assessment (default: the
+        assessment's ``summary``).
 
     Returns
     -------
@@ -123,6 +124,11 @@ def render_html(
         One self-contained HTML page (the PDF is printed from it).
     """
     results = results if results is not None else analysis.results()
+    if assessment is None:
+        assessment = results.get("assessment")
+        findings = findings if findings is not None else results.get("findings")
+    if summary is None and assessment is not None:
+        summary = assessment.get("summary")
     units = {**DESCRIPTOR_UNITS, "qof": "0..1"}
     rows = [{"key": k, "label": PARAMETER_LABELS[k], "unit": units.get(k, ""),
              "cells": [r.perfusion.get(k) for r in analysis.rois]} for k in PERFUSION_KEYS]
@@ -142,4 +148,35 @@ def render_html(
         assessment=assessment,
         summary=summary,
         disclaimer_css=_css_string("Decision support, not a diagnosis. " + DISCLAIMER),
+    )
+
+
+def render_assessment_html(document: dict[str, Any], *, source: str | None = None) -> str:
+    """Render a stand-alone assessment page (``ceuskit assess``).
+
+    Parameters
+    ----------
+    document : dict
+        Has ``assessment`` and ``findings`` (None without CEUS), as made by
+        `ceuskit.pipeline.with_assessment` or `ceuskit.api.assess_case`.
+    source : str, optional
+        Name of the results.json the findings came from.
+
+    Returns
+    -------
+    str
+        One self-contained HTML page.
+    """
+    from ceuskit import __version__
+
+    assessment = document["assessment"]
+    return _env.get_template("assessment.html").render(
+        assessment=assessment,
+        findings=document.get("findings"),
+        summary=assessment.get("summary"),
+        disclaimer=DISCLAIMER,
+        disclaimer_css=_css_string("Decision support, not a diagnosis. " + DISCLAIMER),
+        version=__version__,
+        inputs=", ".join(assessment.get("inputs_used") or []) or "none",
+        source=source,
     )
