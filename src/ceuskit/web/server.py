@@ -1,0 +1,57 @@
+"""``ceuskit serve``: run the web app with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from ceuskit import DISCLAIMER
+from ceuskit.errors import InputError
+from ceuskit.web.security import is_loopback, new_token
+
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None, *,
+          db_url: str | None = None, token: str | None = None, max_upload_mb: float = 2048.0,
+          workers: int = 2) -> int:
+    """Start the app and block until it stops (Ctrl-C).
+
+    A token is required whenever the app listens beyond loopback: the given
+    one, or a fresh one printed once here.  On loopback without a token, the
+    Host header must name the loopback address (DNS rebinding guard).
+
+    Raises
+    ------
+    InputError
+        If the data directory cannot be created or the port is out of range.
+    """
+    import uvicorn
+
+    from ceuskit.web.app import WebConfig, create_app
+
+    if not 0 < port < 65536:
+        raise InputError("--port", f"{port} is not a TCP port", "give a number from 1 to 65535")
+    data = Path(data_dir) if data_dir is not None else Path("ceuskit-data")
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(data, f"data directory cannot be created ({exc.strerror})",
+                         "choose another --data") from None
+    loopback = is_loopback(host)
+    if token is None and not loopback:
+        token = new_token()
+        # Printed once, on the console only: the log never carries it.
+        print(f"ceuskit serve: access token (shown once): {token}", flush=True)
+    config = WebConfig(data_dir=data, db_url=db_url, token=token, max_upload_mb=max_upload_mb,
+                       workers=workers, allowed_hosts=LOOPBACK_HOSTS if loopback and token is None else None)
+    app = create_app(config)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ceuskit serve: http://{shown}:{port}/  (data in {data.resolve()})", flush=True)
+    print(DISCLAIMER, flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # uvicorn's access log would print query strings (a ?token=): the app logs requests itself.
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    return 0

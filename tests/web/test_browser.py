@@ -1,0 +1,252 @@
+"""The web app in a real browser: Playwright driving Debian's chromium.
+
+The server runs uvicorn in a background thread on a free loopback port with a
+temporary data directory, and analyses in worker processes as ``ceuskit
+serve`` does.  ROIs are drawn by mouse at the phantom's known positions (its
+rois.json, in panel pixels) converted to canvas coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.web.conftest import DEMO
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests need /usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+# Without the background-networking flags chromium stalls on a closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        import uvicorn
+
+        from ceuskit.web.app import WebConfig, create_app
+
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(WebConfig(data_dir=data_dir, demo=dict(DEMO), workers=2, job_mode="process",
+                                   allowed_hosts=["127.0.0.1", "localhost"]))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with Server(tmp_path_factory.mktemp("web-data")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+class Canvas:
+    """Panel pixel -> page coordinates on the ROI canvas (pixel centres at (c + 0.5) * zoom)."""
+
+    def __init__(self, page: Any) -> None:
+        page.wait_for_function("document.getElementById('roi-canvas').dataset.zoom !== undefined")
+        self.zoom = float(page.get_attribute("#roi-canvas", "data-zoom"))
+        self.locator = page.locator("#roi-canvas")
+        self.locator.scroll_into_view_if_needed()
+
+    @property
+    def tolerance_px(self) -> float:
+        """Largest distance (panel pixels) between a point placed by mouse and its target.
+
+        The pointer lands on whole CSS pixels (one CSS pixel is 1 / zoom panel
+        pixels) and the editor keeps one decimal.
+        """
+        return 1.0 / self.zoom + 0.051
+
+    def at(self, x: float, y: float) -> tuple[float, float]:
+        # The box is viewport-relative: read it afresh, clicks elsewhere may scroll the page.
+        box = self.locator.bounding_box()
+        return box["x"] + (x + 0.5) * self.zoom, box["y"] + (y + 0.5) * self.zoom
+
+
+def _study_rois(server: Server, sid: str) -> list[dict[str, Any]]:
+    rois: list[dict[str, Any]] = httpx.get(f"{server.url}/api/studies/{sid}/rois").json()["rois"]
+    return rois
+
+
+def test_end_to_end_demo_draw_analyse_read(server: Server, page: Any) -> None:
+    page.goto(server.url + "/")
+    page.uncheck("#demo-with-rois")
+    page.click("#load-demo")
+    page.wait_for_url(re.compile(r"/studies/[0-9a-f]{32}$"), timeout=60_000)
+    sid = page.url.rsplit("/", 1)[-1]
+    phantom_dir = server.data_dir / "studies" / sid / "phantom"
+    truth_rois = {r["name"]: r for r in json.loads((phantom_dir / "rois.json").read_text())["rois"]}
+    truth = json.loads((phantom_dir / "truth.json").read_text())["rois"]
+    page.wait_for_function("document.getElementById('frame-time').textContent.includes('t = 0.00 s')")
+    canvas = Canvas(page)
+
+    # The lesion: a polygon through every third vertex of the phantom's outline.
+    page.select_option("#new-role", "lesion")
+    page.click("#tool-polygon")
+    vertices = truth_rois["lesion"]["polygon"][::3]
+    for x, y in vertices:
+        page.mouse.click(*canvas.at(x, y))
+    page.mouse.click(*canvas.at(*vertices[0]))  # back on the first vertex closes it
+    # The reference: an ellipse dragged from the centre to the corner of its box.
+    cx, cy, rx, ry = truth_rois["muscle"]["ellipse"]
+    page.select_option("#new-role", "reference")
+    page.click("#tool-ellipse")
+    page.mouse.move(*canvas.at(cx, cy))
+    page.mouse.down()
+    page.mouse.move(*canvas.at(cx + rx, cy + ry), steps=6)
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('roi-status').textContent.includes('ROIs saved (2)')")
+
+    saved = _study_rois(server, sid)
+    assert [(r["name"], r["role"]) for r in saved] == [("lesion", "lesion"), ("reference", "reference")]
+    assert len(saved[0]["polygon"]) == len(vertices)
+    for got, want in zip(saved[0]["polygon"], vertices, strict=True):
+        assert got == pytest.approx(want, abs=canvas.tolerance_px)
+    assert saved[1]["ellipse"] == pytest.approx([cx, cy, rx, ry], abs=2 * canvas.tolerance_px)
+
+    page.click("#run-analysis")
+    page.wait_for_selector("#analysis-status[data-state=done]", timeout=240_000)
+    page.wait_for_selector("#results:not([hidden])")
+
+    # Parameter table: units beside values; the lesion's time to peak matches the phantom.
+    ttp_row = page.locator("#param-table tr[data-key=time_to_peak_s]")
+    assert ttp_row.locator("td.unit").inner_text() == "s"
+    lesion_ttp, reference_ttp = (float(v) for v in ttp_row.locator("td.num").all_inner_texts())
+    assert lesion_ttp == pytest.approx(truth["lesion"]["perfusion"]["time_to_peak_s"], abs=1.5)
+    assert reference_ttp == pytest.approx(truth["muscle"]["perfusion"]["time_to_peak_s"], abs=2.0)
+    assert page.locator("#param-table tr[data-key=peak_enhancement] td.unit").inner_text() == "a.u."
+    assert page.locator("#param-table thead th").all_inner_texts()[2:] == ["lesion (lesion)",
+                                                                            "reference (reference)"]
+    # TIC plot: measured and fitted curves of both ROIs.
+    n_traces = page.evaluate("document.getElementById('tic-plot').data.length")
+    assert n_traces == 4
+
+    results = httpx.get(f"{server.url}/api/studies/{sid}/results").json()
+    if "assessment" in results:
+        level = results["assessment"]["level"]
+        assert level in page.locator("#assessment-level").inner_text()
+    analysis = httpx.get(f"{server.url}/api/studies/{sid}").json()["current_analysis"]
+    map_pngs = [f for f in analysis["files"] if f.startswith("maps/") and f.endswith(".png")]
+    assert page.locator("#maps img").count() == len(map_pngs)
+    if map_pngs:
+        first = page.locator("#maps img").first
+        first.scroll_into_view_if_needed()
+        page.wait_for_function("document.querySelector('#maps img').naturalWidth > 0")
+    links = page.locator("#downloads a.download").all_inner_texts()
+    assert {"report.html", "results.json", "rois.json"} <= set(links)
+    assert "decision support" in page.locator("#results-disclaimer").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "end_to_end.png"), full_page=True)
+
+    # Reopening the study shows the same analysis without running another.
+    page.reload()
+    page.wait_for_selector("#results:not([hidden])")
+    page.wait_for_selector("#param-table tr[data-key=time_to_peak_s]")
+    assert len(httpx.get(f"{server.url}/api/studies/{sid}/analyses").json()) == 1
+
+
+def test_roi_editing_and_scrubbing(server: Server, page: Any) -> None:
+    r = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 0, "with_rois": True}, timeout=60)
+    assert r.status_code == 201, r.text
+    study = r.json()
+    sid, original = study["id"], study["rois"]["rois"]
+    page.goto(f"{server.url}/studies/{sid}")
+    page.wait_for_selector("#roi-list tbody tr >> nth=2")
+    canvas = Canvas(page)
+
+    # Rename the reference, delete the vessel, widen the reference by dragging its handle.
+    name = page.locator("#roi-list tr[data-name=muscle] input.roi-name")
+    name.fill("reference muscle")
+    name.press("Tab")
+    page.wait_for_selector("#roi-list tr[data-name='reference muscle']")
+    page.locator("#roi-list tr[data-name=lumen] button.roi-delete").click()
+    page.click("#tool-edit")
+    cx, cy, rx, ry = next(r["ellipse"] for r in original if r["name"] == "muscle")
+    page.mouse.move(*canvas.at(cx + rx, cy))
+    page.mouse.down()
+    page.mouse.move(*canvas.at(cx + rx + 8, cy), steps=4)
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('roi-status').textContent.includes('saved (2)')")
+    page.wait_for_timeout(300)  # the last save is queued behind earlier ones
+    saved = _study_rois(server, sid)
+    assert [r["name"] for r in saved] == ["lesion", "reference muscle"]
+    assert saved[0] == original[0]
+    assert saved[1]["ellipse"] == pytest.approx([cx, cy, rx + 8, ry], abs=canvas.tolerance_px)
+
+    # Scrub to frame 10: the frame time and the TIC cursor follow.
+    page.locator("#frame-slider").fill("10")
+    t10 = 10 / DEMO["fps"]
+    page.wait_for_function(f"document.getElementById('frame-time').textContent.includes('t = {t10:.2f} s')")
+    page.wait_for_function("document.getElementById('tic-preview').data !== undefined")
+    cursor = page.evaluate("document.getElementById('tic-preview').layout.shapes[0].x0")
+    assert cursor == pytest.approx(t10)
+
+    # The case form shows the server's message beside the bad field, then saves when fixed.
+    if page.locator("#case-form").count():
+        page.fill("input[name=age_years]", "-3")
+        page.select_option("select[name='wells.active_cancer']", "true")
+        page.click("#save-case")
+        error = page.locator(".case-field[data-field=age_years] .field-error")
+        error.wait_for()
+        page.wait_for_function("document.querySelector('.case-field[data-field=age_years] .field-error')"
+                               ".textContent.includes('age_years')")
+        page.fill("input[name=age_years]", "61")
+        page.click("#save-case")
+        page.wait_for_function("document.getElementById('case-status').textContent.includes('Case saved')")
+        case = httpx.get(f"{server.url}/api/studies/{sid}").json()["case"]
+        assert case == {"age_years": 61.0, "wells": {"active_cancer": True}}
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "roi_editing.png"), full_page=True)
