@@ -260,8 +260,13 @@ def test_assessment_slot_follows_the_study_section(with_maps, monkeypatch):
     monkeypatch.setattr(env, "cache", {})
     monkeypatch.setattr(env, "loader", ChoiceLoader([DictLoader({"_assessment.html": stub}), env.loader]))
     analysis = with_maps[0]
-    without = html_module.render_html(analysis)
-    assert "stub-assessment" not in without  # no assessment: no section
+    results = analysis.results()
+    assert results["assessment"]["level"] in ("high", "intermediate", "low")
+    # By default the section shows results.json's own assessment ...
+    assert f"|{results['assessment']['level']}|" in html_module.render_html(analysis, results)
+    # ... and a document without one gets no section.
+    bare = {k: v for k, v in results.items() if k not in ("assessment", "findings")}
+    assert "stub-assessment" not in html_module.render_html(analysis, bare)
     page = html_module.render_html(analysis, assessment={"level": "high"},
                                    findings={"wash_in": "rapid"}, summary="A summary.")
     assert '<section id="stub-assessment">A summary.|high|rapid</section>' in page
