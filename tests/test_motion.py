@@ -489,7 +489,9 @@ def test_results_and_report_show_motion(study, moving) -> None:
     assert "NaN" not in text
     html = render_html(a, doc)
     assert "<h2>Motion</h2>" in html and "Rejection rule" in html
-    assert html.count("data:image/png;base64,") == 3
+    # ROIs, curves, motion, and the maps' three overlays when the maps ran.
+    n_map_figures = 3 if a.maps is not None else 0
+    assert html.count("data:image/png;base64,") == 3 + n_map_figures
     off = study["still"].results()["motion"]
     assert off["mode"] == "off" and off["rejected_frames"]["count"] == 0
     assert "Motion compensation was off" in render_html(study["still"])
