@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -11,12 +12,23 @@ import numpy as np
 import pytest
 
 from ceuskit.errors import InputError
+from ceuskit.findings import (
+    ENHANCEMENT_MARGIN_DB,
+    WASH_IN_MARGIN_S,
+    classify_enhancement,
+    classify_wash_in,
+)
 from ceuskit.simulate import (
     BMODE_PANEL_XYXY,
     CONTRAST_PANEL_XYXY,
     FRAME_SHAPE,
+    KINETICS,
+    KINETICS_DURATION_S,
+    KINETICS_PROMISE,
+    TRUTH_MARGINS,
     Phantom,
     SimulationSpec,
+    _clear_wash_out,
     simulate,
     write_phantom,
 )
@@ -361,6 +373,8 @@ def test_motion_leaves_rois_and_truth_curves_alone(moving: Phantom) -> None:
         ({"noise_floor_db": 3.0}, "noise_floor_db"),
         ({"spacing_mm": 1.0}, "spacing_mm"),
         ({"fps": 60.0, "duration_s": 600.0}, "--duration x --fps"),
+        ({"kinetics": "benign"}, "--kinetics"),
+        ({"kinetics": None}, "--kinetics"),
     ],
 )
 def test_bad_specs_name_the_option(kwargs: dict[str, object], option: str) -> None:
@@ -429,3 +443,146 @@ def test_write_rejects_an_unknown_format(short: Phantom, tmp_path: Path) -> None
     with pytest.raises(ValueError, match="format"):
         write_phantom(short, tmp_path, "avi")
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- kinetics families
+
+# Recorded from the code before the kinetics families existed (frames, and the
+# truth without the keys added since: spec.kinetics and findings): the
+# default phantom, and a bland and a smaller tumour one, must not change.
+_BEFORE_FAMILIES = {
+    "default": ("da615e6c0e0b5850900300fd19e562bd299c9b8f533657d6958496f18bdf5018",
+                "30d2b819ed2fd2519fd82680ad066a62be38f784ea1deff268dae6583514b213"),
+    "bland": ("d3e7732b450e91a04b07b18b145c1a3af56551acc97f34437eedb9effd2458fd",
+              "ea0942ff41423a016ea5dfed2f4cff0c664b8f4ba6de9ab37730c5a017c175ba"),
+    "small": ("f27b042bab86b019f18f16394dad83877c77a5f7c84ed87590c10eeeccdc6ffe",
+              "f547e0c92192b600199dd72cb7217e87c1fcf1ab81b4c5534b3fcd2b3409a700"),
+}
+_BEFORE_SPECS = {
+    "default": SimulationSpec(),
+    "bland": SimulationSpec(scenario="bland", seed=3, fps=2.0, duration_s=30.0),
+    "small": SimulationSpec(seed=5, fps=2.0, duration_s=40.0, necrosis=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BEFORE_SPECS))
+def test_default_kinetics_phantoms_are_unchanged(name: str) -> None:
+    ph = simulate(_BEFORE_SPECS[name])
+    frames = hashlib.sha256(np.ascontiguousarray(ph.frames).tobytes()).hexdigest()
+    truth = {k: v for k, v in ph.truth.items() if k != "findings"}
+    truth["spec"] = {k: v for k, v in truth["spec"].items() if k != "kinetics"}
+    text = hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()
+    assert (frames, text) == _BEFORE_FAMILIES[name]
+    assert ph.truth["spec"]["kinetics"] == "malignant"
+
+
+def _family_spec(kinetics: str, seed: int) -> SimulationSpec:
+    necrosis = (0.0, 0.2, 0.4, 0.55)[seed % 4]
+    return SimulationSpec(seed=seed, kinetics=kinetics, necrosis=necrosis, fps=1.0,
+                          duration_s=KINETICS_DURATION_S[kinetics])
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+@pytest.mark.parametrize("kinetics", KINETICS)
+def test_each_family_keeps_its_promise(kinetics: str, seed: int) -> None:
+    ph = simulate(_family_spec(kinetics, seed))
+    f = ph.truth["findings"]
+    promise = KINETICS_PROMISE[kinetics]
+    assert f["kinetics"] == kinetics and f["promise"] == promise
+    assert f["intraluminal_enhancement"] is True
+    assert f["wash_in"] == promise["wash_in"] and f["enhancement"] == promise["enhancement"]
+    for key, want in promise["wash_out"].items():
+        if want is not None or promise["wash_out"]["present"] is False:
+            assert f["wash_out"][key] == want, (key, f["wash_out"])
+    # The exact values (findings definitions on the noise-free frame curves)
+    # agree with every label given, and sit where the family puts them.
+    v, exact = f["values"], f["exact_labels"]
+    les, ref = ph.truth["rois"]["lesion"]["perfusion"], ph.truth["rois"]["muscle"]["perfusion"]
+    assert v["arrival_difference_s"] == pytest.approx(les["arrival_time_s"] - ref["arrival_time_s"])
+    assert v["enhancement_db"] == pytest.approx(
+        10 * math.log10(les["peak_enhancement"] / ref["peak_enhancement"]))
+    assert exact["wash_in"] == classify_wash_in(v["arrival_difference_s"]) == f["wash_in"]
+    assert exact["enhancement"] == classify_enhancement(v["enhancement_db"]) == f["enhancement"]
+    for key in ("present", "timing", "degree"):
+        if f["wash_out"][key] is not None:
+            assert exact["wash_out"][key] == f["wash_out"][key], key
+    d, e = v["arrival_difference_s"], v["enhancement_db"]
+    gap_s, gap_db = TRUTH_MARGINS["wash_in_s"], TRUTH_MARGINS["enhancement_db"]
+    assert {"rapid": d <= -WASH_IN_MARGIN_S - gap_s, "synchronous": abs(d) <= WASH_IN_MARGIN_S - gap_s,
+            "slow": d >= WASH_IN_MARGIN_S + gap_s}[f["wash_in"]]
+    assert {"hyper": e >= ENHANCEMENT_MARGIN_DB + gap_db, "iso": abs(e) <= ENHANCEMENT_MARGIN_DB - gap_db,
+            "hypo": e <= -ENHANCEMENT_MARGIN_DB - gap_db}[f["enhancement"]]
+    if kinetics != "malignant":
+        assert f["ambiguous"] == []
+    json.dumps(ph.truth, allow_nan=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_malignant_seeds_wash_out_early(seed: int) -> None:
+    """Most default seeds wash out early (not all: the draws predate the findings)."""
+    ph = simulate(SimulationSpec(seed=seed, fps=1.0, duration_s=90.0))
+    wo = ph.truth["findings"]["wash_out"]
+    assert (wo["present"], wo["timing"]) == (True, "early")
+
+
+def test_families_ranges_are_those_documented() -> None:
+    """The design ranges, from the truth: synchronous within 0.3 s, slow >= 3 s, iso +-1 dB."""
+    for seed in (21, 22):
+        v = simulate(_family_spec("synchronous-iso", seed)).truth["findings"]["values"]
+        assert abs(v["arrival_difference_s"]) <= 0.32 and abs(v["enhancement_db"]) <= 1.0 + 1e-6
+        v = simulate(_family_spec("slow-hypo", seed)).truth["findings"]["values"]
+        assert v["arrival_difference_s"] >= 2.98 and -10.0 - 1e-6 <= v["enhancement_db"] <= -6.0 + 1e-6
+
+
+def test_bland_ignores_the_kinetics_family() -> None:
+    base = simulate(SimulationSpec(scenario="bland", seed=4, fps=1.0, duration_s=20.0))
+    other = simulate(SimulationSpec(scenario="bland", seed=4, fps=1.0, duration_s=20.0,
+                                    kinetics="slow-hypo"))
+    np.testing.assert_array_equal(base.frames, other.frames)
+    f = other.truth["findings"]
+    assert f["kinetics"] is None and f["intraluminal_enhancement"] is False
+    assert f["enhancement"] == "none" and f["wash_in"] is None
+    assert f["wash_out"] == {"present": None, "timing": None, "degree": None}
+
+
+def test_short_cines_do_not_promise_what_they_cannot_show() -> None:
+    # A late wash-out starts after 80 s: a 60 s cine shows none of it, and
+    # the truth says so instead of promising a late wash-out.
+    ph = simulate(SimulationSpec(seed=11, kinetics="late-washout", fps=1.0, duration_s=60.0))
+    f = ph.truth["findings"]
+    assert f["wash_out"]["present"] is not True
+    assert f["exact_labels"]["wash_out"]["present"] is not True
+
+
+def test_clear_wash_out_margins() -> None:
+    t = np.arange(0.0, 150.0 + 1e-9, 0.1)
+
+    def labels(rel: np.ndarray, t_end: float = 150.0) -> tuple[object, object, object]:
+        got = _clear_wash_out(t, rel, 20.0, 0.0, t_end)
+        return got["present"], got["timing"], got["degree"]
+
+    steep = 6.0 - np.clip(t - 30.0, 0.0, None)  # -4.5 dB at 40.5 s, -11.5 at 47.5 s
+    assert labels(steep) == (True, "early", "marked")
+    assert labels(np.full(t.shape, 2.0)) == (False, None, None)
+    # -2 dB: between the clear "no" (> -1.5) and the clear "yes" (<= -4.5).
+    assert labels(np.where(t > 40.0, -2.0, 5.0)) == (None, None, None)
+    # A clear fall that crosses -3 dB at 56 s: too near 60 s to call early or late.
+    assert labels(6.0 - 0.25 * np.clip(t - 20.0, 0.0, None))[1] is None
+    # The cine must reach 60 s to say "no wash-out".
+    assert labels(np.full(t.shape, 2.0), t_end=50.0) == (None, None, None)
+
+
+def test_cli_kinetics_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ceuskit.cli import main
+
+    out = tmp_path / "p"
+    assert main(["simulate", str(out), "--kinetics", "slow-hypo", "--fps", "1", "--duration", "60",
+                 "--format", "npz"]) == 0
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["spec"]["kinetics"] == "slow-hypo"
+    assert (truth["findings"]["wash_in"], truth["findings"]["enhancement"]) == ("slow", "hypo")
+    capsys.readouterr()
+    assert main(["simulate", str(tmp_path / "q"), "--kinetics", "benign"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--kinetics" in err and "slow-hypo" in err
+    assert not (tmp_path / "q").exists()

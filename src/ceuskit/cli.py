@@ -12,11 +12,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ceuskit import DISCLAIMER, __version__
 from ceuskit.errors import InputError
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB
+
+if TYPE_CHECKING:
+    from ceuskit.pipeline import Analysis
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,19 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=_positive(float), default=8.0, help="frame rate (frames/s)")
     s.add_argument("--duration", type=_positive(float), default=90.0, help="cine length (s)")
     s.add_argument("--format", choices=("dicom", "mp4", "npz"), default="dicom")
+    s.add_argument("--kinetics", default="malignant", metavar="NAME",
+                   help="tumour kinetics family: malignant (default), marked-washout, late-washout "
+                        "(give --duration 150), synchronous-iso or slow-hypo; ignored for bland")
     s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
 
     a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
     _add_study_options(a, default_out="./<cine name>-ceuskit")
+    a.add_argument("--no-maps", action="store_true",
+                   help="skip the parametric maps (computed by default when there is a lesion ROI; "
+                        "written to --out/maps and shown in the report)")
+    a.add_argument("--case", type=Path, default=None, metavar="CASE.yaml",
+                   help="clinical case (YAML or JSON; every field optional): the assessment combines it "
+                        "with the CEUS findings")
     a.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     a.add_argument("--quiet", action="store_true", help="no progress messages")
 
+    x = sub.add_parser("assess", help="decision support from a case file, CEUS results, or both")
+    x.add_argument("--case", type=Path, default=None, metavar="CASE.yaml",
+                   help="clinical case (YAML or JSON)")
+    x.add_argument("--results", type=Path, default=None, metavar="results.json",
+                   help="results.json of 'ceuskit analyze' (its CEUS findings)")
+    x.add_argument("--out", type=Path, default=Path("ceuskit-assessment"), metavar="DIR",
+                   help="output directory (default ./ceuskit-assessment)")
+    x.add_argument("--overwrite", action="store_true", help="replace an assessment already in --out")
+
     m = sub.add_parser("map", help="parametric maps inside the ROIs (NPY, NIfTI and PNG)")
     _add_study_options(m, default_out="./<cine name>-maps")
-    m.add_argument("--block", type=_block_arg, default=None, metavar="N",
-                   help="block size in pixels: each N x N block's mean linear power is fitted "
-                        "(default 4: about one resolution cell, so that speckle does not dominate "
-                        "a pixel's curve; 1 = every pixel)")
     m.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="where the fits run: a Dask scheduler address (tcp://host:port), 'local' "
                         "(a local Dask cluster), 'none' (this process) or 'auto' (default: this "
@@ -124,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-png", action="store_true", help="write the arrays only (no PNG overlays)")
     m.add_argument("--overwrite", action="store_true", help="replace maps already in --out")
     m.add_argument("--quiet", action="store_true", help="no progress messages")
+
+    w = sub.add_parser("serve", help="the web app: upload, draw ROIs, analyse, read the report")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs a token)")
+    w.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    w.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="data directory: studies, results, SQLite database (default ./ceuskit-data)")
+    w.add_argument("--db", default=None, metavar="URL",
+                   help="SQLAlchemy database URL (default sqlite:///DIR/ceuskit.db; PostgreSQL needs "
+                        "the 'postgres' extra)")
+    w.add_argument("--token", default=None,
+                   help="access token (default: none on 127.0.0.1, else generated and printed once)")
+    w.add_argument("--max-upload-mb", type=_positive(float), default=2048.0,
+                   help="largest accepted upload in MiB (default 2048)")
+    w.add_argument("--workers", type=_positive(int), default=2,
+                   help="analyses that run at once (default 2)")
     return p
 
 
@@ -146,6 +179,10 @@ def _add_study_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
                    help="frame (from 0) that motion is measured against: the frame the ROIs were "
                         "drawn on (default: chosen automatically and reported)")
+    p.add_argument("--block", type=_block_arg, default=None, metavar="N",
+                   help="parametric maps' block size in pixels: each N x N block's mean linear power "
+                        "is fitted (default 4: about one resolution cell, so that speckle does not "
+                        "dominate a pixel's curve; 1 = every pixel)")
 
 
 def _block_arg(text: str) -> int:
@@ -174,13 +211,47 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
-                              reference_frame=args.reference_frame)
+                              reference_frame=args.reference_frame, maps=not args.no_maps,
+                              block_px=args.block)
     out = args.out or Path(f"{args.cine.stem}-ceuskit")
-    _, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
-                              progress=_progress(args.quiet))
-    print(f"results: {paths['results'].resolve()}")
-    print(f"report: {paths['report'].resolve()}")
+    case = None
+    if args.case is not None:
+        from ceuskit.clinical.case import load_case
+
+        case = load_case(args.case)  # checked before the long work
+    analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
+                                     progress=_progress(args.quiet), case=case)
+    _print_outputs(analysis, paths)
     return 0
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from ceuskit.api import assess_to_dir
+
+    doc, paths = assess_to_dir(args.out, case_path=args.case, results_path=args.results,
+                               overwrite=args.overwrite)
+    a = doc["assessment"]
+    print(f"level of suspicion of a venous neoplasm: {a['level']} "
+          f"(suspect neoplasm: {'yes' if a['suspect_neoplasm'] else 'no'})")
+    print(a["summary"])
+    print(f"assessment: {paths['json'].resolve()}")
+    if "pdf" in paths:
+        print(f"report (PDF): {paths['pdf'].resolve()}")
+    print(f"report: {paths['html'].resolve()}")
+    return 0
+
+
+def _print_outputs(analysis: Analysis, paths: dict[str, Path]) -> None:
+    """The written files' paths; the HTML report's last (scripts read the last line)."""
+    print(f"results: {paths['results'].resolve()}")
+    if "maps" in paths:
+        print(f"maps: {paths['maps'].resolve()}")
+    if "pdf" in paths:
+        print(f"report (PDF): {paths['pdf'].resolve()}")
+    for w in analysis.warnings:
+        if w.code == "pdf-not-written":
+            print(f"ceuskit: warning: {w.message}", file=sys.stderr)
+    print(f"report: {paths['report'].resolve()}")
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -222,7 +293,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         spec = SimulationSpec(scenario=args.scenario, seed=args.seed, necrosis=args.necrosis,
                               motion_px=args.motion, fps=args.fps, duration_s=args.duration,
-                              drift_px_per_s=args.drift, out_of_plane_frames=args.out_of_plane)
+                              drift_px_per_s=args.drift, out_of_plane_frames=args.out_of_plane,
+                              kinetics=args.kinetics)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
     paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
@@ -232,19 +304,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ceuskit.api import analyze_to_dir
+    from ceuskit.api import RESULT_FILES, analyze_to_dir
     from ceuskit.outputs import check_out_dir
     from ceuskit.simulate import SimulationSpec, simulate, write_phantom
 
     say = _progress(args.quiet)
     out = args.out if args.out is not None else _free_dir(Path("ceuskit-demo"))
-    check_out_dir(out, ("results.json", "report.html", "phantom"), overwrite=args.overwrite)
+    check_out_dir(out, (*RESULT_FILES, "phantom"), overwrite=args.overwrite)
     if say:
         say("simulating a venous tumour with a necrotic core (ground truth in phantom/)")
     phantom = simulate(SimulationSpec(scenario="tumor", seed=args.seed))
     files = write_phantom(phantom, out / "phantom", "dicom", overwrite=args.overwrite)
-    analysis, paths = analyze_to_dir(files["cine"], files["rois"], out,
-                                     overwrite=args.overwrite, progress=say)
+    from ceuskit.clinical.case import example_case
+
+    # The index case of the clinical reference: a leiomyosarcoma of the
+    # external iliac vein treated as DVT for two years.
+    analysis, paths = analyze_to_dir(files["cine"], files["rois"], out, overwrite=args.overwrite,
+                                     progress=say, case=example_case("index_case"))
     truth = phantom.truth.get("rois", {})
     print("ceuskit demo: simulated venous tumour, analysed from its DICOM cine")
     for r in analysis.rois:
@@ -256,11 +332,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
             line += f", time to peak {ttp:.1f} s"
             if true_ttp is not None:
                 line += f" (truth {true_ttp:.1f} s)"
+        nec = (r.necrosis or {}).get("necrosis_fraction")
+        if nec is not None:
+            line += f", necrosis {100 * nec:.0f} %"
+            true_nec = truth.get(r.roi.name, {}).get("necrosis_fraction")
+            if true_nec is not None:
+                line += f" (truth {100 * true_nec:.0f} %)"
         print(line)
+    assessment = analysis.results()["assessment"]
+    print(f"  with the index case's clinical picture: level of suspicion of a venous neoplasm "
+          f"{assessment['level']}, {len(assessment['red_flags'])} red flags")
     print(DISCLAIMER)
-    print(f"results: {paths['results'].resolve()}")
-    print(f"report: {paths['report'].resolve()}")
+    _print_outputs(analysis, paths)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ceuskit.web.server import serve
+
+    return serve(args.host, args.port, args.data, db_url=args.db, token=args.token,
+                 max_upload_mb=args.max_upload_mb, workers=int(args.workers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2) and --help/--version (0) end here
         return exc.code if isinstance(exc.code, int) else 0
-    handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo, "map": cmd_map}
+    handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo, "map": cmd_map,
+                "serve": cmd_serve, "assess": cmd_assess}
     try:
         return handlers[args.command](args)
     except InputError as exc:

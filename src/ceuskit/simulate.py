@@ -7,6 +7,16 @@ with a necrotic core) or a bland thrombus (``"bland"``: never enhances).
 `write_phantom` stores it as DICOM, MP4 or NPZ next to ``truth.json`` and
 ``rois.json`` (the contract's ROI file, ``space: "panel"``).
 
+The tumour's kinetics come in families (``SimulationSpec.kinetics``,
+``ceuskit simulate --kinetics``), each kept clear of the margins of
+`ceuskit.findings` by construction so that its CEUS findings are known:
+``malignant`` (the default and the original draws: rapid, hyper-enhancing,
+early wash-out in most seeds), ``marked-washout`` (rapid, hyper, early and
+marked), ``late-washout`` (rapid, hyper, late and mild; give it ~150 s),
+``synchronous-iso`` and ``slow-hypo`` (no wash-out).  ``truth["findings"]``
+holds the labels and the exact values of the findings' definitions on the
+noise-free curves.
+
 Physics, in linear echo power relative to the display maximum (1.0 = 0 dB =
 grey 255):
 
@@ -59,6 +69,18 @@ from scipy.ndimage import gaussian_filter
 
 from ceuskit.cine import Panel
 from ceuskit.errors import InputError
+from ceuskit.findings import (
+    ENHANCEMENT_MARGIN_DB,
+    WASH_IN_MARGIN_S,
+    WASH_OUT_DROP_DB,
+    WASH_OUT_EARLY_LIMIT_S,
+    WASH_OUT_MARKED_DB,
+    WASH_OUT_MARKED_WITHIN_S,
+    assess_wash_out,
+    classify_enhancement,
+    classify_wash_in,
+    enhancement_db,
+)
 from ceuskit.kinetics.descriptors import curve_descriptors, dense_grid
 from ceuskit.outputs import write_json_atomic
 
@@ -66,6 +88,8 @@ __all__ = [
     "BMODE_PANEL_XYXY",
     "CONTRAST_PANEL_XYXY",
     "FRAME_SHAPE",
+    "KINETICS",
+    "KINETICS_DURATION_S",
     "SCENARIOS",
     "Phantom",
     "SimulationSpec",
@@ -75,6 +99,13 @@ __all__ = [
 ]
 
 SCENARIOS = ("tumor", "bland")
+#: Tumour kinetics families (``--kinetics``); see `_draw_kinetics`.
+KINETICS = ("malignant", "marked-washout", "late-washout", "synchronous-iso", "slow-hypo")
+#: Recommended cine length per family (s): long enough for every label the
+#: family promises (a late wash-out needs the cine to run past 120 s to tell
+#: mild from marked).
+KINETICS_DURATION_S = {"malignant": 90.0, "marked-washout": 90.0, "late-washout": 150.0,
+                       "synchronous-iso": 90.0, "slow-hypo": 90.0}
 FORMATS = {"dicom": "cine.dcm", "mp4": "cine.mp4", "npz": "cine.npz"}
 
 # Frame layout (frame pixels, ends exclusive): a dark top band where scanners
@@ -183,6 +214,12 @@ class SimulationSpec:
         Mean receiver-noise power in the contrast panel, dB re full scale.
     spacing_mm : float
         Pixel size in mm (square pixels); the panels stay 192 x 256 pixels.
+    kinetics : str
+        Tumour kinetics family (`KINETICS`; tumour scenario only, the bland
+        thrombus ignores it): ``malignant`` (rapid, hyper, early wash-out in
+        most seeds), ``marked-washout`` (rapid, hyper, early marked),
+        ``late-washout`` (rapid, hyper, late mild; needs ~150 s),
+        ``synchronous-iso`` and ``slow-hypo`` (no wash-out).
     """
 
     scenario: str = "tumor"
@@ -196,12 +233,17 @@ class SimulationSpec:
     spacing_mm: float = 0.2
     drift_px_per_s: float = 0.0
     out_of_plane_frames: int = 0
+    kinetics: str = "malignant"
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(
                 f"scenario (--scenario) must be one of {', '.join(SCENARIOS)}, "
                 f"got {self.scenario!r}")
+        if not isinstance(self.kinetics, str) or self.kinetics not in KINETICS:
+            raise ValueError(
+                f"kinetics (--kinetics) must be one of {', '.join(KINETICS)}, "
+                f"got {self.kinetics!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
             raise ValueError(f"seed (--seed) must be an integer, got {self.seed!r}")
         if self.seed < 0:
@@ -353,8 +395,8 @@ class _Bolus:
         }
 
 
-def _draw_kinetics(rng: np.random.Generator) -> dict[str, _Bolus]:
-    """Per-seed bolus of each enhancing tissue.
+def _draw_malignant(rng: np.random.Generator) -> dict[str, _Bolus]:
+    """Per-seed bolus of each enhancing tissue, ``malignant`` family (the default).
 
     The draws keep the scenario's truth by construction: the tumour arrives
     at least 2.5 s before muscle, peaks 9 to 13 dB above it and washes out
@@ -379,6 +421,245 @@ def _draw_kinetics(rng: np.random.Generator) -> dict[str, _Bolus]:
         "lumen": _Bolus.from_shape(t0_lumen, jitter(9.0, 0.15), jitter(0.6, 0.10),
                                    10.0 ** (peak_lumen_db / 10.0)),
     }
+
+
+# Truth labels (``truth["findings"]``) are given only where the noise-free
+# curves are clear of each `ceuskit.findings` threshold by these margins, so
+# that a label is one the measurement can be held to; otherwise the label is
+# None and listed under ``ambiguous``.  The pipeline measures arrival
+# differences within ~0.6 s and levels within ~1.5 dB at the default noise.
+TRUTH_MARGINS = {
+    "wash_in_s": 0.75,          # |d -+ WASH_IN_MARGIN_S| >= 0.75 s
+    "enhancement_db": 1.5,      # |E -+ ENHANCEMENT_MARGIN_DB| >= 1.5 dB
+    "wash_out_db": 1.5,         # levels 1.5 dB beyond the wash-out and marked thresholds
+    "wash_out_span_s": 10.0,    # ... held for 10 s (the findings need 5 s)
+    "wash_out_time_s": 10.0,    # ... starting 10 s clear of the 60 s / 120 s limits
+}
+#: The findings each family promises at its recommended duration
+#: (`KINETICS_DURATION_S`) and necrosis <= 0.55; ``None`` = not promised.
+KINETICS_PROMISE: dict[str, dict[str, Any]] = {
+    "malignant": {"wash_in": "rapid", "enhancement": "hyper",
+                  "wash_out": {"present": None, "timing": None, "degree": None}},
+    "marked-washout": {"wash_in": "rapid", "enhancement": "hyper",
+                       "wash_out": {"present": True, "timing": "early", "degree": "marked"}},
+    "late-washout": {"wash_in": "rapid", "enhancement": "hyper",
+                     "wash_out": {"present": True, "timing": "late", "degree": "mild"}},
+    "synchronous-iso": {"wash_in": "synchronous", "enhancement": "iso",
+                        "wash_out": {"present": False, "timing": None, "degree": None}},
+    "slow-hypo": {"wash_in": "slow", "enhancement": "hypo",
+                  "wash_out": {"present": False, "timing": None, "degree": None}},
+}
+# A family without wash-out stays clear of it this long (s), so that longer
+# cines keep the promise.
+_NO_WASH_OUT_HORIZON_S = 300.0
+_DESIGN_DT_S = 0.1
+_MAX_DRAWS = 200
+
+
+def _span_start(t: FloatArray, ok: BoolArray, span_s: float) -> float:
+    """First time from which `ok` holds at every sample for `span_s` (uniform grid), else inf."""
+    if t.size < 2:
+        return math.inf
+    dt = float(t[1] - t[0])
+    k = math.ceil(span_s / dt - 1e-9) + 1
+    if ok.size < k:
+        return math.inf
+    run = np.convolve(ok.astype(np.int64), np.ones(k, dtype=np.int64), mode="valid")
+    hit = np.flatnonzero(run == k)
+    return float(t[hit[0]]) if hit.size else math.inf
+
+
+def _clear_wash_out(t: FloatArray, rel_db: FloatArray, ttp_s: float, start_db: float,
+                    t_end_s: float) -> dict[str, Any]:
+    """Wash-out labels that hold with `TRUTH_MARGINS` on a dense noise-free level curve.
+
+    ``rel_db`` is ``10 log10(lesion / reference enhancement)`` on the uniform
+    grid `t` (injection at t = 0); only ``t <= t_end_s`` counts (the cine).
+    """
+    m_db, span, m_t = (TRUTH_MARGINS["wash_out_db"], TRUTH_MARGINS["wash_out_span_s"],
+                       TRUTH_MARGINS["wash_out_time_s"])
+    out: dict[str, Any] = {"present": None, "timing": None, "degree": None}
+    sel = (t >= ttp_s) & (t <= t_end_s)
+    if ttp_s > t_end_s or not np.any(sel):
+        return out
+    ts, rs = t[sel], rel_db[sel]
+    yes = _span_start(ts, rs <= start_db - WASH_OUT_DROP_DB - m_db, span)
+    never = bool(np.all(rs > start_db - WASH_OUT_DROP_DB + m_db))
+    if never and t_end_s >= WASH_OUT_EARLY_LIMIT_S:
+        out["present"] = False
+        return out
+    if not math.isfinite(yes):
+        return out
+    out["present"] = True
+    if yes <= WASH_OUT_EARLY_LIMIT_S - m_t:
+        out["timing"] = "early"
+    elif np.all(rs[ts <= WASH_OUT_EARLY_LIMIT_S + m_t] > start_db - WASH_OUT_DROP_DB + m_db):
+        out["timing"] = "late"
+    marked = _span_start(ts, rs <= start_db - WASH_OUT_MARKED_DB - m_db, span)
+    if marked <= WASH_OUT_MARKED_WITHIN_S - m_t:
+        out["degree"] = "marked"
+    elif t_end_s >= WASH_OUT_MARKED_WITHIN_S + m_t and np.all(
+            rs[ts <= WASH_OUT_MARKED_WITHIN_S + m_t] > start_db - WASH_OUT_MARKED_DB + m_db):
+        out["degree"] = "mild"
+    return out
+
+
+def _clear_wash_in(d_s: float) -> str | None:
+    m = TRUTH_MARGINS["wash_in_s"]
+    if d_s <= -WASH_IN_MARGIN_S - m:
+        return "rapid"
+    if abs(d_s) <= WASH_IN_MARGIN_S - m:
+        return "synchronous"
+    if d_s >= WASH_IN_MARGIN_S + m:
+        return "slow"
+    return None
+
+
+def _clear_enhancement(e_db: float) -> str | None:
+    m = TRUTH_MARGINS["enhancement_db"]
+    if e_db >= ENHANCEMENT_MARGIN_DB + m:
+        return "hyper"
+    if abs(e_db) <= ENHANCEMENT_MARGIN_DB - m:
+        return "iso"
+    if e_db <= -ENHANCEMENT_MARGIN_DB - m:
+        return "hypo"
+    return None
+
+
+def _arrival_offset_s(mode_s: float, sigma: float) -> float:
+    """Arrival (tangent at the steepest rise crossing zero) of a lognormal, after its t0 (s)."""
+    b = _Bolus.from_shape(0.0, mode_s, sigma, 1.0)
+    tau = np.linspace(mode_s * 1e-3, mode_s, 20001)
+    f = b(tau)
+    slope = f * (-1.0 / tau - (np.log(tau) - b.mu) / (sigma**2 * tau))
+    i = int(np.argmax(slope))
+    return float(tau[i] - f[i] / slope[i])
+
+
+def _relative_level_db(t: FloatArray, tumor: _Bolus, muscle: _Bolus, e_db: float) -> FloatArray:
+    """ROI-level ``10 log10(lesion / reference enhancement)`` for peak ratio `e_db`."""
+    ft = tumor(t) / tumor.peak
+    fm = muscle(t) / muscle.peak
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = e_db + 10.0 * np.log10(ft / fm)
+    rel[(ft > 0) & ~(fm > 0)] = np.inf
+    return np.asarray(rel)
+
+
+def _draw_family(rng: np.random.Generator, kinetics: str,
+                 weights: tuple[float, float]) -> dict[str, _Bolus]:
+    """Boluses of a non-default kinetics family, drawn until its promise holds with margins.
+
+    Arrival difference and enhancement degree are set at the ROI level by
+    construction: the tumour's t0 is placed so that the lesion ROI's arrival
+    (tangent at the steepest rise) is ``d`` from the muscle ROI's, and its
+    amplitude so that the lesion ROI's peak is ``E`` dB from the muscle
+    ROI's (`weights` = ROI means of the tumour and muscle amplitude maps;
+    the lesion ROI's necrosis is accounted for).  Draws whose wash-out is
+    not clear of the findings' thresholds (`_clear_wash_out`, at the family's
+    recommended duration and, for families without wash-out, up to 300 s)
+    are drawn again.
+
+    Families (d = lesion - reference arrival, E = peak ratio):
+
+    - ``marked-washout``: d in [-4.5, -2.5] s, E in [5, 9] dB, a fast tumour
+      bolus (mode ~4 s, sigma ~0.45): early, marked wash-out.
+    - ``late-washout``: a slow, heavy-tailed muscle bolus (mode ~15 s, sigma
+      ~0.9); d in [-4, -2.5] s, E in [5, 8] dB, sigma 0.72-0.78 times the
+      muscle's and a mode solved so that the level first crosses -3 dB at
+      82-90 s: late, mild wash-out (needs a cine of ~150 s).
+    - ``synchronous-iso``: d in [-0.3, 0.3] s, E in [-1, 1] dB, a bolus a
+      little slower than muscle (mode x 1-1.15, sigma x 1-1.1): no wash-out.
+    - ``slow-hypo``: d in [3, 5] s, E in [-10, -6] dB, slower than muscle
+      (mode x 1-1.2, sigma x 1-1.1): no wash-out.
+    """
+    promise = KINETICS_PROMISE[kinetics]["wash_out"]
+    horizon = (_NO_WASH_OUT_HORIZON_S if promise["present"] is False
+               else KINETICS_DURATION_S[kinetics])
+    t = np.arange(0.0, horizon + _DESIGN_DT_S / 2, _DESIGN_DT_S)
+
+    def jitter(nominal: float, rel: float) -> float:
+        return nominal * rng.uniform(1.0 - rel, 1.0 + rel)
+
+    late = kinetics == "late-washout"
+    # A late wash-out is read far into the tail: there the muscle's bolus is
+    # slower and heavier-tailed (mode 15 s, sigma 0.9: 13 dB below its peak
+    # at 150 s instead of ~30), so that both curves stay above the noise.
+    muscle_mode, muscle_sigma, muscle_db = (15.0, 0.9, (-24.0, -20.0)) if late else (
+        11.0, 0.5, (-27.0, -22.0))
+    for _ in range(_MAX_DRAWS):
+        t0_muscle = rng.uniform(10.5, 13.5)
+        muscle = _Bolus.from_shape(t0_muscle, jitter(muscle_mode, 0.15), jitter(muscle_sigma, 0.10),
+                                   10.0 ** (rng.uniform(*muscle_db) / 10.0))
+        lumen = _Bolus.from_shape(t0_muscle + rng.uniform(1.0, 3.0), jitter(9.0, 0.15),
+                                  jitter(0.6, 0.10), 10.0 ** (rng.uniform(-11.0, -7.0) / 10.0))
+        arrival_m = t0_muscle + _arrival_offset_s(muscle.mode_s, muscle.sigma)
+        if kinetics == "marked-washout":
+            mode, sigma = jitter(4.0, 0.15), jitter(0.45, 0.10)
+            d, e_db = rng.uniform(-4.5, -2.5), rng.uniform(5.0, 9.0)
+        elif kinetics == "late-washout":
+            # A bolus a little narrower (in log time) than the muscle's
+            # falls behind it ever faster: flat first, then a steady fall.
+            sigma = muscle.sigma * rng.uniform(0.72, 0.78)
+            d, e_db = rng.uniform(-4.0, -2.5), rng.uniform(5.0, 8.0)
+            mode = _solve_late_mode(t, muscle, sigma, arrival_m + d, e_db, rng.uniform(82.0, 90.0))
+        elif kinetics == "synchronous-iso":
+            mode = muscle.mode_s * rng.uniform(1.0, 1.15)
+            sigma = muscle.sigma * rng.uniform(1.0, 1.1)
+            d, e_db = rng.uniform(-0.3, 0.3), rng.uniform(-1.0, 1.0)
+        elif kinetics == "slow-hypo":
+            mode = muscle.mode_s * rng.uniform(1.0, 1.2)
+            sigma = muscle.sigma * rng.uniform(1.0, 1.1)
+            d, e_db = rng.uniform(3.0, 5.0), rng.uniform(-10.0, -6.0)
+        else:  # pragma: no cover - SimulationSpec validates the name
+            raise ValueError(f"unknown kinetics {kinetics!r}")
+        t0_tumor = arrival_m + d - _arrival_offset_s(mode, sigma)
+        unit = _Bolus.from_shape(t0_tumor, mode, sigma, 1.0)
+        rel = _relative_level_db(t, unit, muscle, e_db)
+        got = _clear_wash_out(t, rel, unit.t0_s + unit.mode_s, min(0.0, e_db), horizon)
+        if got == promise:
+            w_tumor, w_muscle = weights
+            scale = (w_muscle / w_tumor) if w_tumor > 0 and w_muscle > 0 else 1.0
+            peak = muscle.peak * scale * 10.0 ** (e_db / 10.0)
+            return {"tumor": _Bolus.from_shape(t0_tumor, mode, sigma, peak),
+                    "muscle": muscle, "lumen": lumen}
+    raise RuntimeError(f"could not draw kinetics {kinetics!r} that keep their promise; "
+                       "check the family's ranges")
+
+
+def _solve_late_mode(t: FloatArray, muscle: _Bolus, sigma: float, arrival_s: float,
+                     e_db: float, crossing_s: float) -> float:
+    """Tumour mode (s) whose level first falls to -WASH_OUT_DROP_DB dB at `crossing_s`.
+
+    A slower bolus (larger mode) falls behind the muscle's later, so the
+    first crossing time grows with the mode: bisection on log(mode).
+    """
+    def crossing(mode: float) -> float:
+        b = _Bolus.from_shape(arrival_s - _arrival_offset_s(mode, sigma), mode, sigma, 1.0)
+        rel = _relative_level_db(t, b, muscle, e_db)
+        below = np.flatnonzero((t >= b.t0_s + b.mode_s) & (rel <= -WASH_OUT_DROP_DB))
+        return float(t[below[0]]) if below.size else math.inf
+
+    lo, hi = math.log(0.3 * muscle.mode_s), math.log(3.0 * muscle.mode_s)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if crossing(math.exp(mid)) < crossing_s:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
+def _draw_kinetics(rng: np.random.Generator, kinetics: str = "malignant",
+                   weights: tuple[float, float] = (1.0, 1.0)) -> dict[str, _Bolus]:
+    """Per-seed boluses of the tumour, muscle and lumen for a kinetics family.
+
+    ``malignant`` keeps the original draws (`_draw_malignant`) byte for byte;
+    the other families are `_draw_family`.
+    """
+    if kinetics == "malignant":
+        return _draw_malignant(rng)
+    return _draw_family(rng, kinetics, weights)
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -934,9 +1215,10 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
 
     rois_truth: dict[str, Any] = {}
     pe: dict[str, float] = {}
+    dense: dict[str, FloatArray] = {}
     for entry in roi_doc["rois"]:
         name, role = entry["name"], entry["role"]
-        rois_truth[name], _, pe[name] = _roi_truth(
+        rois_truth[name], dense[name], pe[name] = _roi_truth(
             name, role, roi_masks[name], anat, kin, baseline_map, times, grid, t_end)
 
     lesion_roi = roi_masks["lesion"]
@@ -957,7 +1239,8 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
                       and curve[-1] < 0.5 * pe["lesion"])
     if tumour:
         viable_ratio = kin["tumor"].peak / kin["muscle"].peak
-        if not (kin["tumor"].t0_s <= kin["muscle"].t0_s - 2.0 and viable_ratio >= 10 ** 0.6):
+        if spec.kinetics == "malignant" and not (
+                kin["tumor"].t0_s <= kin["muscle"].t0_s - 2.0 and viable_ratio >= 10 ** 0.6):
             raise RuntimeError("simulated tumour lost its defining kinetics; check the draws")
     else:
         viable_ratio = 0.0
@@ -966,10 +1249,13 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
     # construction; the necrotic share is reported apart, as the clinical
     # reading does.  Arrival and texture of enhancement do not apply to a
     # lesion that does not enhance (None).
+    labelled = _truth_findings(spec, les, ref, grid, dense["lesion"], dense["muscle"], times,
+                               t_end, nec_roi)
+    malignant = spec.kinetics == "malignant"
     findings = {
         "intraluminal_enhancement": enhancing,
-        "wash_in": "rapid" if enhancing else None,
-        "enhancement": "hyper" if enhancing else "none",
+        "wash_in": ("rapid" if malignant else labelled["wash_in"]) if enhancing else None,
+        "enhancement": ("hyper" if malignant else labelled["enhancement"]) if enhancing else "none",
         "homogeneity": "heterogeneous" if enhancing else None,
         "wash_out": {"present": washes_out},
         "necrosis_percent": 100.0 * nec_roi if tumour else None,
@@ -1021,7 +1307,10 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
         "pe_ratio_lesion_to_reference_db": (10.0 * math.log10(pe_ratio)
                                             if pe_ratio > 0 else None),
         "pe_ratio_viable_tumor_to_reference": viable_ratio,
+        # The first summary of the scenario (its wash-out: the lesion curve
+        # ends below half its peak); `findings` follows ceuskit.findings.
         "expected_findings": findings,
+        "findings": labelled,
         "motion": {
             "model": "breathing: dy = m sin(2 pi t / T), dx = 0.4 m sin(2 pi t / T + 1); "
                      "plus drift: (dx, dy) += v t (0.8, 0.6)",
@@ -1042,6 +1331,76 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
                 [float(a), float(b)] for a, b in oop[1]],
         },
     }
+
+
+def _truth_findings(spec: SimulationSpec, les: dict[str, Any], ref: dict[str, Any],
+                    grid: FloatArray, dense_les: FloatArray, dense_ref: FloatArray,
+                    times: FloatArray, t_end: float, nec_roi: float) -> dict[str, Any]:
+    """``truth["findings"]``: labels clear of the findings' margins, and the exact values.
+
+    The values and ``exact_labels`` are `ceuskit.findings`' definitions
+    applied to the noise-free ROI curves at the frame times (what a perfect
+    measurement of this cine would give).  A label is set only where the
+    dense noise-free curves are clear of its threshold by `TRUTH_MARGINS`;
+    otherwise it is None and named in ``ambiguous``.  The injection is at
+    t = 0 (the cine starts with it).
+    """
+    none_wash_out = {"present": None, "timing": None, "degree": None}
+    out: dict[str, Any] = {
+        "kinetics": spec.kinetics if spec.scenario == "tumor" else None,
+        "promise": (KINETICS_PROMISE[spec.kinetics] if spec.scenario == "tumor" else None),
+        "intraluminal_enhancement": bool(les["enhancing"]),
+        "wash_in": None,
+        "enhancement": "none",
+        "wash_out": dict(none_wash_out),
+        "necrosis_percent": 100.0 * nec_roi if spec.scenario == "tumor" else None,
+        "values": {"arrival_difference_s": None, "enhancement_db": None, "wash_out_onset_s": None,
+                   "wash_out_start_level_db": None, "wash_out_lowest_db": None,
+                   "wash_out_lowest_db_within_120s": None},
+        "exact_labels": {"wash_in": None, "enhancement": "none", "wash_out": dict(none_wash_out)},
+        "ambiguous": [],
+        "injection_time_s": 0.0,
+        "margins": dict(TRUTH_MARGINS),
+        "definitions": (
+            "values and exact_labels: ceuskit.findings definitions on the noise-free ROI curves "
+            "at the frame times; labels: only where the dense noise-free curves are clear of "
+            "each threshold by 'margins' (else None, listed in 'ambiguous')"),
+    }
+    if not les["enhancing"]:
+        return out
+    lp, rp = les["perfusion"], ref["perfusion"]
+    d = float(lp["arrival_time_s"] - rp["arrival_time_s"])
+    e_db = enhancement_db(float(lp["peak_enhancement"]), float(rp["peak_enhancement"]))
+    ttp = float(lp["time_to_peak_s"])
+    enh_l = np.asarray(les["tic_intensity"]) - les["baseline"]
+    enh_r = np.asarray(ref["tic_intensity"]) - ref["baseline"]
+    w = assess_wash_out(times, enh_l, enh_r, ttp, e_db)
+    def finite(v: float | None) -> float | None:
+        return None if v is None or not math.isfinite(v) else float(v)
+
+    out["values"] = {"arrival_difference_s": d, "enhancement_db": finite(e_db),
+                     "wash_out_onset_s": w.onset_s, "wash_out_start_level_db": finite(w.start_level_db),
+                     "wash_out_lowest_db": finite(w.lowest_db),
+                     "wash_out_lowest_db_within_120s": finite(w.lowest_db_marked_window)}
+    out["exact_labels"] = {"wash_in": classify_wash_in(d), "enhancement": classify_enhancement(e_db),
+                           "wash_out": {"present": w.present, "onset_s": w.onset_s,
+                                        "timing": w.timing, "degree": w.degree}}
+    # The dense grid's uniform part (it reaches past the cine for the moments).
+    keep = grid <= t_end + 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = dense_les[keep] - les["baseline"]
+        b = dense_ref[keep] - ref["baseline"]
+        rel = np.where((a > 0) & (b > 0), 10.0 * np.log10(np.maximum(a, 1e-300) / np.maximum(b, 1e-300)),
+                       np.where(a > 0, np.inf, -np.inf))
+    out["wash_in"] = _clear_wash_in(d)
+    out["enhancement"] = _clear_enhancement(e_db)
+    out["wash_out"] = _clear_wash_out(grid[keep], rel, ttp, min(0.0, e_db), t_end)
+    amb = [k for k in ("wash_in", "enhancement") if out[k] is None]
+    wo = out["wash_out"]
+    amb += [f"wash_out.{k}" for k in ("present", "timing", "degree")
+            if wo[k] is None and (k == "present" or wo["present"] is True)]
+    out["ambiguous"] = amb
+    return out
 
 
 # --------------------------------------------------------------------------- entry points
@@ -1069,15 +1428,21 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
         np.random.default_rng(s) for s in streams)
 
     anat = _build_anatomy(spec, rng_anat)
-    kin = _draw_kinetics(rng_kin)
-    if spec.scenario != "tumor":
-        kin["tumor"] = _Bolus(kin["tumor"].t0_s, kin["tumor"].mu, kin["tumor"].sigma, 0.0)
     roi_doc, roi_masks = _build_rois(anat, spec)
+    view = (slice(_MARGIN, _MARGIN + PANEL_SHAPE[0]), slice(_MARGIN, _MARGIN + PANEL_SHAPE[1]))
+    tumour = spec.scenario == "tumor"
+    # Families other than the default set the lesion ROI's peak relative to
+    # the muscle ROI's, so they need the ROIs' mean amplitudes.
+    weights = (float(anat.amplitude["tumor"][view][roi_masks["lesion"]].mean()),
+               float(anat.amplitude["muscle"][view][roi_masks["muscle"]].mean()))
+    # The bland thrombus ignores the family: its kinetics stay the default ones.
+    kin = _draw_kinetics(rng_kin, spec.kinetics if tumour else "malignant", weights)
+    if not tumour:
+        kin["tumor"] = _Bolus(kin["tumor"].t0_s, kin["tumor"].mu, kin["tumor"].sigma, 0.0)
 
     canvas_shape = anat.echo.shape
     tissue_spec = (_complex_white(rng_tissue, canvas_shape)
                    * _psf_filter(canvas_shape, float(spec.spacing_mm)))
-    view = (slice(_MARGIN, _MARGIN + PANEL_SHAPE[0]), slice(_MARGIN, _MARGIN + PANEL_SHAPE[1]))
     st2_ref = np.abs(scipy.fft.ifft2(tissue_spec, norm="ortho")[view]) ** 2
     baseline_map = (anat.leak[view] * st2_ref.astype(np.float32).astype(np.float64)
                     + 10.0 ** (spec.noise_floor_db / 10.0))
