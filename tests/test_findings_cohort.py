@@ -136,3 +136,17 @@ def test_every_label_of_the_vocabulary_is_exercised(cohort: dict[str, list[Any]]
     assert seen["present"] == {True, False}
     assert seen["timing"] == {"early", "late"}
     assert seen["degree"] == {"mild", "marked"}
+
+
+def test_homogeneity_and_necrosis_come_from_the_maps(cohort: dict[str, list[Any]]) -> None:
+    """Through the pipeline the maps are on: every tumour gets a homogeneity label and a necrosis
+    percentage, and a lesion with a clearly necrotic core is heterogeneous (the maps' rule)."""
+    for kinetics, found, _ in cohort["tumour"]:
+        assert found["homogeneity"] in ("homogeneous", "heterogeneous"), (kinetics, found["missing"])
+        assert found["necrosis_percent"] is not None and 0.0 <= found["necrosis_percent"] <= 100.0
+        if found["necrosis_percent"] >= 15.0:
+            assert found["homogeneity"] == "heterogeneous", (kinetics, found["evidence"]["homogeneity"])
+    for _, found, _ in cohort["bland"]:
+        # No viable tissue to measure a necrotic share against: not a number, and said so.
+        assert found["necrosis_percent"] is None and found["homogeneity"] is None
+        assert any(m.startswith("necrosis:") for m in found["missing"])
