@@ -546,3 +546,40 @@ def test_cli_serve_usage() -> None:
 
     assert main(["serve", "--port", "0", "--data", "/proc/forbidden/x"]) == 2
     assert main(["serve", "--max-upload-mb", "-1"]) == 2
+
+
+def test_two_analyses_run_at_once_and_pages_stay_served(make_client: AppFactory,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two users' analyses run side by side, and pages answer while both are in progress.
+
+    Each analysis is held inside the pipeline until both have started (a barrier that
+    breaks, failing the analyses, if they were run one after the other) and then until the
+    test has loaded pages; no timing is measured.
+    """
+    import threading
+
+    import ceuskit.api
+
+    real = ceuskit.api.analyze_to_dir
+    both_started = threading.Barrier(3)  # two analyses + this test
+    release = threading.Event()
+
+    def held(*args: Any, case: Any = None, **kwargs: Any) -> Any:
+        both_started.wait(timeout=60)
+        if not release.wait(timeout=60):
+            raise RuntimeError("never released")
+        return real(*args, case=case, **kwargs)
+
+    monkeypatch.setattr(ceuskit.api, "analyze_to_dir", held)
+    client = make_client(workers=2)
+    studies = [_demo(client)["id"], _demo(client)["id"]]
+    jobs = [client.post(f"/api/studies/{sid}/analyses").json()["id"] for sid in studies]
+    both_started.wait(timeout=60)  # raises BrokenBarrierError unless both analyses are inside
+    for sid, aid in zip(studies, jobs, strict=True):
+        assert client.get(f"/api/analyses/{aid}").json()["status"] == "running"
+        page = client.get(f"/studies/{sid}")
+        assert page.status_code == 200 and "<canvas" in page.text
+        assert client.get(f"/api/studies/{sid}/frames/0.png").content[:4] == b"\x89PNG"
+    release.set()
+    for aid in jobs:
+        assert wait_for(client, aid)["status"] == "done"
