@@ -150,3 +150,14 @@ def test_homogeneity_and_necrosis_come_from_the_maps(cohort: dict[str, list[Any]
         # No viable tissue to measure a necrotic share against: not a number, and said so.
         assert found["necrosis_percent"] is None and found["homogeneity"] is None
         assert any(m.startswith("necrosis:") for m in found["missing"])
+
+
+def test_ceus_alone_classifies_every_study(cohort: dict[str, list[Any]]) -> None:
+    """The assessment from CEUS alone (no case file): every tumour suspect, no bland thrombus."""
+    from ceuskit.clinical.rules import assess
+
+    for group, want in (("tumour", True), ("bland", False)):
+        for kinetics, found, _ in cohort[group]:
+            a = assess(found, None)
+            assert a["suspect_neoplasm"] is want, (kinetics, a["level"], a["reasons"])
+            assert "case" not in a["inputs_used"] and a["missing"]
