@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine with Python 3.11 and root: installs
 # the system packages the report and browser tests use (Debian's chromium,
-# poppler-utils for pdftoppm, pango for WeasyPrint) when they are missing,
+# poppler-utils for pdftoppm, pango for WeasyPrint, PostgreSQL for the
+# database tests) when they are missing,
 # installs ceuskit with its test extras (pinned), then runs the linter, the
 # type checker and pytest.  Exits non-zero on any failure.
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
 ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so.0' || need+=(libpango-1.0-0 libpangoft2-1.0-0)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

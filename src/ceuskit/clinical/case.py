@@ -108,7 +108,8 @@ def d_dimer_to_ug_l_feu(value: float, unit: str) -> float:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity: they are not JSON (PostgreSQL refuses them in a JSON column).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Anticoagulation(_Strict):

@@ -8,6 +8,8 @@ hold what describes them.  Ids are server-generated UUID hex strings.
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,10 +75,16 @@ class AnalysisRow(Base):
     result_dir: Mapped[str | None] = mapped_column(String(300), nullable=True, default=None)
 
 
+#: JSON columns hold strict JSON on every backend: NaN or infinity is an error when
+#: written (PostgreSQL refuses them; SQLite would store what no response can return).
+_json_dumps = functools.partial(json.dumps, allow_nan=False)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL and a busy timeout (several writers)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               json_serializer=_json_dumps)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -87,7 +95,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
 
 
 class Store:
