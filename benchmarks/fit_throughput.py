@@ -1,11 +1,15 @@
 """Curve-fitting throughput: ceuskit's batched fitter against a per-curve scipy loop.
 
-Fits the same synthetic time-intensity curves three ways in one run:
+Fits the same synthetic time-intensity curves several ways in one run:
 
-1. ceuskit's default engine: ``fit_curves(model, t, y)`` (``backend="auto"``,
-   the compiled numba core where the model has one);
-2. ceuskit's NumPy engine: ``fit_curves(..., backend="numpy")``;
-3. a per-curve ``scipy.optimize.curve_fit(method="trf", bounds=...)`` loop
+1. ceuskit's default engine: ``fit_curves(model, t, y)`` (``backend="auto"``:
+   the torch core on a CUDA GPU when torch is installed, else the compiled
+   numba core where the model has one);
+2. ceuskit's optional PyTorch engine, when torch is installed:
+   ``fit_curves(..., backend="torch")`` (the iteration on the GPU when torch
+   sees one, else on the CPU; the row names the device);
+3. ceuskit's NumPy engine: ``fit_curves(..., backend="numpy")``;
+4. a per-curve ``scipy.optimize.curve_fit(method="trf", bounds=...)`` loop
    with the lognormal formula, as the open peer tool fits its windows, on
    the first ``--scipy-n`` curves.
 
@@ -185,7 +189,21 @@ def run_ceuskit(curves: Curves, n: int, backend: str) -> Run:
     codes, numbers = np.unique(res.status, return_counts=True)
     counts = {FitStatus(s).label: int(c) for s, c in zip(codes, numbers, strict=True)}
     name = f"ceuskit {'default (' + backend + ')' if backend == 'auto' else backend}"
-    return Run(name, n, seconds, params, failed, note=" ".join(f"{k}={v}" for k, v in counts.items()))
+    note = " ".join(f"{k}={v}" for k, v in counts.items())
+    if backend == "torch":
+        from ceuskit.kinetics import fit_torch
+
+        name = f"ceuskit torch ({fit_torch.device_name()})"[:36]
+    return Run(name, n, seconds, params, failed, note=note)
+
+
+def torch_available() -> bool:
+    """Whether ceuskit's optional torch core can run here (torch imports)."""
+    try:
+        from ceuskit.kinetics import fit_torch
+    except ImportError:
+        return False
+    return fit_torch.HAVE_TORCH and fit_torch.has_kernel(MODEL)
 
 
 def run_core(curves: Curves, n: int) -> Run | None:
@@ -333,6 +351,12 @@ def main() -> None:
 
     runs = [run_ceuskit(curves, n, "auto")]
     core = run_core(curves, n)
+    if torch_available():
+        # Warm-up as above (torch import, device start-up, first kernels).
+        t_w = time.perf_counter()
+        fit_curves(MODEL, curves.t, curves.y[:8], backend="torch")
+        print(f"torch warm-up (device start-up + first call): {time.perf_counter() - t_w:.2f} s")
+        runs.append(run_ceuskit(curves, n, "torch"))
     if not args.skip_numpy:
         runs.append(run_ceuskit(curves, n, "numpy"))
     scipy_run = run_scipy(curves, n_sp, analytic_jac=False)

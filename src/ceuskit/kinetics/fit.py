@@ -23,8 +23,11 @@ Descriptors of the fitted curves (TTP, PE, mTT, ...) come from
 from __future__ import annotations
 
 import enum
+import importlib.util
 import math
 import os
+import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -665,6 +668,24 @@ class _Fits:
         self.n_iter[rows] = its
 
 
+def _torch_gpu_kernel(model: BolusModel) -> bool:
+    """Whether ``backend="auto"`` takes the torch core: torch importable, a CUDA GPU, a kernel.
+
+    Never raises: torch is optional, and a broken installation (e.g. a CUDA
+    library mismatch) just leaves the other cores in charge.  Without torch
+    installed this is one module lookup; with it, the first call imports
+    torch (about a second, once per process) to ask for a GPU.
+    """
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
+        return False
+    try:
+        from ceuskit.kinetics import fit_torch
+
+        return fit_torch.has_kernel(model) and fit_torch.gpu_available()
+    except Exception:  # any import or driver failure: no GPU path
+        return False
+
+
 def _time_rows(t_fill: FloatArray) -> FloatArray:
     """Times for the compiled kernels: one C-ordered row (shared axis) or one row per curve."""
     return np.ascontiguousarray(t_fill[None, :] if t_fill.ndim == 1 else t_fill)
@@ -684,8 +705,12 @@ def _fit_compiled(
     screen: bool,
     chunk: int,
     settings: dict[str, Any],
+    lm_rows: Callable[..., Any],
 ) -> None:
     """`fit_curves` for the candidates ``cand`` with compiled screening, start and iteration.
+
+    ``lm_rows`` is the iteration: ``fit_numba.levenberg_marquardt_rows`` or
+    its torch twin ``fit_torch.levenberg_marquardt_rows``.
 
     The same numbers as the chunked NumPy path, with few parallel regions
     whatever the batch size (a parallel region costs a scheduler time
@@ -695,7 +720,7 @@ def _fit_compiled(
     (smoothing windows, median steps, summation orders) are taken per
     reference chunk of ``chunk`` enhancing curves.
     """
-    from ceuskit.kinetics import fit_numba, prefit_numba
+    from ceuskit.kinetics import prefit_numba
 
     n = y_fill.shape[1]
     shared = t_fill.ndim == 1
@@ -772,9 +797,7 @@ def _fit_compiled(
         w_lm = np.where(valid[idx], 1.0 if wf is None else wf[idx], 0.0)
         t_lm, rows = (t_rows if shared else t_fill[idx]), np.arange(idx.size)
     with np.errstate(all="ignore"):
-        p_fit, cost, jtj, conv, its = fit_numba.levenberg_marquardt_rows(
-            model, t_lm, y_lm, w_lm, rows, start_p, lo, hi, **settings
-        )
+        p_fit, cost, jtj, conv, its = lm_rows(model, t_lm, y_lm, w_lm, rows, start_p, lo, hi, **settings)
         if fast:
             _, sst = starts.unit_fit_stats
         else:
@@ -833,17 +856,25 @@ def fit_curves(
     chunk_size : int, optional
         Curves per internal batch (bounds memory: the Jacobian of a chunk is
         ``chunk * N * P`` floats); default keeps it near 4e6 floats.
-    backend : {"auto", "numba", "numpy"}
+    backend : {"auto", "numba", "numpy", "torch"}
         ``"numpy"``: everything in vectorised NumPy (the reference).
         ``"numba"``: the compiled Levenberg-Marquardt kernel of
         :mod:`ceuskit.kinetics.fit_numba` (same algorithm, same results up to
         rounding, much faster; ValueError if the model has no kernel or
-        numba is missing).  ``"auto"``: numba when available for the model,
-        else NumPy.  With numba (either way) the screening, the built-in
-        bolus models' starting point and box, and the quality-of-fit sums
-        run compiled as well (:mod:`ceuskit.kinetics.prefit_numba`: the same
-        numbers as NumPy's, not just close ones), in a few parallel passes
-        over the whole batch; errors and statuses are shared.
+        numba is missing).  ``"torch"``: the iteration in PyTorch, float64,
+        on the first CUDA GPU when there is one, else on the CPU
+        (:mod:`ceuskit.kinetics.fit_torch`: same algorithm, same results up
+        to rounding; ValueError if torch is not installed or the model has
+        no torch kernel).  ``"auto"``: torch when it is installed, sees a
+        CUDA GPU and has a kernel for the model; else numba when available
+        for the model; else NumPy (so without a GPU nothing changes; torch
+        is never required and never imported at package import).  With
+        numba installed (any backend but ``"numpy"``) the screening, the
+        built-in bolus models' starting point and box, and the
+        quality-of-fit sums run compiled as well
+        (:mod:`ceuskit.kinetics.prefit_numba`: the same numbers as NumPy's,
+        not just close ones), in a few parallel passes over the whole batch;
+        errors and statuses are shared by all backends.
 
     Returns
     -------
@@ -868,18 +899,32 @@ def fit_curves(
             t_arr = np.broadcast_to(t_arr, y_arr.shape)
         except ValueError:
             raise ValueError(f"t of shape {t_arr.shape} does not broadcast to y's {y_arr.shape}") from None
-    if backend not in ("auto", "numba", "numpy"):
-        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    if backend not in ("auto", "numba", "numpy", "torch"):
+        raise ValueError(f"backend must be 'auto', 'numba', 'numpy' or 'torch', got {backend!r}")
+    if backend == "auto" and _torch_gpu_kernel(model):
+        backend = "torch"
     lm_core = _levenberg_marquardt
-    compiled_lm = False
+    lm_rows: Callable[..., Any] | None = None  # iteration of the fully compiled path; None: not available
     prefit = None  # compiled screening and start (prefit_numba); None: the NumPy reference
+    if backend == "torch":
+        try:
+            # Imported here, never at package import: torch is optional.
+            from ceuskit.kinetics import fit_torch
+        except ImportError as exc:  # pragma: no cover - fit_torch itself guards the torch import
+            raise ValueError(f"backend='torch' needs PyTorch, which failed to import: {exc}") from None
+        if not fit_torch.HAVE_TORCH:
+            raise ValueError("backend='torch' needs PyTorch, which is not installed (pip install torch)")
+        if not fit_torch.has_kernel(model):
+            raise ValueError(f"no torch kernel for model {model.name!r}")
+        lm_core = fit_torch.levenberg_marquardt
+        lm_rows = fit_torch.levenberg_marquardt_rows
     if backend != "numpy":
         # Imported here: the compiled modules import this one.
         from ceuskit.kinetics import fit_numba, prefit_numba
 
-        if fit_numba.has_kernel(model):
+        if backend != "torch" and fit_numba.has_kernel(model):
             lm_core = fit_numba.levenberg_marquardt
-            compiled_lm = True
+            lm_rows = fit_numba.levenberg_marquardt_rows
         elif backend == "numba":
             raise ValueError(f"no compiled (numba) kernel for model {model.name!r}")
         if prefit_numba.HAVE_NUMBA:
@@ -930,11 +975,11 @@ def fit_curves(
         if gaps.size or not y_fill.flags.writeable:  # (read-only: another numba type)
             y_fill = y_fill.copy()
             y_fill[gaps] = fill_nonfinite(yf[gaps], valid[gaps])
-        start_model = compiled_start_model(model) if compiled_lm and p0_arr is None else None
-        if start_model is not None and cand.any():
+        start_model = compiled_start_model(model) if lm_rows is not None and p0_arr is None else None
+        if start_model is not None and lm_rows is not None and cand.any():
             _fit_compiled(
                 model, start_model, t_fill, y_fill, valid, n_valid, wf, cand, out,
-                screen=screen, chunk=chunk, settings=settings,
+                screen=screen, chunk=chunk, settings=settings, lm_rows=lm_rows,
             )
             cand[:] = False  # all fitted
         elif screen and cand.any():
