@@ -161,34 +161,41 @@ class DDimer(_Strict):
         return d_dimer_to_ug_l_feu(self.lab_cutoff, self.unit)
 
 
+def _item(title: str) -> Any:
+    """An optional yes/no item: True = present, False = absent, None = not assessed."""
+    return Field(default=None, title=title)
+
+
 class WellsItems(_Strict):
     """The Wells DVT items (Wells, Lancet 1997;350:1795; NEJM 2003;349:1227).
 
     True = present, False = absent, None = not assessed.
     """
 
-    active_cancer: bool | None = None
-    paralysis_paresis_or_recent_cast: bool | None = None
-    bedridden_or_major_surgery: bool | None = None
-    localized_tenderness: bool | None = None
-    entire_leg_swollen: bool | None = None
-    calf_swelling_over_3cm: bool | None = None
-    pitting_edema_symptomatic_leg: bool | None = None
-    collateral_superficial_veins: bool | None = None
-    previous_dvt: bool | None = None
-    alternative_diagnosis_as_likely: bool | None = None
+    active_cancer: bool | None = _item("Active cancer")
+    paralysis_paresis_or_recent_cast: bool | None = _item(
+        "Paralysis, paresis or recent plaster immobilisation of the leg")
+    bedridden_or_major_surgery: bool | None = _item("Bedridden > 3 days or major surgery within 12 weeks")
+    localized_tenderness: bool | None = _item("Localised tenderness along the deep veins")
+    entire_leg_swollen: bool | None = _item("Entire leg swollen")
+    calf_swelling_over_3cm: bool | None = _item(
+        "Calf swelling > 3 cm versus the other leg (10 cm below the tibial tuberosity)")
+    pitting_edema_symptomatic_leg: bool | None = _item("Pitting oedema confined to the symptomatic leg")
+    collateral_superficial_veins: bool | None = _item("Collateral superficial (non-varicose) veins")
+    previous_dvt: bool | None = _item("Previously documented DVT")
+    alternative_diagnosis_as_likely: bool | None = _item("Alternative diagnosis at least as likely as DVT")
 
 
 class UltrasoundFindings(_Strict):
     """B-mode and colour Doppler findings reported by the sonographer."""
 
-    mass: bool | None = None
-    extraluminal_component: bool | None = None
-    vein_expansion: bool | None = None
-    heterogeneous_mass: bool | None = None
-    compression_of_vein: bool | None = None
-    internal_color_doppler_flow: bool | None = None
-    arterial_waveform: bool | None = None
+    mass: bool | None = _item("Mass")
+    extraluminal_component: bool | None = _item("Component outside the vein lumen")
+    vein_expansion: bool | None = _item("Vein expanded")
+    heterogeneous_mass: bool | None = _item("Heterogeneous mass")
+    compression_of_vein: bool | None = _item("Vein compressed by the mass")
+    internal_color_doppler_flow: bool | None = _item("Colour Doppler flow inside the material")
+    arterial_waveform: bool | None = _item("Arterial (pulsatile) waveform inside")
 
 
 class ClinicalCase(_Strict):

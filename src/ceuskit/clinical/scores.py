@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ceuskit.clinical.case import FEU_NOTE, ClinicalCase
+from ceuskit.clinical.case import FEU_NOTE, ClinicalCase, WellsItems
 
 WELLS_SOURCE = "Wells et al., Lancet 1997;350:1795; Wells et al., NEJM 2003;349:1227"
 D_DIMER_SOURCE = (
@@ -18,20 +18,17 @@ D_DIMER_SOURCE = (
     "Righini et al., ADJUST-PE, JAMA 2014;311:1117; Wells et al., NEJM 2003;349:1227"
 )
 
-#: (item, points, wording) in the order of the original score.
-WELLS_ITEMS: tuple[tuple[str, int, str], ...] = (
-    ("active_cancer", 1, "Active cancer"),
-    ("paralysis_paresis_or_recent_cast", 1, "Paralysis, paresis or recent plaster immobilisation of the leg"),
-    ("bedridden_or_major_surgery", 1, "Bedridden > 3 days or major surgery within 12 weeks"),
-    ("localized_tenderness", 1, "Localised tenderness along the deep veins"),
-    ("entire_leg_swollen", 1, "Entire leg swollen"),
-    ("calf_swelling_over_3cm", 1,
-     "Calf swelling > 3 cm versus the other leg (10 cm below the tibial tuberosity)"),
-    ("pitting_edema_symptomatic_leg", 1, "Pitting oedema confined to the symptomatic leg"),
-    ("collateral_superficial_veins", 1, "Collateral superficial (non-varicose) veins"),
-    ("previous_dvt", 1, "Previously documented DVT"),
-    ("alternative_diagnosis_as_likely", -2, "Alternative diagnosis at least as likely as DVT"),
-)
+#: Points of each Wells item, in the order of the original score.
+WELLS_POINTS: dict[str, int] = {
+    "active_cancer": 1, "paralysis_paresis_or_recent_cast": 1, "bedridden_or_major_surgery": 1,
+    "localized_tenderness": 1, "entire_leg_swollen": 1, "calf_swelling_over_3cm": 1,
+    "pitting_edema_symptomatic_leg": 1, "collateral_superficial_veins": 1, "previous_dvt": 1,
+    "alternative_diagnosis_as_likely": -2,
+}
+#: (item, points, wording): the wording is the case model's field title (one definition,
+#: shared with the web form).
+WELLS_ITEMS: tuple[tuple[str, int, str], ...] = tuple(
+    (item, points, str(WellsItems.model_fields[item].title)) for item, points in WELLS_POINTS.items())
 
 #: Conventional D-dimer cut-off, ug/L FEU.
 D_DIMER_CUTOFF_UG_L_FEU = 500.0
