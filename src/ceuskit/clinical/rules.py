@@ -62,6 +62,8 @@ from ceuskit import DISCLAIMER
 from ceuskit.clinical.case import ClinicalCase
 from ceuskit.clinical.scores import WELLS_ITEMS, d_dimer_assessment, wells_score
 
+_WELLS_WORDING = {item: text for item, _, text in WELLS_ITEMS}
+
 LEVELS = ("low", "intermediate", "high")
 
 SRC_META = "Eur Radiol 2020 meta-analysis, doi:10.1007/s00330-019-06649-z (sens 0.94, spec 0.99, n=425)"
@@ -588,7 +590,8 @@ def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: 
                 "no D-dimer in the case file", f"{dd['source']}; chronic case: {SRC_HEURISTIC}")
         if wells.get("missing") and not wells.get("determined"):
             lo, hi = wells["points_range"]
-            add("rec-complete-wells", "Record the missing Wells items: " + ", ".join(wells["missing"]),
+            missing = "; ".join(_WELLS_WORDING[m].lower() for m in wells["missing"])
+            add("rec-complete-wells", "Record the missing Wells items: " + missing,
                 f"the Wells category is undetermined: anything from {lo} to {hi} points", SRC_WELLS)
     return recs
 
@@ -610,9 +613,8 @@ def _missing(findings: Mapping[str, Any] | None, case: ClinicalCase | None, well
     if case is None:
         missing.append("no case file")
         return missing
-    wording = {item: text for item, _, text in WELLS_ITEMS}
     for item in wells["missing"]:
-        missing.append(f"Wells item not given: {wording[item]}")
+        missing.append(f"Wells item not given: {_WELLS_WORDING[item]}")
     if not dd.get("given"):
         missing.append("D-dimer not given")
     for name, value in (("age", case.age_years), ("sex", case.sex),
