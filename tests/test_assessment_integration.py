@@ -130,3 +130,21 @@ def test_cli_assess_writes_and_refuses_to_overwrite(tumour_run, tmp_path, capsys
     before = (out / "assessment.json").read_bytes()
     assert main(argv) == 2
     assert (out / "assessment.json").read_bytes() == before
+
+
+def test_cli_output_cut_short_by_its_reader_is_not_an_error(tmp_path):
+    """`ceuskit assess ... | head -1`: no traceback, no 'internal error', files written."""
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from ceuskit.cli import main; raise SystemExit(main())", "assess",
+         "--case", str(CASES / "index_case.yaml"), "--out", str(tmp_path / "a")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # the reader goes away before the rest is printed
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert "internal error" not in err and "Traceback" not in err
+    assert code in (0, 141)
+    assert (tmp_path / "a" / "assessment.json").is_file()

@@ -370,6 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ceuskit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): the work is done and the
+        # files are written; stop writing to the closed pipe without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # an internal error: say so plainly, exit 1
         if os.environ.get("CEUSKIT_DEBUG"):
             raise
