@@ -38,6 +38,9 @@ __all__ = ["ASSESSMENT_FILES", "RESULT_FILES", "MapStudy", "analyze_to_dir", "as
 RESULT_FILES = ("results.json", "report.html", "report.pdf", "maps")
 #: Sub-directory of the analysis output that holds the parametric maps.
 MAPS_DIR = "maps"
+#: Sub-directory for the DICOM SEG and Parametric Maps (``analyze_to_dir(dicom=True)``).
+DICOM_DIR = "dicom"
+DICOM_SEG_ONLY = "dicom-seg-only"
 PDF_NOT_WRITTEN = "pdf-not-written"
 
 
@@ -51,6 +54,7 @@ def analyze_to_dir(
     progress: Progress | None = None,
     pdf: bool = True,
     case: ClinicalCase | None = None,
+    dicom: bool = False,
 ) -> tuple[Analysis, dict[str, Path]]:
     """Analyse a cine and write results.json, report.html, report.pdf and maps/ into a directory.
 
@@ -72,19 +76,44 @@ def analyze_to_dir(
     case : ClinicalCase, optional
         The clinical case (`ceuskit.clinical.case.load_case`); the assessment
         combines it with the CEUS findings.
+    dicom : bool
+        Also write a DICOM Segmentation (ROIs, necrosis) and Parametric Maps
+        into ``dicom/`` (`ceuskit.io.dicom_derived`; DICOM input only).
+        Without parametric maps (``options.maps`` false, or no lesion ROI)
+        only the SEG of the ROIs is written, with the warning
+        ``dicom-seg-only``.
 
     Returns
     -------
     (Analysis, paths)
         ``paths`` has ``"results"``, ``"report"``, and ``"pdf"`` /
-        ``"maps"`` (the directory) when those were written.
+        ``"maps"`` / ``"dicom"`` (the directories) when those were written.
+
+    Raises
+    ------
+    InputError
+        Bad input or options; earlier results in ``out_dir`` without
+        ``overwrite``; ``dicom`` with a non-DICOM cine.
     """
     from ceuskit.report.html import render_html
     from ceuskit.report.pdf import PdfUnavailableError, pdf_unavailable_reason, render_pdf
 
-    out = check_out_dir(out_dir, RESULT_FILES, overwrite=overwrite)
+    # dicom/ counts as an earlier result only when asked for, so that an old
+    # DICOM output is never replaced silently and plain runs ignore it.
+    out = check_out_dir(out_dir, (*RESULT_FILES, DICOM_DIR) if dicom else RESULT_FILES,
+                        overwrite=overwrite)
+    if dicom:
+        from ceuskit.io.dicom_derived import check_dicom_source
+
+        check_dicom_source(cine_path)  # before the long work
     analysis = analyze(cine_path, roi_path, options, progress=progress, case=case)
     say = progress or (lambda _msg: None)
+    if dicom and analysis.maps is None:
+        analysis = replace(analysis, warnings=[*analysis.warnings, AnalysisWarning(
+            DICOM_SEG_ONLY,
+            "no parametric maps were computed (--no-maps, or no lesion ROI), so dicom/ holds the "
+            "segmentation of the ROIs only: no necrosis segment and no Parametric Maps; run without "
+            "--no-maps, with a lesion ROI, for those")])
     say("writing the report")
     pdf_problem = pdf_unavailable_reason() if pdf else None
     if pdf_problem is not None:
@@ -115,6 +144,13 @@ def analyze_to_dir(
         results["maps"]["directory"] = MAPS_DIR
         results["maps"]["files"] = sorted(f"{MAPS_DIR}/{name}" for name in written)
         paths["maps"] = out / MAPS_DIR
+    if dicom:
+        from ceuskit.io.dicom_derived import write_dicom_derived
+
+        written = write_dicom_derived(analysis, cine_path, out / DICOM_DIR, progress=progress)
+        results["dicom"] = {"directory": DICOM_DIR,
+                            "files": sorted(f"{DICOM_DIR}/{p.name}" for p in written.values())}
+        paths["dicom"] = out / DICOM_DIR
     paths["results"] = write_json_atomic(out / "results.json", results)
     paths["report"] = write_text_atomic(out / "report.html", html)
     if pdf_bytes is not None:

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-maps", action="store_true",
                    help="skip the parametric maps (computed by default when there is a lesion ROI; "
                         "written to --out/maps and shown in the report)")
+    a.add_argument("--dicom", action="store_true",
+                   help="also write DICOM SEG (ROIs, necrosis) and Parametric Maps into --out/dicom "
+                        "(DICOM input only)")
     a.add_argument("--case", type=Path, default=None, metavar="CASE.yaml",
                    help="clinical case (YAML or JSON; every field optional): the assessment combines it "
                         "with the CEUS findings")
@@ -220,7 +223,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         case = load_case(args.case)  # checked before the long work
     analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
-                                     progress=_progress(args.quiet), case=case)
+                                     progress=_progress(args.quiet), case=case, dicom=args.dicom)
     _print_outputs(analysis, paths)
     return 0
 
@@ -248,8 +251,10 @@ def _print_outputs(analysis: Analysis, paths: dict[str, Path]) -> None:
         print(f"maps: {paths['maps'].resolve()}")
     if "pdf" in paths:
         print(f"report (PDF): {paths['pdf'].resolve()}")
+    if "dicom" in paths:
+        print(f"dicom: {paths['dicom'].resolve()}")
     for w in analysis.warnings:
-        if w.code == "pdf-not-written":
+        if w.code in ("pdf-not-written", "dicom-seg-only"):
             print(f"ceuskit: warning: {w.message}", file=sys.stderr)
     print(f"report: {paths['report'].resolve()}")
 

@@ -1,0 +1,372 @@
+"""DICOM objects a PACS can file beside the source cine: a Segmentation and Parametric Maps.
+
+`write_dicom_derived` writes, for an analysis of a DICOM cine,
+
+* ``seg.dcm`` -- a binary DICOM Segmentation with one segment per ROI
+  (label = ROI name) and, when parametric maps were computed, one
+  "necrosis (non-enhancing)" segment per lesion ROI (the maps' pixel test);
+* ``pmap_<parameter>.dcm`` -- one float32 DICOM Parametric Map per
+  parameter in `PMAP_PARAMETERS`, with a Real World Value Mapping (slope 1,
+  intercept 0) that carries the UCUM unit and a coded quantity.
+
+Every object lies in the full stored frame (Rows x Columns of the source):
+the panel-space masks and maps are placed at the contrast panel's position,
+and pixels outside the ROIs (and non-enhancing or unfitted pixels) of a
+parametric map are NaN.  The objects copy the source's patient and study
+attributes (so that a PACS files them in the same study), get new Series and
+SOP Instance UIDs, say "ceuskit" as manufacturer and content creator, and
+are marked RESEARCH content: decision support, not a diagnosis.
+
+What is synthesised
+-------------------
+An ultrasound cine has no patient coordinate system, but highdicom (and the
+SEG / Parametric Map IODs) need a Frame of Reference, a plane position and
+orientation and a pixel spacing.  These are added to an **in-memory copy of
+the source header only**; the user's file is read, never written:
+
+* Frame of Reference UID: the source's when it has one, else a new UID;
+* Image Position (Patient) (0, 0, 0) mm and Image Orientation (Patient)
+  (1, 0, 0, 0, 1, 0) -- an arbitrary plane: the coordinates place the
+  derived objects pixel-on-pixel over the source frame, and mean nothing
+  anatomically;
+* Pixel Spacing: the contrast panel's spacing (from the Sequence of
+  Ultrasound Regions' physical deltas), else the source's Pixel Spacing,
+  else a nominal 1 mm (then distances read from the objects are in pixels);
+* Slice Thickness: a nominal 1 mm (the elevation beam width is not known);
+* shared and per-frame functional groups stating that every cine frame lies
+  in that same plane (true of a 2-D cine).
+
+Single-frame geometry: each object has one plane and references **one**
+source frame, the peak frame the analysis used (``analysis.peak_frame_index``,
+0-based; DICOM Referenced Frame Number = index + 1).  With motion correction
+the masks and maps are in the coordinates of the motion reference frame (the
+frame the ROIs were drawn on), as in the HTML report.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ceuskit.errors import InputError
+from ceuskit.outputs import atomic_path, make_out_dir
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from ceuskit.pipeline import Analysis
+
+__all__ = ["PMAP_PARAMETERS", "SEG_FILE", "SERIES_DESCRIPTION", "check_dicom_source",
+           "pmap_file", "write_dicom_derived"]
+
+#: Series Description of every derived object.
+SERIES_DESCRIPTION = "ceuskit — decision support, not a diagnosis"
+SEG_FILE = "seg.dcm"
+#: Parameters written as Parametric Maps (names of `ceuskit.maps.MAP_PARAMETERS`).
+PMAP_PARAMETERS = ("peak_enhancement", "time_to_peak_s", "arrival_time_s", "mean_transit_time_s")
+# Series numbers: well above what scanners use for the acquisition itself.
+_SEG_SERIES_NUMBER = 9001
+_PMAP_SERIES_NUMBER = 9002
+# Nominal values for what an ultrasound cine does not declare (see module docstring).
+_NOMINAL_SLICE_THICKNESS_MM = 1.0
+_NOMINAL_SPACING_MM = 1.0
+_ORIGIN_MM = (0.0, 0.0, 0.0)
+_ROW_COL_COSINES = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def pmap_file(param: str) -> str:
+    """File name of a parameter's Parametric Map (``pmap_<param>.dcm``)."""
+    return f"pmap_{param}.dcm"
+
+
+def check_dicom_source(source_path: str | PathLike[str]) -> None:
+    """Refuse, before any work, a source that cannot carry DICOM outputs.
+
+    Raises
+    ------
+    InputError
+        The file is not DICOM (a video or NPZ cine has no study to file into).
+    """
+    from ceuskit.io import sniff_format
+
+    if sniff_format(source_path) != "dicom":
+        raise InputError("--dicom", f"{Path(source_path).name} is not a DICOM file, so there is no "
+                         "study to file DICOM outputs into",
+                         "drop --dicom, or analyse the DICOM export of this cine")
+
+
+# ---------------------------------------------------------------------------
+# Codes
+# ---------------------------------------------------------------------------
+
+
+def _codes() -> Any:
+    from pydicom.sr.codedict import codes
+
+    return codes
+
+
+def _segment_codes(role: str) -> tuple[Any, Any]:
+    """(category, type) of an ROI role: SNOMED CT codes of CID 7150 / 7151."""
+    sct = _codes().SCT
+    return {
+        "lesion": (sct.MorphologicallyAbnormalStructure, sct.Lesion),
+        "reference": (sct.Tissue, sct.Muscle),
+        "vessel": (sct.AnatomicalStructure, sct.Vein),
+    }.get(role, (sct.Tissue, sct.Tissue))
+
+
+def _quantity(param: str) -> tuple[Any, Any, str]:
+    """(quantity code, UCUM unit code, LUT label <= 16 chars) of a mapped parameter."""
+    c = _codes()
+    seconds = c.UCUM.Second
+    return {
+        # Peak of the fitted bolus above baseline, linear echo power (a.u.).
+        "peak_enhancement": (c.DCM.SignalChange, c.UCUM.ArbitraryUnit, "PE_AU"),
+        "time_to_peak_s": (c.DCM.TimeToPeak, seconds, "TTP_S"),
+        "arrival_time_s": (c.DCM.BolusArrivalTime, seconds, "AT_S"),
+        "mean_transit_time_s": (c.DCM.MeanTransitTime, seconds, "MTT_S"),
+    }[param]
+
+
+# ---------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------
+
+
+def _spacing_mm(analysis: Analysis, ds: Dataset) -> tuple[tuple[float, float], str]:
+    """Pixel spacing (row, col) in mm for the derived objects, and where it came from."""
+    panel = analysis.panels.contrast.spacing_mm
+    if panel is not None:
+        return (float(panel[0]), float(panel[1])), "ultrasound-region"
+    ps = ds.get("PixelSpacing")
+    try:
+        if ps is not None and len(ps) == 2 and float(ps[0]) > 0 and float(ps[1]) > 0:
+            return (float(ps[0]), float(ps[1])), "pixel-spacing"
+    except (TypeError, ValueError):
+        pass
+    return (_NOMINAL_SPACING_MM, _NOMINAL_SPACING_MM), "nominal"
+
+
+def _geometry_copy(ds: Dataset, spacing_mm: tuple[float, float]) -> tuple[Dataset, Any]:
+    """An in-memory copy of the source header with the geometry highdicom needs.
+
+    Returns the copy and the one PlanePositionSequence of the derived objects.
+    """
+    import highdicom as hd
+    from pydicom.dataset import Dataset as PdDataset
+    from pydicom.uid import generate_uid
+
+    g = copy.deepcopy(ds)  # never alter the caller's dataset (or the file behind it)
+    if not g.get("FrameOfReferenceUID"):
+        g.FrameOfReferenceUID = generate_uid()
+    g.ImagePositionPatient = list(_ORIGIN_MM)
+    g.ImageOrientationPatient = list(_ROW_COL_COSINES)
+    g.PixelSpacing = [spacing_mm[0], spacing_mm[1]]
+    g.SliceThickness = _NOMINAL_SLICE_THICKNESS_MM
+    patient = hd.CoordinateSystemNames.PATIENT
+    position = hd.PlanePositionSequence(patient, _ORIGIN_MM)
+    shared = PdDataset()
+    shared.PixelMeasuresSequence = hd.PixelMeasuresSequence(
+        pixel_spacing=spacing_mm, slice_thickness=_NOMINAL_SLICE_THICKNESS_MM)
+    shared.PlaneOrientationSequence = hd.PlaneOrientationSequence(patient, _ROW_COL_COSINES)
+    g.SharedFunctionalGroupsSequence = [shared]
+    n_frames = int(g.get("NumberOfFrames", 1) or 1)
+    per_frame = []
+    for _ in range(n_frames):
+        item = PdDataset()
+        item.PlanePositionSequence = position
+        per_frame.append(item)
+    # A 2-D cine: every frame lies in the same plane.  highdicom matches the
+    # derived plane to all of them; `_keep_frame_reference` then keeps one.
+    g.PerFrameFunctionalGroupsSequence = per_frame
+    return g, position
+
+
+def _keep_frame_reference(obj: Dataset, source: Dataset, frame_number: int) -> None:
+    """Reference only the analysed source frame (1-based) in a derived object."""
+    uid = source.SOPInstanceUID
+    for frame in obj.PerFrameFunctionalGroupsSequence:
+        for derivation in frame.get("DerivationImageSequence", []):
+            kept = [s for s in derivation.SourceImageSequence
+                    if s.ReferencedSOPInstanceUID == uid and int(s.get("ReferencedFrameNumber", 0))
+                    == frame_number]
+            if not kept:
+                raise RuntimeError("highdicom did not reference the analysed source frame")
+            derivation.SourceImageSequence = kept
+    for item in obj.get("SourceImageSequence", []):
+        if item.ReferencedSOPInstanceUID == uid:
+            item.ReferencedFrameNumber = frame_number
+
+
+def _in_frame(panel_array: NDArray[Any], frame_shape: tuple[int, int], slices: tuple[slice, slice],
+              fill: Any) -> NDArray[Any]:
+    """A panel-space array placed at the panel's position in a full stored frame."""
+    full = np.full(frame_shape, fill, dtype=panel_array.dtype)
+    full[slices] = panel_array
+    return full
+
+
+def _finish(obj: Dataset) -> None:
+    """Descriptions every derived object carries (the em dash needs UTF-8)."""
+    obj.SpecificCharacterSet = "ISO_IR 192"
+    obj.SeriesDescription = SERIES_DESCRIPTION
+    # Set here, not through highdicom, which warns on a one-component person name.
+    obj.ContentCreatorName = "ceuskit"
+    obj.Manufacturer = "ceuskit"
+
+
+def _save(obj: Dataset, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        obj.save_as(tmp, enforce_file_format=True)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# The objects
+# ---------------------------------------------------------------------------
+
+
+def _segments(analysis: Analysis, frame_shape: tuple[int, int]) -> tuple[list[Any], NDArray[np.uint8]]:
+    """Segment descriptions and the stacked (1, rows, cols, S) binary masks."""
+    import highdicom as hd
+
+    from ceuskit import __version__
+
+    panel = analysis.panels.contrast
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="ceuskit pixel enhancement test", version=__version__,
+        family=_codes().DCM.ImageProcessing)
+    necrosis = analysis.maps.result.necrosis if analysis.maps is not None else None
+    descriptions: list[Any] = []
+    masks: list[NDArray[np.bool_]] = []
+
+    def add(label: str, category: Any, kind: Any, mask: NDArray[np.bool_], automatic: bool) -> None:
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=len(descriptions) + 1, segment_label=label[:64],
+            segmented_property_category=category, segmented_property_type=kind,
+            # ROIs are drawn by the user; necrosis comes from ceuskit's pixel test.
+            algorithm_type="AUTOMATIC" if automatic else "MANUAL",
+            algorithm_identification=algorithm if automatic else None))
+        masks.append(_in_frame(np.asarray(mask, dtype=bool), frame_shape, panel.slices, False))
+
+    sct = _codes().SCT
+    for r in analysis.rois:
+        category, kind = _segment_codes(r.roi.role)
+        add(r.roi.name, category, kind, r.roi.mask, automatic=False)
+    if necrosis is not None:
+        for r in analysis.rois:
+            if r.roi.role == "lesion":
+                add(f"{r.roi.name} necrosis (non-enhancing)", sct.MorphologicallyAbnormalStructure,
+                    sct.Necrosis, necrosis & r.roi.mask, automatic=True)
+    stacked = np.stack(masks, axis=-1)[np.newaxis].astype(np.uint8)
+    return descriptions, stacked
+
+
+def write_dicom_derived(
+    analysis: Analysis,
+    source_path: str | PathLike[str],
+    out_dir: str | PathLike[str],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Write a DICOM SEG of the ROIs (and necrosis) and Parametric Maps for a DICOM source.
+
+    Parameters
+    ----------
+    analysis : Analysis
+        The analysis of the cine in `source_path` (`ceuskit.pipeline.analyze`).
+    source_path : path-like
+        The DICOM cine that was analysed; only read.
+    out_dir : path-like
+        Directory for the files (created if missing); existing files of the
+        same names are replaced (the caller checks for earlier output).
+    progress : callable, optional
+        Receives a short message per object.
+
+    Returns
+    -------
+    dict of str to Path
+        ``"seg"`` and, when the analysis has parametric maps,
+        ``"pmap_<param>"`` for each of `PMAP_PARAMETERS`.
+
+    Raises
+    ------
+    InputError
+        The source is not DICOM, or its frame size differs from the analysis'.
+    """
+    import highdicom as hd
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    from ceuskit import __version__
+
+    say = progress or (lambda _msg: None)
+    check_dicom_source(source_path)
+    src = Path(source_path)
+    with src.open("rb") as fh:  # read-only: the user's file is never written
+        source = dcmread(fh, stop_before_pixels=True)
+    rows, cols = int(source.Rows), int(source.Columns)
+    panel = analysis.panels.contrast
+    if panel.y1 > rows or panel.x1 > cols:
+        raise InputError(src, f"frame is {rows} x {cols} px but the analysed panel reaches "
+                         f"{panel.y1} x {panel.x1}", "give the DICOM file that was analysed")
+    spacing, _spacing_source = _spacing_mm(analysis, source)
+    geometry, position = _geometry_copy(source, spacing)
+    frame_number = int(analysis.peak_frame_index) + 1
+    common: dict[str, Any] = {
+        "manufacturer": "ceuskit", "manufacturer_model_name": "ceuskit",
+        "software_versions": __version__, "device_serial_number": "0",
+        "plane_positions": [position],
+    }
+    out = make_out_dir(out_dir)
+    paths: dict[str, Path] = {}
+
+    say("writing the DICOM segmentation")
+    descriptions, stacked = _segments(analysis, (rows, cols))
+    seg = hd.seg.Segmentation(
+        source_images=[geometry], pixel_array=stacked,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=generate_uid(),
+        series_number=_SEG_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+        content_label="CEUSKIT_ROIS", content_description="ceuskit ROIs and necrosis",
+        # Keep empty segments (an ROI-free necrosis) so segment numbers stay stable.
+        omit_empty_frames=False, **common)
+    _keep_frame_reference(seg, source, frame_number)
+    _finish(seg)
+    paths["seg"] = _save(seg, out / SEG_FILE)
+
+    if analysis.maps is None:
+        return paths
+    say("writing the DICOM parametric maps")
+    pmap_series = generate_uid()
+    params = analysis.maps.result.params
+    for number, param in enumerate(PMAP_PARAMETERS, start=1):
+        values = _in_frame(np.asarray(params[param], dtype=np.float32), (rows, cols), panel.slices,
+                           np.float32(np.nan))
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        quantity, unit, label = _quantity(param)
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label=label, lut_explanation=f"ceuskit {param} ({unit.value})"[:64], unit=unit,
+            value_range=(lo, hi), slope=1.0, intercept=0.0, quantity_definition=quantity)
+        pmap = hd.pm.ParametricMap(
+            source_images=[geometry], pixel_array=values[np.newaxis],
+            series_instance_uid=pmap_series, series_number=_PMAP_SERIES_NUMBER,
+            sop_instance_uid=generate_uid(), instance_number=number,
+            contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
+            voi_lut_transformations=[hd.VOILUTTransformation(
+                window_center=(lo + hi) / 2.0, window_width=max(hi - lo, 1e-6))],
+            image_flavor=hd.pm.ImageFlavorValues.PERFUSION,
+            content_label=label.replace("_", ""), content_description=f"ceuskit {param}"[:64],
+            **common)
+        _keep_frame_reference(pmap, source, frame_number)
+        _finish(pmap)
+        paths[f"pmap_{param}"] = _save(pmap, out / pmap_file(param))
+    return paths

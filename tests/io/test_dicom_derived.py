@@ -1,0 +1,191 @@
+"""DICOM SEG and Parametric Maps written by ``analyze --dicom``, read back with pydicom and highdicom."""
+
+import hashlib
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from ceuskit.api import analyze_to_dir
+from ceuskit.cli import main
+from ceuskit.errors import InputError
+from ceuskit.io.dicom_derived import PMAP_PARAMETERS, SERIES_DESCRIPTION, pmap_file
+from ceuskit.maps import MAP_UNITS
+from ceuskit.simulate import SimulationSpec, simulate, write_phantom
+
+SPEC = SimulationSpec(scenario="tumor", seed=11, necrosis=0.3, fps=4.0, duration_s=60.0)
+UCUM = {"s": "s", "a.u.": "[arb'U]"}
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A necrotic tumour phantom as DICOM, analysed with ``dicom=True``."""
+    base = tmp_path_factory.mktemp("derived")
+    files = write_phantom(simulate(SPEC), base / "phantom", "dicom")
+    before = _sha256(files["cine"])
+    analysis, paths = analyze_to_dir(files["cine"], files["rois"], base / "out", pdf=False, dicom=True)
+    return files, before, analysis, paths
+
+
+def _in_frame(panel_array, shape, panel, fill):
+    full = np.full(shape, fill, dtype=panel_array.dtype)
+    full[panel.slices] = panel_array
+    return full
+
+
+def _rwv(ds):
+    """The Real World Value Mapping item of a single-frame Parametric Map."""
+    for groups in (ds.PerFrameFunctionalGroupsSequence[0], ds.SharedFunctionalGroupsSequence[0]):
+        if "RealWorldValueMappingSequence" in groups:
+            return groups.RealWorldValueMappingSequence[0]
+    raise AssertionError("no Real World Value Mapping")
+
+
+def test_files_written_and_listed(run):
+    _files, _before, _analysis, paths = run
+    out = paths["dicom"]
+    names = {"seg.dcm", *(pmap_file(p) for p in PMAP_PARAMETERS)}
+    assert {p.name for p in out.iterdir()} == names  # no temporary files left
+    import json
+
+    res = json.loads(paths["results"].read_text())
+    assert sorted(res["dicom"]["files"]) == sorted(f"dicom/{n}" for n in names)
+
+
+def test_seg_segments_equal_roi_and_necrosis_masks(run):
+    files, _before, analysis, paths = run
+    source = pydicom.dcmread(files["cine"], stop_before_pixels=True)
+    shape = (int(source.Rows), int(source.Columns))
+    panel = analysis.panels.contrast
+    seg = hd.seg.segread(paths["dicom"] / "seg.dcm")
+    assert seg.SegmentationType == "BINARY"
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    lesions = [r.roi for r in analysis.rois if r.roi.role == "lesion"]
+    assert labels == [r.roi.name for r in analysis.rois] + [
+        f"{r.name} necrosis (non-enhancing)" for r in lesions]
+    got = seg.get_pixels_by_source_frame(
+        source.SOPInstanceUID, source_frame_numbers=[analysis.peak_frame_index + 1],
+        combine_segments=False)
+    assert got.shape == (1, *shape, len(labels))
+    for i, r in enumerate(analysis.rois):
+        np.testing.assert_array_equal(got[0, ..., i].astype(bool),
+                                      _in_frame(r.roi.mask, shape, panel, False))
+    necrosis = analysis.maps.result.necrosis
+    assert necrosis.any()  # the phantom has a necrotic core: the test is not vacuous
+    for j, roi in enumerate(lesions):
+        np.testing.assert_array_equal(got[0, ..., len(analysis.rois) + j].astype(bool),
+                                      _in_frame(necrosis & roi.mask, shape, panel, False))
+    codes = {s.SegmentLabel: (s.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+                              s.SegmentedPropertyTypeCodeSequence[0].CodeValue)
+             for s in seg.SegmentSequence}
+    assert codes["lesion"] == ("49755003", "52988006")  # abnormal structure / lesion
+    assert codes["muscle"] == ("85756007", "71616004")  # tissue / muscle
+    assert codes["lumen"][1] == "29092000"  # vein
+    assert codes["lesion necrosis (non-enhancing)"][1] == "6574001"  # necrosis
+
+
+def test_parametric_maps_values_and_units(run):
+    files, _before, analysis, paths = run
+    source = pydicom.dcmread(files["cine"], stop_before_pixels=True)
+    shape = (int(source.Rows), int(source.Columns))
+    panel = analysis.panels.contrast
+    in_rois = _in_frame(np.logical_or.reduce([r.roi.mask for r in analysis.rois]), shape, panel, False)
+    for param in PMAP_PARAMETERS:
+        ds = pydicom.dcmread(paths["dicom"] / pmap_file(param))
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+        assert ds.BitsAllocated == 32 and "FloatPixelData" in ds
+        rwv = _rwv(ds)
+        assert rwv.MeasurementUnitsCodeSequence[0].CodeValue == UCUM[MAP_UNITS[param]]
+        assert rwv.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
+        values = ds.pixel_array.astype(np.float64) * float(rwv.RealWorldValueSlope) + float(
+            rwv.RealWorldValueIntercept)
+        assert values.shape == shape
+        want = _in_frame(analysis.maps.result.params[param], shape, panel, np.float32(np.nan))
+        finite = np.isfinite(want)
+        assert finite.any() and not (finite & ~in_rois).any()
+        # NaN exactly where the in-memory map is NaN (everything outside the ROIs included).
+        np.testing.assert_array_equal(np.isnan(values), ~finite)
+        np.testing.assert_allclose(values[finite], want[finite].astype(np.float64), rtol=1e-7)
+
+
+def test_references_uids_and_descriptions(run):
+    files, _before, analysis, paths = run
+    source = pydicom.dcmread(files["cine"], stop_before_pixels=True)
+    objs = [pydicom.dcmread(p) for p in sorted(paths["dicom"].iterdir())]
+    frame = analysis.peak_frame_index + 1
+    for ds in objs:
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert ds.PatientID == source.PatientID and ds.PatientName == source.PatientName
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+        assert ds.SOPInstanceUID != source.SOPInstanceUID
+        assert ds.SeriesDescription == SERIES_DESCRIPTION
+        assert ds.Manufacturer == "ceuskit" and str(ds.ContentCreatorName) == "ceuskit"
+        ref = ds.SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert ref.ReferencedSOPClassUID == source.SOPClassUID
+        assert int(ref.ReferencedFrameNumber) == frame
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            refs = item.DerivationImageSequence[0].SourceImageSequence
+            assert [int(r.ReferencedFrameNumber) for r in refs] == [frame]
+    assert len({ds.SOPInstanceUID for ds in objs}) == len(objs)
+
+
+def test_source_file_untouched(run):
+    files, before, _analysis, _paths = run
+    assert _sha256(files["cine"]) == before
+
+
+def _cli(argv, capsys):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_cli_no_maps_writes_seg_only_with_note(run, tmp_path, capsys):
+    files = run[0]
+    out = tmp_path / "res"
+    code, stdout, err = _cli(["analyze", files["cine"], "--roi", files["rois"], "--out", out,
+                              "--no-maps", "--dicom", "--quiet"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["seg.dcm"]
+    lines = stdout.strip().splitlines()
+    assert lines[-1].startswith("report: ")
+    assert lines[-2] == f"dicom: {(out / 'dicom').resolve()}"
+    assert "segmentation of the ROIs only" in err
+    seg = hd.seg.segread(out / "dicom" / "seg.dcm")
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lesion", "muscle", "lumen"]
+
+
+def test_cli_dicom_needs_dicom_input(tmp_path, capsys):
+    files = write_phantom(simulate(SimulationSpec(scenario="tumor", seed=2, fps=2.0, duration_s=20.0)),
+                          tmp_path / "npz", "npz")
+    out = tmp_path / "res"
+    code, _stdout, err = _cli(["analyze", files["cine"], "--roi", files["rois"], "--out", out,
+                               "--dicom"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "--dicom" in lines[0] and "not a DICOM file" in lines[0] and "drop --dicom" in lines[0]
+    assert not out.exists()
+
+
+def test_existing_dicom_dir_needs_overwrite(run, tmp_path, capsys):
+    files = run[0]
+    out = tmp_path / "res"
+    (out / "dicom").mkdir(parents=True)
+    (out / "dicom" / "seg.dcm").write_bytes(b"earlier")
+    with pytest.raises(InputError, match=r"already holds dicom.*--overwrite"):
+        analyze_to_dir(files["cine"], files["rois"], out, pdf=False, dicom=True)
+    code, _stdout, err = _cli(["analyze", files["cine"], "--roi", files["rois"], "--out", out,
+                               "--dicom", "--no-maps", "--quiet"], capsys)
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out / "dicom" / "seg.dcm").read_bytes() == b"earlier"
+    code, _stdout, err = _cli(["analyze", files["cine"], "--roi", files["rois"], "--out", out,
+                               "--dicom", "--no-maps", "--quiet", "--overwrite"], capsys)
+    assert code == 0, err
+    assert hd.seg.segread(out / "dicom" / "seg.dcm").number_of_segments == 3
