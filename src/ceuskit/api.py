@@ -38,7 +38,7 @@ __all__ = ["ASSESSMENT_FILES", "RESULT_FILES", "MapStudy", "analyze_to_dir", "as
 RESULT_FILES = ("results.json", "report.html", "report.pdf", "maps")
 #: Sub-directory of the analysis output that holds the parametric maps.
 MAPS_DIR = "maps"
-#: Sub-directory for the DICOM SEG and Parametric Maps (``analyze_to_dir(dicom=True)``).
+#: Sub-directory for the DICOM SEG, Parametric Maps and SR (``analyze_to_dir(dicom=True)``).
 DICOM_DIR = "dicom"
 DICOM_SEG_ONLY = "dicom-seg-only"
 PDF_NOT_WRITTEN = "pdf-not-written"
@@ -77,11 +77,11 @@ def analyze_to_dir(
         The clinical case (`ceuskit.clinical.case.load_case`); the assessment
         combines it with the CEUS findings.
     dicom : bool
-        Also write a DICOM Segmentation (ROIs, necrosis) and Parametric Maps
-        into ``dicom/`` (`ceuskit.io.dicom_derived`; DICOM input only).
-        Without parametric maps (``options.maps`` false, or no lesion ROI)
-        only the SEG of the ROIs is written, with the warning
-        ``dicom-seg-only``.
+        Also write a DICOM Segmentation (ROIs, necrosis), Parametric Maps and
+        a TID 1500 measurement SR into ``dicom/`` (`ceuskit.io.dicom_derived`;
+        DICOM input only).  Without parametric maps (``options.maps`` false,
+        or no lesion ROI) only the SEG of the ROIs and the SR are written,
+        with the warning ``dicom-seg-only``.
 
     Returns
     -------
@@ -112,7 +112,8 @@ def analyze_to_dir(
         analysis = replace(analysis, warnings=[*analysis.warnings, AnalysisWarning(
             DICOM_SEG_ONLY,
             "no parametric maps were computed (--no-maps, or no lesion ROI), so dicom/ holds the "
-            "segmentation of the ROIs only: no necrosis segment and no Parametric Maps; run without "
+            "segmentation of the ROIs only (and the SR of their measurements): no necrosis segment and "
+            "no Parametric Maps; run without "
             "--no-maps, with a lesion ROI, for those")])
     say("writing the report")
     pdf_problem = pdf_unavailable_reason() if pdf else None
@@ -147,7 +148,8 @@ def analyze_to_dir(
     if dicom:
         from ceuskit.io.dicom_derived import write_dicom_derived
 
-        written = write_dicom_derived(analysis, cine_path, out / DICOM_DIR, progress=progress)
+        written = write_dicom_derived(analysis, cine_path, out / DICOM_DIR, progress=progress,
+                                      results=results)
         results["dicom"] = {"directory": DICOM_DIR,
                             "files": sorted(f"{DICOM_DIR}/{p.name}" for p in written.values())}
         paths["dicom"] = out / DICOM_DIR

@@ -1,6 +1,8 @@
-"""DICOM SEG and Parametric Maps written by ``analyze --dicom``, read back with pydicom and highdicom."""
+"""DICOM SEG, Parametric Maps and SR written by ``analyze --dicom``, read back with pydicom and highdicom."""
 
 import hashlib
+import json
+import math
 
 import highdicom as hd
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from ceuskit.api import analyze_to_dir
 from ceuskit.cli import main
 from ceuskit.errors import InputError
-from ceuskit.io.dicom_derived import PMAP_PARAMETERS, SERIES_DESCRIPTION, pmap_file
+from ceuskit.io.dicom_derived import PMAP_PARAMETERS, PRIVATE_SCHEME, SERIES_DESCRIPTION, SR_FILE, pmap_file
 from ceuskit.maps import MAP_UNITS
 from ceuskit.simulate import SimulationSpec, simulate, write_phantom
 
@@ -49,10 +51,8 @@ def _rwv(ds):
 def test_files_written_and_listed(run):
     _files, _before, _analysis, paths = run
     out = paths["dicom"]
-    names = {"seg.dcm", *(pmap_file(p) for p in PMAP_PARAMETERS)}
+    names = {"seg.dcm", SR_FILE, *(pmap_file(p) for p in PMAP_PARAMETERS)}
     assert {p.name for p in out.iterdir()} == names  # no temporary files left
-    import json
-
     res = json.loads(paths["results"].read_text())
     assert sorted(res["dicom"]["files"]) == sorted(f"dicom/{n}" for n in names)
 
@@ -116,7 +116,8 @@ def test_parametric_maps_values_and_units(run):
 def test_references_uids_and_descriptions(run):
     files, _before, analysis, paths = run
     source = pydicom.dcmread(files["cine"], stop_before_pixels=True)
-    objs = [pydicom.dcmread(p) for p in sorted(paths["dicom"].iterdir())]
+    # The image objects (the SR's references are checked in test_structured_report_*).
+    objs = [pydicom.dcmread(p) for p in sorted(paths["dicom"].iterdir()) if p.name != SR_FILE]
     frame = analysis.peak_frame_index + 1
     for ds in objs:
         assert ds.StudyInstanceUID == source.StudyInstanceUID
@@ -152,13 +153,25 @@ def test_cli_no_maps_writes_seg_only_with_note(run, tmp_path, capsys):
     code, stdout, err = _cli(["analyze", files["cine"], "--roi", files["rois"], "--out", out,
                               "--no-maps", "--dicom", "--quiet"], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["seg.dcm"]
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["seg.dcm", SR_FILE]
     lines = stdout.strip().splitlines()
     assert lines[-1].startswith("report: ")
     assert lines[-2] == f"dicom: {(out / 'dicom').resolve()}"
     assert "segmentation of the ROIs only" in err
     seg = hd.seg.segread(out / "dicom" / "seg.dcm")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lesion", "muscle", "lumen"]
+    # The SR is written from the ROI measurements without the maps too.
+    res = json.loads((out / "results.json").read_text())
+    assert f"dicom/{SR_FILE}" in res["dicom"]["files"]
+    groups = _sr_groups(hd.sr.srread(out / "dicom" / SR_FILE))
+    assert list(groups) == ["lesion", "muscle", "lumen"]
+    for name, group in groups.items():
+        got = _sr_values(group)
+        assert got["Time To Peak"] == pytest.approx(
+            (res["rois"][name]["perfusion"]["time_to_peak_s"], "s"), rel=1e-6)
+    frac = res["rois"]["lesion"]["necrosis_fraction"]  # computed without the maps too
+    value, unit = _sr_values(groups["lesion"])["ceuskit necrosis_fraction (non-enhancing share)"]
+    assert unit == "%" and math.isclose(value, 100.0 * frac, rel_tol=1e-6)
 
 
 def test_cli_dicom_needs_dicom_input(tmp_path, capsys):
@@ -189,3 +202,97 @@ def test_existing_dicom_dir_needs_overwrite(run, tmp_path, capsys):
                                "--dicom", "--no-maps", "--quiet", "--overwrite"], capsys)
     assert code == 0, err
     assert hd.seg.segread(out / "dicom" / "seg.dcm").number_of_segments == 3
+
+
+def _sr_groups(sr):
+    """ROI name (tracking identifier) -> TID 1410 measurement group of an SR."""
+    groups = sr.content.get_planar_roi_measurement_groups()
+    by_name = {g.tracking_identifier: g for g in groups}
+    assert len(by_name) == len(groups)
+    return by_name
+
+
+def _sr_values(group):
+    """Measurement meaning -> (value, UCUM unit) of a measurement group."""
+    out = {}
+    for m in group.get_measurements():
+        assert m.unit.scheme_designator == "UCUM"
+        out[m.name.meaning] = (m.value, m.unit.value)
+    return out
+
+
+def test_structured_report_measurements(run):
+    _files, _before, analysis, paths = run
+    res = json.loads(paths["results"].read_text())
+    ds = pydicom.dcmread(paths["dicom"] / SR_FILE)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    sr = hd.sr.srread(paths["dicom"] / SR_FILE)
+    assert sr.ContentSequence is not None
+    title = sr.ConceptNameCodeSequence[0]
+    assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
+        "126000", "DCM", "Imaging Measurement Report")
+    groups = _sr_groups(sr)
+    assert list(groups) == [r.roi.name for r in analysis.rois]
+    for name, group in groups.items():
+        perf = res["rois"][name]["perfusion"]
+        got = _sr_values(group)
+        assert group.tracking_uid and group.tracking_uid.startswith(("1.", "2."))
+        assert got["Time To Peak"][1] == "s" and math.isclose(
+            got["Time To Peak"][0], perf["time_to_peak_s"], rel_tol=1e-6)
+        # Peak enhancement: the parametric map's quantity (DCM "Signal change").
+        assert got["Signal change"][1] == "[arb'U]" and math.isclose(
+            got["Signal change"][0], perf["peak_enhancement"], rel_tol=1e-6)
+        assert got["Bolus Arrival Time"][1] == "s" and got["Mean Transit Time"][1] == "s"
+        assert got["ceuskit auc (area under the fitted bolus)"][1] == "[arb'U].s"
+        assert math.isclose(got["ceuskit auc (area under the fitted bolus)"][0], perf["auc"],
+                            rel_tol=1e-6)
+        for m in group.get_measurements():
+            assert m.name.scheme_designator in ("DCM", PRIVATE_SCHEME)
+    lesion = res["findings"]["lesion_roi"]
+    frac = res["rois"][lesion]["necrosis_fraction"]
+    assert frac is not None and frac > 0
+    value, unit = _sr_values(groups[lesion])["ceuskit necrosis_fraction (non-enhancing share)"]
+    assert unit == "%" and math.isclose(value, 100.0 * frac, rel_tol=1e-6)
+    for name in groups:
+        if name != lesion:
+            assert "ceuskit necrosis_fraction (non-enhancing share)" not in _sr_values(groups[name])
+    evaluations = {q.name.meaning: q.value for q in groups[lesion].get_qualitative_evaluations()}
+    findings = res["findings"]
+    assert evaluations["ceuskit intraluminal enhancement"].meaning == (
+        "Yes" if findings["intraluminal_enhancement"] else "No")
+    assert evaluations["ceuskit wash-in"].meaning == f"ceuskit wash-in {findings['wash_in']}"
+    assert evaluations["ceuskit wash-in"].scheme_designator == PRIVATE_SCHEME
+    assert evaluations["ceuskit enhancement"].meaning == (
+        f"ceuskit enhancement {findings['enhancement']}")
+    assert evaluations["ceuskit wash-out"].meaning == (
+        "Yes" if findings["wash_out"]["present"] else "No")
+
+
+def test_structured_report_references_and_context(run):
+    files, _before, analysis, paths = run
+    source = pydicom.dcmread(files["cine"], stop_before_pixels=True)
+    seg = pydicom.dcmread(paths["dicom"] / "seg.dcm", stop_before_pixels=True)
+    sr = hd.sr.srread(paths["dicom"] / SR_FILE)
+    assert sr.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.PatientID == source.PatientID and sr.PatientName == source.PatientName
+    assert sr.SeriesInstanceUID not in (source.SeriesInstanceUID, seg.SeriesInstanceUID)
+    assert sr.SOPInstanceUID not in (source.SOPInstanceUID, seg.SOPInstanceUID)
+    assert sr.SeriesDescription == SERIES_DESCRIPTION and sr.Manufacturer == "ceuskit"
+    frame = analysis.peak_frame_index + 1
+    for number, r in enumerate(analysis.rois, start=1):
+        ref = _sr_groups(sr)[r.roi.name].referenced_segmentation_frame
+        assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert ref.referenced_sop_class_uid == seg.SOPClassUID
+        assert list(ref.referenced_segment_numbers) == [number]
+        assert seg.SegmentSequence[number - 1].SegmentLabel == r.roi.name
+        src = ref.source_image_for_segmentation
+        assert src.referenced_sop_instance_uid == source.SOPInstanceUID
+        assert list(src.referenced_frame_numbers) == [frame]
+    evidence = {item.ReferencedSOPInstanceUID
+                for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence
+                for item in series.ReferencedSOPSequence}
+    assert evidence == {source.SOPInstanceUID, seg.SOPInstanceUID}
+    root = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
+    assert root["Comment"].TextValue == "ceuskit — decision support, not a diagnosis"
+    assert root["Device Observer Name"].TextValue == "ceuskit"

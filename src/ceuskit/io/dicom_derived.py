@@ -1,4 +1,4 @@
-"""DICOM objects a PACS can file beside the source cine: a Segmentation and Parametric Maps.
+"""DICOM objects a PACS can file beside the source cine: a Segmentation, Parametric Maps, an SR.
 
 `write_dicom_derived` writes, for an analysis of a DICOM cine,
 
@@ -7,7 +7,24 @@
   "necrosis (non-enhancing)" segment per lesion ROI (the maps' pixel test);
 * ``pmap_<parameter>.dcm`` -- one float32 DICOM Parametric Map per
   parameter in `PMAP_PARAMETERS`, with a Real World Value Mapping (slope 1,
-  intercept 0) that carries the UCUM unit and a coded quantity.
+  intercept 0) that carries the UCUM unit and a coded quantity;
+* ``sr.dcm`` -- a Comprehensive 3D SR, TID 1500 "Imaging Measurement
+  Report", written with or without the maps (see `SR_MEASUREMENTS`).
+
+Structured Report
+-----------------
+One TID 1410 measurement group per ROI: tracking identifier = ROI name and a
+new UID; the region is the ROI's segment of ``seg.dcm`` (a Referenced
+Segmentation Frame, which names the analysed source frame); finding type =
+the segment's property type (lesion / muscle / vein), finding site "Vein"
+for lesion and vessel ROIs.  Measurements are the ROI's ``perfusion`` values
+of results.json (None values skipped) with UCUM units, and for a lesion its
+necrosis share in percent (``100 x necrosis_fraction``).  The findings of
+results.json (intraluminal enhancement, wash-in, enhancement, wash-out)
+are qualitative evaluations of the lesion's group.  Parameters with no
+standard concept use private codes, coding scheme ``99CEUSKIT``.  The
+observer is the device "ceuskit"; a root TEXT "Comment" carries the
+disclaimer (`SERIES_DESCRIPTION`).
 
 Every object lies in the full stored frame (Rows x Columns of the source):
 the panel-space masks and maps are placed at the contrast panel's position,
@@ -46,7 +63,7 @@ frame the ROIs were drawn on), as in the HTML report.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,17 +79,24 @@ if TYPE_CHECKING:
 
     from ceuskit.pipeline import Analysis
 
-__all__ = ["PMAP_PARAMETERS", "SEG_FILE", "SERIES_DESCRIPTION", "check_dicom_source",
-           "pmap_file", "write_dicom_derived"]
+__all__ = ["PMAP_PARAMETERS", "PRIVATE_SCHEME", "SEG_FILE", "SERIES_DESCRIPTION", "SR_FILE",
+           "SR_MEASUREMENTS", "check_dicom_source", "pmap_file", "write_dicom_derived"]
 
 #: Series Description of every derived object.
 SERIES_DESCRIPTION = "ceuskit — decision support, not a diagnosis"
 SEG_FILE = "seg.dcm"
+SR_FILE = "sr.dcm"
+#: Coding scheme designator of ceuskit's private concepts in the SR.
+PRIVATE_SCHEME = "99CEUSKIT"
+#: ``perfusion`` values of results.json written as SR measurements, in this order.
+SR_MEASUREMENTS = ("arrival_time_s", "time_to_peak_s", "rise_time_s", "mean_transit_time_s",
+                   "fall_time_s", "peak_enhancement", "auc")
 #: Parameters written as Parametric Maps (names of `ceuskit.maps.MAP_PARAMETERS`).
 PMAP_PARAMETERS = ("peak_enhancement", "time_to_peak_s", "arrival_time_s", "mean_transit_time_s")
 # Series numbers: well above what scanners use for the acquisition itself.
 _SEG_SERIES_NUMBER = 9001
 _PMAP_SERIES_NUMBER = 9002
+_SR_SERIES_NUMBER = 9003
 # Nominal values for what an ultrasound cine does not declare (see module docstring).
 _NOMINAL_SLICE_THICKNESS_MM = 1.0
 _NOMINAL_SPACING_MM = 1.0
@@ -132,6 +156,32 @@ def _quantity(param: str) -> tuple[Any, Any, str]:
         "time_to_peak_s": (c.DCM.TimeToPeak, seconds, "TTP_S"),
         "arrival_time_s": (c.DCM.BolusArrivalTime, seconds, "AT_S"),
         "mean_transit_time_s": (c.DCM.MeanTransitTime, seconds, "MTT_S"),
+    }[param]
+
+
+def _private(value: str, meaning: str) -> Any:
+    """A ceuskit private coded concept (scheme `PRIVATE_SCHEME`)."""
+    import highdicom as hd
+
+    return hd.sr.CodedConcept(value=value, scheme_designator=PRIVATE_SCHEME, meaning=meaning)
+
+
+def _sr_measurement(param: str) -> tuple[Any, Any]:
+    """(concept name, UCUM unit) of an SR measurement: standard codes where they exist."""
+    import highdicom as hd
+
+    c = _codes()
+    if param in PMAP_PARAMETERS:
+        quantity, unit, _label = _quantity(param)
+        return quantity, unit
+    return {
+        "rise_time_s": (_private("CK-RISE-TIME", "ceuskit rise_time_s (arrival to peak)"),
+                        c.UCUM.Second),
+        "fall_time_s": (_private("CK-FALL-TIME", "ceuskit fall_time_s (peak to end of fall)"),
+                        c.UCUM.Second),
+        "auc": (_private("CK-AUC", "ceuskit auc (area under the fitted bolus)"),
+                hd.sr.CodedConcept(value="[arb'U].s", scheme_designator="UCUM",
+                                   meaning="arbitrary unit second")),
     }[param]
 
 
@@ -275,6 +325,7 @@ def write_dicom_derived(
     out_dir: str | PathLike[str],
     *,
     progress: Callable[[str], None] | None = None,
+    results: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write a DICOM SEG of the ROIs (and necrosis) and Parametric Maps for a DICOM source.
 
@@ -289,11 +340,14 @@ def write_dicom_derived(
         same names are replaced (the caller checks for earlier output).
     progress : callable, optional
         Receives a short message per object.
+    results : mapping, optional
+        The results.json document of `analysis` (``analysis.results()`` when
+        not given): the SR's measurements and findings come from it.
 
     Returns
     -------
     dict of str to Path
-        ``"seg"`` and, when the analysis has parametric maps,
+        ``"seg"``, ``"sr"`` and, when the analysis has parametric maps,
         ``"pmap_<param>"`` for each of `PMAP_PARAMETERS`.
 
     Raises
@@ -342,6 +396,12 @@ def write_dicom_derived(
     _finish(seg)
     paths["seg"] = _save(seg, out / SEG_FILE)
 
+    say("writing the DICOM structured report")
+    doc = results if results is not None else analysis.results()
+    sr = _structured_report(analysis, doc, source, seg)
+    _finish_sr(sr)
+    paths["sr"] = _save(sr, out / SR_FILE)
+
     if analysis.maps is None:
         return paths
     say("writing the DICOM parametric maps")
@@ -370,3 +430,117 @@ def write_dicom_derived(
         _finish(pmap)
         paths[f"pmap_{param}"] = _save(pmap, out / pmap_file(param))
     return paths
+
+
+def _finish_sr(obj: Dataset) -> None:
+    """Descriptions of the SR (no Content Creator's Name: not in the SR IODs)."""
+    obj.SpecificCharacterSet = "ISO_IR 192"
+    obj.SeriesDescription = SERIES_DESCRIPTION
+    obj.Manufacturer = "ceuskit"
+
+
+def _qualitative(findings: Mapping[str, Any]) -> list[Any]:
+    """TID 1410 qualitative evaluations of the lesion from results.json ``findings``."""
+    import highdicom as hd
+
+    sct = _codes().SCT
+    out: list[Any] = []
+    enhancing = findings.get("intraluminal_enhancement")
+    if isinstance(enhancing, bool):
+        out.append(hd.sr.QualitativeEvaluation(
+            _private("CK-ILE", "ceuskit intraluminal enhancement"), sct.Yes if enhancing else sct.No))
+    for key, code, meaning in (("wash_in", "CK-WASH-IN", "ceuskit wash-in"),
+                               ("enhancement", "CK-ENH", "ceuskit enhancement")):
+        value = findings.get(key)
+        if isinstance(value, str) and value:
+            out.append(hd.sr.QualitativeEvaluation(
+                _private(code, meaning), _private(f"{code}-{value.upper()}"[:16], f"{meaning} {value}")))
+    wash_out = findings.get("wash_out")
+    if isinstance(wash_out, Mapping):
+        present = wash_out.get("present")
+        if isinstance(present, bool):
+            out.append(hd.sr.QualitativeEvaluation(
+                _private("CK-WASH-OUT", "ceuskit wash-out"), sct.Yes if present else sct.No))
+        for key, code in (("timing", "CK-WO-TIMING"), ("degree", "CK-WO-DEGREE")):
+            value = wash_out.get(key)
+            if isinstance(value, str) and value:
+                meaning = f"ceuskit wash-out {key}"
+                out.append(hd.sr.QualitativeEvaluation(
+                    _private(code, meaning),
+                    _private(f"CK-WO-{value.upper()}"[:16], f"{meaning} {value}")))
+    return out
+
+
+def _segment_reference(seg: Dataset, segment_number: int, source: Dataset, frame_number: int) -> Any:
+    """The SEG frame of a segment, and the analysed source frame (1-based) it was derived from.
+
+    Built here, not with ``ReferencedSegmentationFrame.from_segmentation``,
+    which (highdicom 0.28.2) gives the SEG frame number as the source's.
+    """
+    import highdicom as hd
+
+    frames = [i for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1)
+              if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == segment_number]
+    if len(frames) != 1:
+        raise RuntimeError(f"segment {segment_number} has {len(frames)} frames in the SEG, not 1")
+    return hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, frame_number=frames[0],
+        segment_number=segment_number,
+        source_image=hd.sr.SourceImageForSegmentation(
+            source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=[frame_number]))
+
+
+def _structured_report(analysis: Analysis, doc: Mapping[str, Any], source: Dataset,
+                       seg: Dataset) -> Any:
+    """The TID 1500 Measurement Report of the ROIs (see the module docstring)."""
+    import math
+
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    from ceuskit import __version__
+
+    c = _codes()
+    frame_number = int(analysis.peak_frame_index) + 1
+    rois_doc: Mapping[str, Any] = doc.get("rois") or {}
+    findings_any = doc.get("findings")
+    findings: Mapping[str, Any] = findings_any if isinstance(findings_any, Mapping) else {}
+    groups = []
+    for number, r in enumerate(analysis.rois, start=1):  # ROI segments come first in the SEG
+        name, role = r.roi.name, r.roi.role
+        roi_doc: Mapping[str, Any] = rois_doc.get(name) or {}
+        perfusion: Mapping[str, Any] = roi_doc.get("perfusion") or {}
+        measurements = []
+        for param in SR_MEASUREMENTS:
+            value = perfusion.get(param)
+            if value is None or not math.isfinite(float(value)):
+                continue
+            concept, unit = _sr_measurement(param)
+            measurements.append(hd.sr.Measurement(name=concept, value=float(value), unit=unit))
+        fraction = roi_doc.get("necrosis_fraction")
+        if role == "lesion" and fraction is not None and math.isfinite(float(fraction)):
+            measurements.append(hd.sr.Measurement(
+                name=_private("CK-NECROSIS", "ceuskit necrosis_fraction (non-enhancing share)"),
+                value=100.0 * float(fraction), unit=c.UCUM.Percent))
+        evaluations = _qualitative(findings) if name == findings.get("lesion_roi") else []
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name[:64]),
+            referenced_segment=_segment_reference(seg, number, source, frame_number),
+            finding_type=_segment_codes(role)[1],
+            finding_sites=[hd.sr.FindingSite(c.SCT.Vein)] if role in ("lesion", "vessel") else None,
+            measurements=measurements or None, qualitative_evaluations=evaluations or None))
+    observer = hd.sr.ObserverContext(
+        observer_type=c.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(), name="ceuskit", manufacturer_name="ceuskit", model_name="ceuskit"))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=c.SCT.DiagnosticUltrasonography, imaging_measurements=groups,
+        title=c.DCM.ImagingMeasurementReport)
+    report[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=c.DCM.Comment, value=SERIES_DESCRIPTION,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    return hd.sr.Comprehensive3DSR(
+        evidence=[source, seg], content=report[0], series_instance_uid=generate_uid(),
+        series_number=_SR_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+        manufacturer="ceuskit", software_versions=__version__, is_complete=True)
