@@ -233,7 +233,8 @@ def _assert_identical(a, b):
 
 
 def test_dask_cluster_gives_identical_maps():
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     from ceuskit.maps_dask import DaskRunner
 
     ph = lesion_phantom(seed=6, shape=(64, 96), duration_s=50.0, necrosis_radius=0.4)
@@ -262,7 +263,6 @@ def test_scheduler_auto_and_none_stay_in_process():
 
 
 def test_unreachable_scheduler_is_an_input_error(monkeypatch):
-    pytest.importorskip("distributed")
     from ceuskit import maps_dask
     from ceuskit.errors import InputError
 

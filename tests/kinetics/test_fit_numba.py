@@ -13,8 +13,6 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
-
 from ceuskit.kinetics import fit_numba
 from ceuskit.kinetics.fit import FitResult, FitStatus, fit_curves
 from ceuskit.kinetics.models import LognormalModel, get_model

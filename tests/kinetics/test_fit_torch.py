@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+pytest.importorskip("torch", reason="PyTorch is an optional backend: pip install torch==2.13.0 "
+                    "(pinned in the test extra, so CI runs these tests)")
 
 import torch
 

@@ -17,8 +17,6 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
-
 from ceuskit.kinetics import prefit_numba
 from ceuskit.kinetics.fit import FitResult, enhancement_test, fit_curves
 from ceuskit.kinetics.models import (

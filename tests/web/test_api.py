@@ -334,7 +334,6 @@ def test_bad_settings_are_refused_with_a_message(shared_study: tuple[Any, dict[s
 
 
 def test_case_form_validation(make_client: AppFactory) -> None:
-    pytest.importorskip("ceuskit.clinical.case")
     client = make_client()
     sid = _demo(client)["id"]
     schema = client.get("/api/case/schema").json()
