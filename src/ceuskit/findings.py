@@ -74,6 +74,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ceuskit.outputs import finite_or_none
+
 __all__ = [
     "ENHANCEMENT_MARGIN_DB",
     "PROPOSED",
@@ -331,14 +333,6 @@ def definitions(injection_time_s: float = 0.0) -> dict[str, Any]:
 # --------------------------------------------------------------------------- results.json
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _first_with_role(rois: Mapping[str, Any], role: str) -> str | None:
     return next((name for name, r in rois.items() if isinstance(r, Mapping) and r.get("role") == role),
                 None)
@@ -364,13 +358,13 @@ def _enhancement_curve(roi: Mapping[str, Any]) -> tuple[NDArray[np.float64], NDA
     fitted = tic.get("fitted")
     base = None
     if isinstance(fit, Mapping) and isinstance(fit.get("parameters"), Mapping):
-        base = _num(fit["parameters"].get("baseline"))
+        base = finite_or_none(fit["parameters"].get("baseline"))
     if fitted is not None and base is not None:
         y = np.array([np.nan if v is None else v for v in fitted], dtype=np.float64)
         return t, y - base, "fitted"
     measured = tic.get("intensity")
     test = roi.get("enhancement_test")
-    base = _num(test.get("baseline")) if isinstance(test, Mapping) else None
+    base = finite_or_none(test.get("baseline")) if isinstance(test, Mapping) else None
     if measured is None or base is None:
         return None
     y = np.array([np.nan if v is None else v for v in measured], dtype=np.float64)
@@ -447,9 +441,9 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         out["intraluminal_enhancement"] = enhancing
         test_any = les.get("enhancement_test")
         test: Mapping[str, Any] = test_any if isinstance(test_any, Mapping) else {}
-        z = _num(test.get("statistic"))
-        z_thr = _num(test.get("z_threshold"))
-        rise = _num(test.get("min_rise_db"))
+        z = finite_or_none(test.get("statistic"))
+        z_thr = finite_or_none(test.get("z_threshold"))
+        rise = finite_or_none(test.get("min_rise_db"))
         thr = (f"z > {z_thr:g} and a rise of at least {rise:g} dB above the pre-bolus baseline"
                if z_thr is not None and rise is not None else "the pipeline's enhancement test")
         verdict = ("enhances: enhancing intraluminal material suggests tumour rather than "
@@ -474,7 +468,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
     if enhancing is False:
         missing.append("wash-in: the lesion does not enhance")
     elif enhancing and ref_ok:
-        ta, tb = _num(lp.get("arrival_time_s")), _num(rp.get("arrival_time_s"))
+        ta, tb = finite_or_none(lp.get("arrival_time_s")), finite_or_none(rp.get("arrival_time_s"))
         if ta is None or tb is None:
             missing.append("wash-in: an arrival time could not be measured")
         else:
@@ -494,10 +488,10 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         out["enhancement"] = "none"
         evidence["enhancement"] = _evidence(
             "The lesion does not enhance.", "enhancement-test z",
-            _num((les.get("enhancement_test") or {}).get("statistic")), "1",
+            finite_or_none((les.get("enhancement_test") or {}).get("statistic")), "1",
             "the pipeline's enhancement test", _SRC_TIV)
     elif enhancing and ref_ok:
-        pa, pb = _num(lp.get("peak_enhancement")), _num(rp.get("peak_enhancement"))
+        pa, pb = finite_or_none(lp.get("peak_enhancement")), finite_or_none(rp.get("peak_enhancement"))
         if pa is None or pb is None or pb <= 0:
             missing.append("enhancement degree: a peak enhancement could not be measured")
         else:
@@ -507,7 +501,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
             evidence["enhancement"] = _evidence(
                 f"The lesion's peak enhancement is {abs(e_db):.1f} dB "
                 f"{'above' if e_db >= 0 else 'below'} the reference's: {label}-enhancing.",
-                "10 log10(peak enhancement lesion / reference)", _num(e_db), "dB",
+                "10 log10(peak enhancement lesion / reference)", finite_or_none(e_db), "dB",
                 f"hyper >= +{ENHANCEMENT_MARGIN_DB:g} dB, hypo <= -{ENHANCEMENT_MARGIN_DB:g} dB",
                 PROPOSED)
 
@@ -532,8 +526,9 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         else:
             het_label = "heterogeneous" if het_flag else "homogeneous"
             out["homogeneity"] = het_label
-            index = _num(het.get("index"))
-            cv_thr, nec_thr = _num(het.get("threshold_cv")), _num(het.get("threshold_necrosis"))
+            index = finite_or_none(het.get("index"))
+            cv_thr = finite_or_none(het.get("threshold_cv"))
+            nec_thr = finite_or_none(het.get("threshold_necrosis"))
             thr = (f"heterogeneous when index > {cv_thr:g} or necrosis fraction > {nec_thr:g}"
                    if cv_thr is not None and nec_thr is not None else "the map's threshold")
             idx_text = f" (index {index:.2f})" if index is not None else ""
@@ -543,7 +538,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
                 PROPOSED)
 
     # -- necrosis
-    frac = _num(les.get("necrosis_fraction"))
+    frac = finite_or_none(les.get("necrosis_fraction"))
     if enhancing is False:
         missing.append("necrosis: the lesion does not enhance, so there is no viable tissue to "
                        "measure a necrotic share against")
@@ -562,7 +557,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
 def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],
               les: Mapping[str, Any], ref: Mapping[str, Any], lp: Mapping[str, Any],
               e_db: float, inj: float) -> None:
-    ttp = _num(lp.get("time_to_peak_s"))
+    ttp = finite_or_none(lp.get("time_to_peak_s"))
     cl, cr = _enhancement_curve(les), _enhancement_curve(ref)
     if ttp is None or cl is None or cr is None:
         missing.append("wash-out: the lesion's peak time or a curve is missing")
@@ -579,7 +574,7 @@ def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],
     start = w.start_level_db if w.start_level_db is not None else 0.0
     start_text = ("the reference's level" if start == 0.0
                   else f"its own peak level ({start:.1f} dB)")
-    drop = None if w.lowest_db is None else _num(start - w.lowest_db)
+    drop = None if w.lowest_db is None else finite_or_none(start - w.lowest_db)
     thr = (f">= {WASH_OUT_DROP_DB:g} dB below min(0, enhancement dB) = {start:.1f} dB for "
            f"{WASH_OUT_MIN_DURATION_S:g} s after the lesion's peak")
     if w.present is None:
@@ -603,7 +598,7 @@ def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],
             "wash-out onset - injection time", onset_after, "s",
             f"early < {WASH_OUT_EARLY_LIMIT_S:g} s", _SRC_LIRADS)
         drop_m = (None if w.lowest_db_marked_window is None
-                  else _num(start - w.lowest_db_marked_window))
+                  else finite_or_none(start - w.lowest_db_marked_window))
         if w.degree is None:
             missing.append(f"wash-out degree: {w.reason}")
             deg_text = f"Wash-out degree cannot be assessed: {w.reason}."

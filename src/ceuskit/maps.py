@@ -91,6 +91,7 @@ from ceuskit.kinetics.fast import fast_descriptors
 from ceuskit.kinetics.fit import USABLE_STATUSES, FitResult, FitStatus, fit_curves
 from ceuskit.kinetics.models import get_model
 from ceuskit.kinetics.select import fit_auto
+from ceuskit.outputs import finite_or_none
 from ceuskit.roi import Roi
 
 FloatArray = NDArray[np.float64]
@@ -852,11 +853,6 @@ def _label_box(label: NDArray[np.int16], block_px: int) -> tuple[slice, slice]:
     return (slice(r0, r1), slice(c0, c1))
 
 
-def _finite(x: Any) -> float | None:
-    v = float(x)
-    return v if math.isfinite(v) else None
-
-
 def compute_maps(
     source: PowerSource,
     times_s: NDArray[Any],
@@ -1039,7 +1035,7 @@ def _roi_summary(i: int, roi: Roi, test: PixelTest, params: dict[str, NDArray[np
     for k in MAP_PARAMETERS:
         v = params[k][enh]
         v = v[np.isfinite(v)]
-        medians[k] = _finite(np.median(v)) if v.size else None
+        medians[k] = finite_or_none(np.median(v)) if v.size else None
     shares: dict[str, float] | None = None
     if has_reference and n_tested:
         cls = dvp_class[tested]
@@ -1067,7 +1063,7 @@ def _roi_summary(i: int, roi: Roi, test: PixelTest, params: dict[str, NDArray[np
         "roi_curve": {
             "model": roi_fits.names[c] if c >= 0 else "none",
             "status": FitStatus(int(roi_fits.status[i])).label,
-            **{k: _finite(roi_desc[k][i]) for k in MAP_PARAMETERS},
+            **{k: finite_or_none(roi_desc[k][i]) for k in MAP_PARAMETERS},
         },
         "dvp": {
             "roi_class": DVP_CLASSES[int(roi_dvp_cls[i])] if roi_dvp_cls[i] >= 0 else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -13,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ceuskit.errors import InputError
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``float(value)``, or None when it is not a finite number (JSON has no NaN or infinity)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def check_out_dir(out_dir: str | PathLike[str], names: Iterable[str], *, overwrite: bool) -> Path:

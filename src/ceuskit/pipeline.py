@@ -41,6 +41,7 @@ from ceuskit.kinetics.models import get_model
 from ceuskit.kinetics.select import fit_auto
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, check_dynamic_range, to_linear_power
 from ceuskit.motion import MotionEstimate, ReferenceFrameError, apply_motion, estimate_motion, warp_frame
+from ceuskit.outputs import finite_or_none
 from ceuskit.panels import PanelChoice, choose_panels, colour_share
 from ceuskit.qc import acquisition_warnings
 from ceuskit.roi import Roi, load_roi_file
@@ -215,14 +216,6 @@ class Analysis:
         return build_results(self)
 
 
-def _finite_or_none(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 ENHANCEMENT_TEST_TEXT = (
     f"z = (smoothed peak - pre-bolus baseline) / (noise sigma * sqrt(1/k + 1/n_baseline)), "
     f"moving average over {ENHANCEMENT_SMOOTH_S:g} s (k samples); enhancing when "
@@ -234,7 +227,7 @@ ENHANCEMENT_TEST_TEXT = (
 def _enhancement_dict(enhancing: bool, stat: float, details: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "enhancing": bool(enhancing),
-        "statistic": _finite_or_none(stat),
+        "statistic": finite_or_none(stat),
         "test": ENHANCEMENT_TEST_TEXT,
         "z_threshold": ENHANCEMENT_Z,
         "min_rise_db": ENHANCEMENT_MIN_DB,
@@ -437,7 +430,7 @@ def measure_rois(
             desc = fast_descriptors(one_fit, t_end)
             for k in PERFUSION_KEYS:
                 value = one_fit.qof if k == "qof" else desc[k]
-                perfusion[k] = _finite_or_none(value)
+                perfusion[k] = finite_or_none(value)
             if status is not FitStatus.OK:
                 warnings.append(AnalysisWarning(
                     f"fit-{status.label}",
@@ -487,8 +480,8 @@ def _fit_enhancing(
         selections.append({
             "criterion": auto.criterion_name,
             "chosen": auto.names[c] if c >= 0 else None,
-            "values": {m: _finite_or_none(crit[j, k]) for k, m in enumerate(auto.names)},
-            "akaike_weights": {m: _finite_or_none(weights[j, k]) for k, m in enumerate(auto.names)},
+            "values": {m: finite_or_none(crit[j, k]) for k, m in enumerate(auto.names)},
+            "akaike_weights": {m: finite_or_none(weights[j, k]) for k, m in enumerate(auto.names)},
         })
     return fits, selections
 
@@ -860,10 +853,10 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         if r.fit is not None:
             entry["fit"] = {
                 "status": r.fit_status,
-                "parameters": {n: _finite_or_none(v) for n, v in
+                "parameters": {n: finite_or_none(v) for n, v in
                                zip(r.fit.model.param_names, np.asarray(r.fit.params).reshape(-1),
                                    strict=True)},
-                "standard_errors": {n: _finite_or_none(v) for n, v in
+                "standard_errors": {n: finite_or_none(v) for n, v in
                                     zip(r.fit.model.param_names,
                                         np.asarray(r.fit.stderr).reshape(-1), strict=True)},
                 "iterations": int(np.asarray(r.fit.n_iter).reshape(-1)[0]),

@@ -82,7 +82,7 @@ from ceuskit.findings import (
     enhancement_db,
 )
 from ceuskit.kinetics.descriptors import curve_descriptors, dense_grid
-from ceuskit.outputs import write_json_atomic
+from ceuskit.outputs import finite_or_none, write_json_atomic
 
 __all__ = [
     "BMODE_PANEL_XYXY",
@@ -1146,11 +1146,6 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
 # --------------------------------------------------------------------------- truth
 
 
-def _finite_or_none(value: Any) -> Any:
-    v = float(value)
-    return v if math.isfinite(v) else None
-
-
 def _roi_truth(name: str, role: str, mask: BoolArray, anat: _Anatomy,
                kin: dict[str, _Bolus], baseline_map: FloatArray, times: FloatArray,
                grid: FloatArray, t_end: float) -> tuple[dict[str, Any], FloatArray, float]:
@@ -1161,7 +1156,7 @@ def _roi_truth(name: str, role: str, mask: BoolArray, anat: _Anatomy,
     at_frames = baseline + np.sum([weights[k] * kin[k](times) for k in kin], axis=0)
     desc = curve_descriptors(grid, np.asarray(dense), baseline, t_end_s=t_end)
     enhancing = any(weights[k] > 0 for k in kin)
-    perfusion = {k: _finite_or_none(v) for k, v in desc.items() if k != "peak_in_acquisition"}
+    perfusion = {k: finite_or_none(v) for k, v in desc.items() if k != "peak_in_acquisition"}
     if not enhancing:
         # A flat curve has no arrival, peak time or slopes; only its (zero)
         # amplitude and areas mean something.
