@@ -20,6 +20,7 @@ pytest.importorskip("torch", reason="PyTorch is an optional backend: pip install
 
 import torch
 
+from ceuskit.kinetics import fit as fit_mod
 from ceuskit.kinetics import fit_torch
 from ceuskit.kinetics.fit import FitResult, FitStatus, fit_curves
 from ceuskit.kinetics.models import LognormalModel, get_model
@@ -239,11 +240,19 @@ def test_auto_picks_torch_only_with_a_gpu(monkeypatch: pytest.MonkeyPatch) -> No
         fit_curves(MODEL, T, y)
         assert used["n"] == 0  # no GPU: numba (or NumPy) as before
     # a GPU (simulated; the iteration still runs on the CPU): auto takes torch
+    monkeypatch.setattr(fit_mod, "_gpu_driver_possible", lambda: True)
     monkeypatch.setattr(fit_torch, "gpu_available", lambda: True)
     monkeypatch.setattr(fit_torch, "default_device", lambda: torch.device("cpu"))
     res = fit_curves(MODEL, T, y)
     assert used["n"] == 1
     assert_same_fit(fit_curves(MODEL, T, y, backend="numpy"), res)
+
+
+def test_auto_without_a_gpu_driver_does_not_ask_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU driver on the machine: `auto` decides without asking torch (no import cost)."""
+    monkeypatch.setattr(fit_mod, "_gpu_driver_possible", lambda: False)
+    monkeypatch.setattr(fit_torch, "gpu_available", lambda: pytest.fail("torch was asked"))
+    assert not fit_mod._torch_gpu_kernel(MODEL)
 
 
 def test_import_does_not_load_torch() -> None:

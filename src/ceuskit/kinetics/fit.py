@@ -668,15 +668,30 @@ class _Fits:
         self.n_iter[rows] = its
 
 
+def _gpu_driver_possible() -> bool:
+    """False when this is certainly a machine without a CUDA driver (no torch import needed).
+
+    On Linux the NVIDIA driver exposes /dev/nvidiactl (/dev/dxg under WSL);
+    without either, torch cannot see a GPU, so a CPU-only torch install does
+    not cost every command a torch import.  Elsewhere: not known, True.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")
+
+
 def _torch_gpu_kernel(model: BolusModel) -> bool:
     """Whether ``backend="auto"`` takes the torch core: torch importable, a CUDA GPU, a kernel.
 
     Never raises: torch is optional, and a broken installation (e.g. a CUDA
     library mismatch) just leaves the other cores in charge.  Without torch
-    installed this is one module lookup; with it, the first call imports
-    torch (about a second, once per process) to ask for a GPU.
+    installed, or on Linux without a GPU driver, this is a module lookup and
+    a file check; otherwise the first call imports torch (about a second,
+    once per process) to ask for a GPU.
     """
     if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
+        return False
+    if not _gpu_driver_possible():
         return False
     try:
         from ceuskit.kinetics import fit_torch
