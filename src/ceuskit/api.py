@@ -303,17 +303,11 @@ def assess_case(case: ClinicalCase | None = None,
         ``summary``), ``clinical_case``, ``disclaimer``.
     """
     from ceuskit import DISCLAIMER
-    from ceuskit.clinical.rules import assess, summary_paragraph
-    from ceuskit.pipeline import with_assessment
+    from ceuskit.findings import derive_findings
+    from ceuskit.pipeline import assessment_sections
 
-    if results is not None:
-        doc = with_assessment(results, case)
-        return {"disclaimer": DISCLAIMER, "findings": doc["findings"],
-                "assessment": doc["assessment"], "clinical_case": doc["clinical_case"]}
-    assessment = assess(None, case)
-    assessment["summary"] = summary_paragraph(None, assessment)
-    return {"disclaimer": DISCLAIMER, "findings": None, "assessment": assessment,
-            "clinical_case": None if case is None else case.model_dump(mode="json", exclude_none=True)}
+    findings = None if results is None else derive_findings(results)
+    return {"disclaimer": DISCLAIMER, **assessment_sections(findings, case)}
 
 
 def assess_to_dir(out_dir: str | PathLike[str], *, case_path: str | PathLike[str] | None = None,

@@ -8,6 +8,7 @@ traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -344,7 +345,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if true_nec is not None:
                 line += f" (truth {100 * true_nec:.0f} %)"
         print(line)
-    assessment = analysis.results()["assessment"]
+    # As written (building the document again would redo findings and assessment).
+    assessment = json.loads(paths["results"].read_text(encoding="utf-8"))["assessment"]
     print(f"  with the index case's clinical picture: level of suspicion of a venous neoplasm "
           f"{assessment['level']}, {len(assessment['red_flags'])} red flags")
     print(DISCLAIMER)

@@ -912,17 +912,24 @@ def with_assessment(results: dict[str, Any], case: ClinicalCase | None) -> dict[
     """Add ``findings``, ``assessment`` (with its one-paragraph ``summary``) and the case used.
 
     The findings are read off the quantification already in ``results``
-    (`ceuskit.findings.derive_findings`); the assessment combines them with
-    the clinical case (`ceuskit.clinical.rules.assess`).  Pure: returns a
-    new document.
+    (`ceuskit.findings.derive_findings`).  Pure: returns a new document.
     """
-    from ceuskit.clinical.rules import assess, summary_paragraph
     from ceuskit.findings import derive_findings
 
-    findings = derive_findings(results)
+    return {**results, **assessment_sections(derive_findings(results), case)}
+
+
+def assessment_sections(findings: dict[str, Any] | None, case: ClinicalCase | None) -> dict[str, Any]:
+    """results.json's ``findings``, ``assessment`` (with ``summary``) and ``clinical_case``.
+
+    The assessment combines the CEUS findings (None without CEUS) with the
+    clinical case (None without one): `ceuskit.clinical.rules.assess`.
+    """
+    from ceuskit.clinical.rules import assess, summary_paragraph
+
     assessment = assess(findings, case)
     assessment["summary"] = summary_paragraph(findings, assessment)
-    return {**results, "findings": findings, "assessment": assessment,
+    return {"findings": findings, "assessment": assessment,
             "clinical_case": None if case is None else case.model_dump(mode="json", exclude_none=True)}
 
 

@@ -364,28 +364,21 @@ def test_case_form_validation(make_client: AppFactory) -> None:
 
 def test_analysis_runs_and_failed_rerun_keeps_the_last_results(make_client: AppFactory,
                                                                phantom: Phantom) -> None:
-    import inspect
-
-    from ceuskit.api import analyze_to_dir
-
     client = make_client()
     sid = _demo(client)["id"]
-    takes_case = "case" in inspect.signature(analyze_to_dir).parameters
-    if takes_case:
-        case = {"age_years": 52, "anticoagulation": {"duration_days": 700, "response": "unchanged"}}
-        assert client.put(f"/api/studies/{sid}/case", json=case).status_code == 200
+    case = {"age_years": 52, "anticoagulation": {"duration_days": 700, "response": "unchanged"}}
+    assert client.put(f"/api/studies/{sid}/case", json=case).status_code == 200
     r = client.post(f"/api/studies/{sid}/analyses")
     assert r.status_code == 202 and r.json()["status"] in ("queued", "running", "done")
     first = wait_for(client, r.json()["id"])
     assert first["status"] == "done", first["error"]
     assert {"results.json", "report.html", "rois.json"} <= set(first["files"])
     results = client.get(f"/api/studies/{sid}/results").json()
-    if takes_case:
-        # The study's case went to the pipeline: stored with the analysis, and assessed.
-        stored = client.get(f"/api/analyses/{first['id']}/files/case.json").json()
-        assert stored == client.get(f"/api/studies/{sid}").json()["case"]
-        assert results["assessment"]["level"] in ("high", "intermediate", "low")
-        assert results["assessment"]["suspect_neoplasm"] is True  # an enhancing tumour phantom
+    # The study's case went to the pipeline: stored with the analysis, and assessed.
+    stored = client.get(f"/api/analyses/{first['id']}/files/case.json").json()
+    assert stored == client.get(f"/api/studies/{sid}").json()["case"]
+    assert results["assessment"]["level"] in ("high", "intermediate", "low")
+    assert results["assessment"]["suspect_neoplasm"] is True  # an enhancing tumour phantom
     assert results == client.get(f"/api/analyses/{first['id']}/files/results.json").json()
     for name, truth in phantom.truth["rois"].items():
         ttp = results["rois"][name]["perfusion"]["time_to_peak_s"]

@@ -15,7 +15,6 @@ start quickly.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import multiprocessing
@@ -145,13 +144,11 @@ def run_analysis(job: AnalysisJob) -> str:
         roi_path.write_text(json.dumps(job.rois, indent=2), encoding="utf-8")
         (part / "settings.json").write_text(json.dumps(job.settings, indent=2), encoding="utf-8")
         options = options_from_settings(job.settings)
-        kwargs: dict[str, Any] = {"overwrite": False, "progress": progress}
-        if "case" in inspect.signature(analyze_to_dir).parameters:
-            case = _case_argument(job.case)
-            if case is not None:
-                kwargs["case"] = case
-                (part / "case.json").write_text(json.dumps(job.case, indent=2), encoding="utf-8")
-        analyze_to_dir(data / job.cine_path, roi_path, part, options, **kwargs)
+        case = _case_argument(job.case)
+        if case is not None:
+            (part / "case.json").write_text(json.dumps(job.case, indent=2), encoding="utf-8")
+        analyze_to_dir(data / job.cine_path, roi_path, part, options, overwrite=False, progress=progress,
+                       case=case)
         os.replace(part, final)
         store.set_stage(job.analysis_id, DONE, None, finished=True,
                         result_dir=str(final.relative_to(data)))
