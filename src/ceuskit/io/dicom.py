@@ -581,8 +581,12 @@ def _regions(ds: Dataset, rows: int, cols: int) -> tuple[tuple[Panel, ...], bool
     return tuple(panels), clipped
 
 
-def _frame_spacing(ds: Dataset, panels: tuple[Panel, ...]) -> tuple[float, float] | None:
-    """Pixel Spacing if declared, else that of the largest region with one."""
+def frame_spacing_mm(ds: Dataset, panels: tuple[Panel, ...] = ()) -> tuple[float, float] | None:
+    """Pixel size (row, col) in mm, or None.
+
+    Pixel Spacing when declared and valid, else that of the largest region
+    with one.
+    """
     ps = _floats(ds.get("PixelSpacing"))
     if len(ps) == 2 and (pair := _positive_pair(ps[0], ps[1])) is not None:
         return pair
@@ -669,7 +673,7 @@ def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
     return Cine(
         frames=frames,
         times_s=timing.times_s,
-        spacing_mm=_frame_spacing(ds, panels),
+        spacing_mm=frame_spacing_mm(ds, panels),
         regions=panels,
         chroma=chroma,
         meta=meta,

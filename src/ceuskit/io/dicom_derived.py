@@ -195,12 +195,11 @@ def _spacing_mm(analysis: Analysis, ds: Dataset) -> tuple[tuple[float, float], s
     panel = analysis.panels.contrast.spacing_mm
     if panel is not None:
         return (float(panel[0]), float(panel[1])), "ultrasound-region"
-    ps = ds.get("PixelSpacing")
-    try:
-        if ps is not None and len(ps) == 2 and float(ps[0]) > 0 and float(ps[1]) > 0:
-            return (float(ps[0]), float(ps[1])), "pixel-spacing"
-    except (TypeError, ValueError):
-        pass
+    from ceuskit.io.dicom import frame_spacing_mm
+
+    declared = frame_spacing_mm(ds)  # the reader's own reading of Pixel Spacing
+    if declared is not None:
+        return declared, "pixel-spacing"
     return (_NOMINAL_SPACING_MM, _NOMINAL_SPACING_MM), "nominal"
 
 
