@@ -148,3 +148,20 @@ def test_cli_output_cut_short_by_its_reader_is_not_an_error(tmp_path):
     assert "internal error" not in err and "Traceback" not in err
     assert code in (0, 141)
     assert (tmp_path / "a" / "assessment.json").is_file()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "cannot be read as JSON"),
+    ('{"rois": []}', "not a ceuskit results document"),
+    ("[1, 2]", "not a ceuskit results document"),
+])
+def test_cli_assess_refuses_a_bad_results_file(tmp_path, capsys, content, problem):
+    bad = tmp_path / "results.json"
+    bad.write_text(content)
+    out = tmp_path / "out"
+    assert main(["assess", "--results", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "results.json" in err and problem in err
+    assert not out.exists()
+    assert main(["assess", "--results", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
