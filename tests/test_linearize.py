@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ceuskit.linearize import check_dynamic_range, to_display, to_linear_power
+from ceuskit.linearize import check_dynamic_range, linear_power_table, to_display, to_linear_power
 
 
 def test_endpoints_and_midpoint():
@@ -42,3 +42,23 @@ def test_mean_of_linearised_speckle_recovers_power():
 def test_unreasonable_dynamic_range_refused(bad):
     with pytest.raises(ValueError, match="dynamic range"):
         check_dynamic_range(bad)
+
+
+@pytest.mark.parametrize("dr", [30.0, 60.0, 47.3])
+@pytest.mark.parametrize("display_max", [255.0, 200.0])
+def test_uint8_table_equals_the_formula_bit_for_bit(dr, display_max):
+    # 8-bit cines are linearised through a 256-entry table: the same float32
+    # values as the formula, for every shape and for strided views.
+    rng = np.random.default_rng(2)
+    cine = rng.integers(0, 256, size=(40, 70, 90), dtype=np.uint8)
+    views = [cine, cine[3:30, 5:60, 7:80], cine[::2, ::3, 1::2], cine[0], cine.reshape(-1),
+             cine.reshape(4, 10, 70, 90)]
+    for v in views:
+        got = to_linear_power(v, dr, display_max)
+        want = to_linear_power(v.astype(np.float32), dr, display_max)
+        assert got.dtype == np.float32 and got.shape == v.shape
+        np.testing.assert_array_equal(got, want)
+    table = linear_power_table(dr, display_max)
+    assert table.shape == (256,) and not table.flags.writeable
+    np.testing.assert_array_equal(table, to_linear_power(np.arange(256.0), dr, display_max))
+    assert table[0] == pytest.approx(10 ** (-dr / 10), rel=1e-5)

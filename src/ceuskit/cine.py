@@ -125,9 +125,14 @@ class Cine:
 
     Attributes
     ----------
-    frames : ndarray, shape (T, H, W), float32
-        Grey display values, ``0 .. display_max`` (colour sources are converted
-        to luma; `chroma` records where colour was).  Read-only.
+    frames : ndarray, shape (T, H, W), uint8 or float32
+        Grey display values, ``0 .. display_max``, read-only.  8-bit grey
+        sources stay uint8 (a quarter of the memory, and the linearisation
+        becomes a 256-entry table: `ceuskit.linearize.to_linear_power`);
+        colour sources (converted to luma; `chroma` records where colour
+        was) and deeper sources are float32.  Consumers must not do integer
+        arithmetic on it: convert a chunk with ``np.asarray(x, np.float32)``
+        (or `display_values`) first.
     times_s : ndarray, shape (T,), float64
         Acquisition time of each frame in seconds, strictly increasing, with
         ``times_s[0] == 0``.
@@ -148,7 +153,7 @@ class Cine:
         Display value that means full brightness (255 for 8-bit displays).
     """
 
-    frames: NDArray[np.float32]
+    frames: NDArray[np.float32] | NDArray[np.uint8]
     times_s: NDArray[np.float64]
     spacing_mm: tuple[float, float] | None = None
     regions: tuple[Panel, ...] = ()
@@ -159,8 +164,10 @@ class Cine:
 
     def __post_init__(self) -> None:
         frames = self.frames
-        if frames.ndim != 3 or frames.dtype != np.float32:
-            raise ValueError("Cine.frames must be a (T, H, W) float32 array")
+        if frames.ndim != 3 or frames.dtype not in (np.float32, np.uint8):
+            raise ValueError("Cine.frames must be a (T, H, W) uint8 or float32 array")
+        if frames.dtype == np.uint8 and self.display_max != 255.0:
+            raise ValueError("uint8 Cine.frames need display_max 255")
         times = np.asarray(self.times_s, dtype=np.float64)
         if times.shape != (frames.shape[0],):
             raise ValueError("Cine.times_s must have one entry per frame")
@@ -172,6 +179,10 @@ class Cine:
         times.flags.writeable = False
         object.__setattr__(self, "times_s", times)
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def display_values(self, key: Any = slice(None)) -> NDArray[np.float32]:
+        """``frames[key]`` as float32 display values (a copy only for uint8 frames)."""
+        return np.asarray(self.frames[key], dtype=np.float32)
 
     @property
     def n_frames(self) -> int:

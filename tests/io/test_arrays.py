@@ -49,7 +49,9 @@ def test_round_trip_with_regions_and_spacing(tmp_path):
     cine = read_npz(path)
 
     np.testing.assert_array_equal(cine.frames, frames)
-    assert cine.frames.dtype == np.float32
+    # 8-bit grey stays uint8 (a quarter of float32's memory, table linearisation).
+    assert cine.frames.dtype == np.uint8
+    assert not cine.frames.flags.writeable
     np.testing.assert_allclose(cine.times_s, times() - 3.0, atol=1e-12)
     assert cine.spacing_mm == (0.2, 0.25)
     assert cine.regions == (
@@ -68,6 +70,7 @@ def test_round_trip_with_regions_and_spacing(tmp_path):
 def test_float_frames_kept(tmp_path):
     frames = frames_u8() * 0.75 + 0.125
     cine = read_npz(write_npz(tmp_path / "f.npz", frames, times()))
+    assert cine.frames.dtype == np.float32
     np.testing.assert_array_equal(cine.frames, frames.astype(np.float32))
 
 

@@ -255,6 +255,7 @@ def test_round_trip_constant_rate(tmp_path: Path, syntax: str) -> None:
 
     cine = read_dicom(path)
     np.testing.assert_array_equal(cine.frames, frames.astype(np.float32))
+    assert cine.frames.dtype == np.uint8  # 8-bit grey is kept as stored
     np.testing.assert_allclose(cine.times_s, np.arange(6) / 15.0, atol=1e-6)
     assert cine.meta["timing_source"] == "FrameTime"
     assert cine.meta["manufacturer"] == "ceuskit"
@@ -361,6 +362,7 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
     path, frames = _write(tmp_path)
     mono1 = _edit(path, tmp_path / "mono1.dcm", PhotometricInterpretation="MONOCHROME1")
     cine = read_dicom(mono1)
+    assert cine.frames.dtype == np.uint8
     np.testing.assert_array_equal(cine.frames, 255.0 - frames.astype(np.float32))
 
 

@@ -70,7 +70,8 @@ def read_npz(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
     Returns
     -------
     Cine
-        Float32 grey display values 0..255, times in seconds from 0, the
+        Grey display values 0..255 (uint8 when the archive's frames are
+        8-bit grey, else float32), times in seconds from 0, the
         archive's spacing and regions (``source="file"``), and chroma for RGB
         frames (None for grey ones).
 
@@ -178,8 +179,8 @@ def _load_arrays(p: Path) -> dict[str, NDArray[Any]]:
 
 def _frames_to_grey(
     raw: NDArray[Any], src: str,
-) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, AnalysisWarning | None]:
-    """Grey float32 frames, chroma for RGB, and a warning for odd value ranges."""
+) -> tuple[NDArray[np.float32] | NDArray[np.uint8], NDArray[np.float32] | None, AnalysisWarning | None]:
+    """Grey frames (uint8 for 8-bit grey, else float32), chroma for RGB, and a warning for odd ranges."""
     rgb = raw.ndim == 4 and raw.shape[-1] == 3
     if not (raw.ndim == 3 or rgb):
         raise InputError(src, f"'frames' has shape {raw.shape}; expected (T, H, W) grey or "
@@ -210,7 +211,11 @@ def _frames_to_grey(
             )
 
     if not rgb:
-        return np.asarray(raw, dtype=np.float32), None, warning
+        # 8-bit grey stays uint8 (see `Cine.frames`): converting a long cine
+        # to float32 would quadruple its memory for no information.
+        if raw.dtype == np.uint8:
+            return np.ascontiguousarray(raw, dtype=np.uint8), None, warning
+        return np.ascontiguousarray(raw, dtype=np.float32), None, warning
     n, height, width = raw.shape[:3]
     grey = np.empty((n, height, width), dtype=np.float32)
     chroma = np.zeros((height, width), dtype=np.float32)

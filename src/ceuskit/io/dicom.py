@@ -340,14 +340,22 @@ def _iter_decoded(path: Path, hdr: _Header) -> Iterator[NDArray[Any]]:
                          "copy or export the file again")
 
 
-def _decode(path: Path, hdr: _Header) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-    """Decode all frames into display values 0..255 (and chroma for colour)."""
+def _decode(
+    path: Path, hdr: _Header,
+) -> tuple[NDArray[np.float32] | NDArray[np.uint8], NDArray[np.float32] | None]:
+    """Decode all frames into display values 0..255 (and chroma for colour).
+
+    Unsigned grey of at most 8 bits stays uint8 (see `Cine.frames`); every
+    other source becomes float32.
+    """
     src = _src(path)
-    out = np.empty((hdr.n_frames, hdr.rows, hdr.cols), dtype=np.float32)
-    chroma: NDArray[np.float32] | None = None
     full_scale = float(2**hdr.bits_stored - 1)
     scale = np.float32(DISPLAY_MAX / full_scale) if hdr.bits_stored > 8 else np.float32(1.0)
     signed = _int(hdr.ds, "PixelRepresentation", 0) == 1
+    grey8 = hdr.photometric in ("MONOCHROME1", "MONOCHROME2") and hdr.bits_stored <= 8 and not signed
+    out: NDArray[Any] = np.empty((hdr.n_frames, hdr.rows, hdr.cols),
+                                 dtype=np.uint8 if grey8 else np.float32)
+    chroma: NDArray[np.float32] | None = None
 
     palette = _palette_tables(hdr, path) if hdr.photometric == _PALETTE else None
 
@@ -381,13 +389,13 @@ def _decode(path: Path, hdr: _Header) -> tuple[NDArray[np.float32], NDArray[np.f
                 frame *= scale
             if hdr.photometric == "MONOCHROME1":
                 # MONOCHROME1: the lowest value is displayed white.
-                np.subtract(np.float32(DISPLAY_MAX), frame, out=frame)
+                np.subtract(frame.dtype.type(DISPLAY_MAX), frame, out=frame)
     return out, chroma
 
 
 def read_dicom_frames(
     path: str | PathLike[str],
-) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+) -> tuple[NDArray[np.float32] | NDArray[np.uint8], NDArray[np.float32] | None]:
     """Decode every frame of a DICOM image to grey display values.
 
     The lower-level half of `read_dicom`: no timing, and single images are
@@ -400,8 +408,9 @@ def read_dicom_frames(
 
     Returns
     -------
-    frames : float32 array, shape (T, H, W)
-        Grey display values, 0 .. 255 (luma for colour sources; higher bit
+    frames : uint8 or float32 array, shape (T, H, W)
+        Grey display values, 0 .. 255: uint8 for unsigned grey of at most 8
+        bits, else float32 (luma for colour sources; higher bit
         depths scaled so that the largest storable value is 255; MONOCHROME1
         inverted).
     chroma : float32 array, shape (H, W), or None
