@@ -37,6 +37,8 @@ def to_linear_power(
     display: ArrayLike,
     dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB,
     display_max: float = 255.0,
+    *,
+    out: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """Convert log-compressed display values to linear echo power.
 
@@ -50,23 +52,30 @@ def to_linear_power(
         Display dynamic range in dB.
     display_max : float
         Display value of full brightness; maps to power 1.0.
+    out : float32 array, optional
+        Where to write the result (C-contiguous, the shape of `display`):
+        streaming stages reuse one buffer instead of touching fresh memory
+        for every chunk.
 
     Returns
     -------
     ndarray of float32, same shape
-        Linear echo power (a.u.), 1.0 at ``display_max``.
+        Linear echo power (a.u.), 1.0 at ``display_max`` (`out` when given).
     """
     dr = check_dynamic_range(dynamic_range_db)
+    if out is not None and (out.shape != np.shape(display) or out.dtype != np.float32
+                            or not out.flags.c_contiguous):
+        raise ValueError("out must be a C-contiguous float32 array of the input's shape")
     if isinstance(display, np.ndarray) and display.dtype == np.uint8 and display.size >= _TABLE_MIN_SIZE:
         from ceuskit._lut import apply_table
 
         table = linear_power_table(dr, display_max)
         shape3 = (-1, *display.shape[-2:]) if display.ndim >= 2 else (1, 1, -1)
         values = display.reshape(shape3)
-        out = np.empty(values.shape, dtype=np.float32)
-        apply_table(values, table, out)
-        return out.reshape(display.shape)
-    return _formula(np.asarray(display, dtype=np.float32), dr, display_max)
+        result = np.empty(values.shape, dtype=np.float32) if out is None else out.reshape(values.shape)
+        apply_table(values, table, result)
+        return result.reshape(display.shape)
+    return _formula(np.asarray(display, dtype=np.float32), dr, display_max, out)
 
 
 #: Smaller uint8 arrays go through the formula (compiling or loading the
@@ -74,10 +83,11 @@ def to_linear_power(
 _TABLE_MIN_SIZE = 1 << 16
 
 
-def _formula(g: NDArray[np.float32], dr: float, display_max: float) -> NDArray[np.float32]:
+def _formula(g: NDArray[np.float32], dr: float, display_max: float,
+             out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
     # One fused expression keeps a (T, H, W) cine to a single float32 copy.
     scale = np.float32(dr / 10.0 * np.log(10.0))
-    out = np.multiply(g, scale / np.float32(display_max), dtype=np.float32)
+    out = np.multiply(g, scale / np.float32(display_max), dtype=np.float32, out=out)
     out -= scale
     np.exp(out, out=out)
     return out

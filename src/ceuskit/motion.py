@@ -76,7 +76,6 @@ import numpy as np
 import scipy.fft
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import median_filter
-from scipy.signal.windows import tukey
 
 FloatArray = NDArray[np.float64]
 
@@ -484,6 +483,8 @@ def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _S
     h, w = shape
     contrast = panel == "contrast"
     sigma = CONTRAST_APODISATION_SIGMA_PX if contrast else APODISATION_SIGMA_PX
+    from scipy.signal.windows import tukey  # scipy.signal costs ~0.3 s to import: only when tracking
+
     window = np.outer(tukey(h, TAPER_SHARE * 2), tukey(w, TAPER_SHARE * 2)).astype(np.float32)
     ky = scipy.fft.fftfreq(h)[:, None]
     kx = scipy.fft.rfftfreq(w)[None, :]

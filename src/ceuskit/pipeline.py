@@ -348,13 +348,18 @@ def contrast_power_chunks(
     ------
     (slice, ndarray)
         The frames' slice of the cine and their linear power, float32
-        (frames, rows, cols) in a.u. (display maximum = 1.0).
+        (frames, rows, cols) in a.u. (display maximum = 1.0).  Every chunk
+        is written into the same buffer, so a chunk is valid until the next
+        one is asked for: copy it to keep it.
     """
     n = cine.n_frames
+    rows, cols = panels.contrast.shape
+    buffer = np.empty((min(n, chunk_frames), rows, cols), dtype=np.float32)
     for start in range(0, n, chunk_frames):
         sl = slice(start, min(n, start + chunk_frames))
         power = to_linear_power(cine.frames[(sl, *panels.contrast.slices)],
-                                options.dynamic_range_db, cine.display_max)
+                                options.dynamic_range_db, cine.display_max,
+                                out=buffer[:sl.stop - sl.start])
         if motion is not None:
             apply_motion(power, _motion_frames(motion, sl), order=order, out=power)
         yield sl, power

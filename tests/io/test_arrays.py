@@ -190,6 +190,36 @@ def test_corrupt_zip(tmp_path):
     refuse(path, "damaged or truncated")
 
 
+@pytest.mark.parametrize("layout", ["first", "last", "compressed", "fortran"])
+def test_memory_mapped_frames_equal_loaded_frames(tmp_path, layout):
+    # Uncompressed uint8 frames are memory-mapped from the archive (no copy);
+    # every other layout is read; both give the same cine.
+    frames = frames_u8()
+    path = tmp_path / "cine.npz"
+    arrays = {"times_s": times(), "frames": np.asfortranarray(frames) if layout == "fortran" else frames}
+    order = ["frames", "times_s"] if layout == "first" else ["times_s", "frames"]
+    with path.open("wb") as fh:
+        (np.savez_compressed if layout == "compressed" else np.savez)(fh, **{k: arrays[k] for k in order})
+    cine = read_npz(path)
+    np.testing.assert_array_equal(cine.frames, frames)
+    assert cine.frames.dtype == np.uint8 and not cine.frames.flags.writeable
+    mapped = isinstance(cine.frames.base, np.memmap) or isinstance(getattr(cine.frames.base, "base", None),
+                                                                      np.memmap)
+    assert mapped == (layout in ("first", "last"))
+
+
+def test_flipped_byte_in_mapped_frames_is_refused(tmp_path):
+    # The mapped member's CRC-32 is checked like a read would: a damaged
+    # archive is an error, never silently different pixels.
+    path = save(tmp_path / "cine.npz", frames=frames_u8(), times_s=times())
+    assert read_npz(path).frames.shape == (T, H, W)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x93NUMPY") + 200  # inside the frames' pixel bytes
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+    refuse(path, "damaged or truncated")
+
+
 def test_text_file_named_npz(tmp_path):
     path = tmp_path / "cine.npz"
     path.write_text("frames, times\n1, 2\n")
