@@ -220,7 +220,7 @@ def _mapped_frames(p: Path) -> NDArray[np.uint8] | None:
                 or data_at + n_bytes > p.stat().st_size:
             return None
         whole = np.memmap(p, dtype=np.uint8, mode="r", offset=start, shape=(info.file_size,))
-        if zlib.crc32(memoryview(whole)) & 0xFFFFFFFF != info.CRC:
+        if zlib.crc32(whole.data) & 0xFFFFFFFF != info.CRC:
             return None
         return np.asarray(whole[data_at - start:]).reshape(shape)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error):
