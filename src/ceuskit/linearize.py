@@ -13,6 +13,7 @@ proportional to microbubble concentration, while ``g`` is not.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,39 @@ def to_display(
     with np.errstate(divide="ignore"):
         g = display_max * (1.0 + 10.0 * np.log10(p) / dr)
     return np.clip(np.nan_to_num(g, nan=0.0, neginf=0.0), 0.0, display_max)
+
+
+@dataclass(frozen=True)
+class CodedPower:
+    """Linear power kept as 8-bit display values and their table (not yet expanded).
+
+    ``table[values]`` is the linear power (`to_linear_power`, bit for bit);
+    the compiled streaming kernels of `ceuskit.maps` look each value up as
+    they read it, so a pass over an 8-bit cine writes no float32 copy.
+
+    Attributes
+    ----------
+    values : uint8 array, shape (T, H, W)
+        Display values (a view of the cine, read-only).
+    table : float32 array, shape (256,)
+        `linear_power_table` of the display's dynamic range.
+    """
+
+    values: NDArray[np.uint8]
+    table: NDArray[np.float32]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.values.shape)
+
+    def __getitem__(self, key: Any) -> CodedPower:
+        return CodedPower(self.values[key], self.table)
+
+    def expand(self) -> NDArray[np.float32]:
+        """The linear power as a float32 array (a.u.)."""
+        out = np.empty(self.values.shape, dtype=np.float32)
+        from ceuskit._lut import apply_table
+
+        apply_table(self.values.reshape((-1, *self.values.shape[-2:])), self.table,
+                    out.reshape((-1, *self.values.shape[-2:])))
+        return out

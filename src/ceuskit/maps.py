@@ -83,7 +83,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 from numpy.typing import NDArray
 from scipy import special
 
@@ -91,15 +92,17 @@ from ceuskit.kinetics.fast import fast_descriptors
 from ceuskit.kinetics.fit import USABLE_STATUSES, FitResult, FitStatus, fit_curves
 from ceuskit.kinetics.models import get_model
 from ceuskit.kinetics.select import fit_auto
+from ceuskit.linearize import CodedPower
 from ceuskit.outputs import finite_or_none
 from ceuskit.roi import Roi
 
 FloatArray = NDArray[np.float64]
-PowerChunks = Iterator[tuple[slice, NDArray[np.float32]]]
+PowerChunks = Iterator[tuple[slice, NDArray[np.float32] | CodedPower]]
 #: A re-iterable source of aligned linear power: each call yields
 #: ``(frame slice, power[slice])`` chunks covering all frames in order, each
 #: chunk a float32 array (t, rows, cols) of the contrast panel (a.u.; NaN
-#: where motion alignment has no data).
+#: where motion alignment has no data) or the same as `CodedPower` (8-bit
+#: values and their table).  A chunk may be overwritten by the next one.
 PowerSource = Callable[[], PowerChunks]
 #: Runs ``fit_block_chunk(*args)`` for each argument tuple, results in order
 #: (in-process loop by default; `ceuskit.maps_dask.dask_runner` on a cluster).
@@ -404,8 +407,42 @@ def array_source(power: NDArray[Any], frame_chunk: int = FRAME_CHUNK) -> PowerSo
 # ---------------------------------------------------------------------------
 # compiled streaming kernels
 # ---------------------------------------------------------------------------
+#: Table argument of the kernels for float32 chunks (not read).
+_NO_TABLE = np.zeros(0, dtype=np.float32)
+
+
+def _kernel_input(chunk: NDArray[np.float32] | CodedPower,
+                  box: tuple[slice, slice]) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """The (values, table) pair a kernel reads for the `box` of a chunk."""
+    key = (slice(None), *box)
+    if isinstance(chunk, CodedPower):
+        return chunk.values[key], chunk.table
+    return chunk[key], _NO_TABLE
+
+
+def _power_at(values: Any, table: Any, f: int, i: int, j: int) -> float:
+    """Linear power of sample (f, i, j): ``table[values]`` for 8-bit values, else the value."""
+    if values.dtype == np.uint8:
+        return float(table[values[f, i, j]])
+    return float(values[f, i, j])
+
+
+@overload(_power_at, inline="always")
+def _power_at_compiled(values: Any, table: Any, f: Any, i: Any, j: Any) -> Any:  # pragma: no cover
+    # Chosen when the kernel is compiled for the array's dtype: no branch
+    # per sample.
+    if isinstance(values.dtype, types.Integer):
+        def coded(values: Any, table: Any, f: Any, i: Any, j: Any) -> float:
+            return np.float64(table[values[f, i, j]])
+        return coded
+
+    def plain(values: Any, table: Any, f: Any, i: Any, j: Any) -> float:
+        return np.float64(values[f, i, j])
+    return plain
+
+
 @njit(cache=True, parallel=True)
-def _window_sums(power: Any, frame0: int, base: Any, post: Any, label: Any,
+def _window_sums(power: Any, table: Any, frame0: int, base: Any, post: Any, label: Any,
                  s_b: Any, ss_b: Any, n_b: Any, s_p: Any, n_p: Any) -> None:  # pragma: no cover
     """Accumulate each pixel's baseline and post-window sums over one chunk.
 
@@ -423,7 +460,7 @@ def _window_sums(power: Any, frame0: int, base: Any, post: Any, label: Any,
                 fp = post[k, frame0 + f]
                 if not (fb or fp):
                     continue
-                v = np.float64(power[f, i, j])
+                v = _power_at(power, table, f, i, j)
                 if not np.isfinite(v):
                     continue
                 if fb:
@@ -436,7 +473,8 @@ def _window_sums(power: Any, frame0: int, base: Any, post: Any, label: Any,
 
 
 @njit(cache=True, parallel=True)
-def _mask_sums(power: Any, frame0: int, mask: Any, sums: Any, counts: Any) -> None:  # pragma: no cover
+def _mask_sums(power: Any, table: Any, frame0: int, mask: Any, sums: Any,
+               counts: Any) -> None:  # pragma: no cover
     """Per frame, sum and count the finite pixels under `mask` (frames over threads).
 
     The running sum lives in a local variable, not in `sums` (whose stores
@@ -449,7 +487,7 @@ def _mask_sums(power: Any, frame0: int, mask: Any, sums: Any, counts: Any) -> No
         for i in range(h):
             for j in range(w):
                 if mask[i, j]:
-                    v = np.float64(power[f, i, j])
+                    v = _power_at(power, table, f, i, j)
                     if np.isfinite(v):
                         acc += v
                         n += 1
@@ -458,8 +496,8 @@ def _mask_sums(power: Any, frame0: int, mask: Any, sums: Any, counts: Any) -> No
 
 
 @njit(cache=True, parallel=True)
-def _block_means(power: Any, frame0: int, seg: Any, block_px: int, row_first: Any, row_count: Any,
-                 means: Any) -> None:  # pragma: no cover
+def _block_means(power: Any, table: Any, frame0: int, seg: Any, block_px: int, row_first: Any,
+                 row_count: Any, means: Any) -> None:  # pragma: no cover
     """Per frame, the mean of the finite pixels of every segment, into ``means[s, frame]``.
 
     One block row per thread: a segment lies in one block row, and the
@@ -490,7 +528,7 @@ def _block_means(power: Any, frame0: int, seg: Any, block_px: int, row_first: An
                     s = seg[i, j]
                     if s < 0:
                         continue
-                    v = np.float64(power[f, i, j])
+                    v = _power_at(power, table, f, i, j)
                     if np.isfinite(v):
                         acc[s - first] += v
                         cnt[s - first] += 1
@@ -749,7 +787,7 @@ def pixel_test(source: PowerSource, label: NDArray[np.int16], windows: PixelWind
     base = np.ascontiguousarray(windows.baseline)
     post = np.ascontiguousarray(windows.post)
     for sl, power in source():
-        _window_sums(power[(slice(None), *box)], sl.start, base, post, lab, s_b, ss_b, n_b, s_p, n_p)
+        _window_sums(*_kernel_input(power, box), sl.start, base, post, lab, s_b, ss_b, n_b, s_p, n_p)
     with np.errstate(all="ignore"):
         b = s_b / n_b
         var = np.maximum(ss_b - n_b * b * b, 0.0) / np.maximum(n_b - 1, 1)
@@ -840,7 +878,7 @@ def segment_curves(source: PowerSource, seg: NDArray[np.int32], n_seg: int, n_fr
     count = np.where(last >= 0, last - first + 1, 0)
     means = np.empty((n_seg, n_frames))
     for sl, power in source():
-        _block_means(power[(slice(None), *box)], sl.start, sb, block_px, first, count, means)
+        _block_means(*_kernel_input(power, box), sl.start, sb, block_px, first, count, means)
     return means
 
 
@@ -864,7 +902,7 @@ def roi_curves_of(source: PowerSource, rois: Sequence[Roi], n_frames: int) -> Fl
         if sl.stop > n_frames:
             raise ValueError(f"the source gave more frames than the {n_frames} of times_s")
         for k, (box, mask) in enumerate(zip(boxes, masks, strict=True)):
-            _mask_sums(power[(slice(None), *box)], sl.start, mask, sums[k], counts[k])
+            _mask_sums(*_kernel_input(power, box), sl.start, mask, sums[k], counts[k])
         seen = sl.stop
     if seen != n_frames:
         raise ValueError(f"the source gave {seen} frames, times_s has {n_frames}")
