@@ -132,6 +132,23 @@ def test_cli_assess_writes_and_refuses_to_overwrite(tumour_run, tmp_path, capsys
     assert (out / "assessment.json").read_bytes() == before
 
 
+def test_cli_assess_without_pango_says_so(tmp_path, capsys, monkeypatch):
+    """No PDF engine: the JSON and HTML are written, the missing PDF is a warning, never silent."""
+    from ceuskit.report import pdf as pdf_module
+
+    def no_pango():
+        raise OSError("cannot load library 'libpango-1.0-0'")
+
+    monkeypatch.setattr(pdf_module, "_load_weasyprint", no_pango)
+    out = tmp_path / "a"
+    assert main(["assess", "--case", str(CASES / "index_case.yaml"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "assessment.pdf was not written" in captured.err and "libpango-1.0-0" in captured.err
+    assert not (out / "assessment.pdf").exists() and (out / "assessment.html").is_file()
+    doc = json.loads((out / "assessment.json").read_text())
+    assert [w["code"] for w in doc["warnings"]] == ["pdf-not-written"]
+
+
 def test_cli_output_cut_short_by_its_reader_is_not_an_error(tmp_path):
     """`ceuskit assess ... | head -1`: no traceback, no 'internal error', files written."""
     import sys

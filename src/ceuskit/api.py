@@ -160,13 +160,17 @@ def analyze_to_dir(
     return analysis, paths
 
 
-def _with_pdf_warning(analysis: Analysis, problem: str) -> Analysis:
-    warning = AnalysisWarning(
+def _pdf_warning(problem: str, pdf_name: str, others: str) -> AnalysisWarning:
+    return AnalysisWarning(
         PDF_NOT_WRITTEN,
-        f"report.pdf was not written: {problem.rstrip('.')}. The HTML report and results.json are "
-        "complete; for the PDF install the Pango libraries WeasyPrint needs (Debian/Ubuntu: "
-        "apt-get install libpango-1.0-0 libpangoft2-1.0-0) and run the analysis again",
+        f"{pdf_name} was not written: {problem.rstrip('.')}. {others} complete; for the PDF "
+        "install the Pango libraries WeasyPrint needs (Debian/Ubuntu: apt-get install "
+        "libpango-1.0-0 libpangoft2-1.0-0) and run the command again",
     )
+
+
+def _with_pdf_warning(analysis: Analysis, problem: str) -> Analysis:
+    warning = _pdf_warning(problem, "report.pdf", "The HTML report and results.json are")
     return replace(analysis, warnings=[*analysis.warnings, warning])
 
 
@@ -322,7 +326,8 @@ def assess_to_dir(out_dir: str | PathLike[str], *, case_path: str | PathLike[str
     -------
     (document, paths)
         The `assess_case` document, and ``{"json", "html", "pdf"}`` paths
-        (``"pdf"`` only when the PDF engine could run).
+        (``"pdf"`` only when the PDF engine could run; otherwise the
+        document's ``warnings`` holds ``pdf-not-written`` with the reason).
 
     Raises
     ------
@@ -343,11 +348,16 @@ def assess_to_dir(out_dir: str | PathLike[str], *, case_path: str | PathLike[str
     doc = assess_case(case, results)
     html = render_assessment_html(doc, source=None if results_path is None else Path(results_path).name)
     pdf_bytes = None
-    if pdf and pdf_unavailable_reason() is None:
+    problem = pdf_unavailable_reason() if pdf else None
+    if pdf and problem is None:
         try:
             pdf_bytes = render_pdf(html)
-        except PdfUnavailableError:
-            pdf_bytes = None
+        except PdfUnavailableError as exc:
+            problem = str(exc)
+    if problem is not None:
+        # Said in the document (and by the CLI), never left out silently.
+        doc["warnings"] = [_pdf_warning(problem, "assessment.pdf",
+                                        "assessment.json and assessment.html are").as_dict()]
     make_out_dir(out)
     paths = {"json": write_json_atomic(out / "assessment.json", doc),
              "html": write_text_atomic(out / "assessment.html", html)}

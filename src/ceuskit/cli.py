@@ -241,6 +241,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
     print(f"assessment: {paths['json'].resolve()}")
     if "pdf" in paths:
         print(f"report (PDF): {paths['pdf'].resolve()}")
+    for w in doc.get("warnings", []):
+        print(f"ceuskit: warning: {w['message']}", file=sys.stderr)
     print(f"report: {paths['html'].resolve()}")
     return 0
 
