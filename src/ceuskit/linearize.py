@@ -138,19 +138,3 @@ class CodedPower:
 
     values: NDArray[np.uint8]
     table: NDArray[np.float32]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(int(v) for v in self.values.shape)
-
-    def __getitem__(self, key: Any) -> CodedPower:
-        return CodedPower(self.values[key], self.table)
-
-    def expand(self) -> NDArray[np.float32]:
-        """The linear power as a float32 array (a.u.)."""
-        out = np.empty(self.values.shape, dtype=np.float32)
-        from ceuskit._lut import apply_table
-
-        apply_table(self.values.reshape((-1, *self.values.shape[-2:])), self.table,
-                    out.reshape((-1, *self.values.shape[-2:])))
-        return out

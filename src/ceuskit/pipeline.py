@@ -328,8 +328,7 @@ def contrast_power_chunks(
     *,
     chunk_frames: int = POWER_CHUNK_FRAMES,
     order: int = 1,
-    coded: bool = False,
-) -> Iterator[tuple[slice, NDArray[np.float32] | CodedPower]]:
+) -> Iterator[tuple[slice, NDArray[np.float32]]]:
     """Linear power of the contrast panel, aligned to the reference frame, a chunk at a time.
 
     Every stage that needs the perfusion signal (ROI curves, parametric maps)
@@ -350,11 +349,6 @@ def contrast_power_chunks(
         Interpolation of the alignment: bilinear (default: keeps local means
         of linear power, for curves) or nearest (0: every value is one
         measured pixel's, for per-pixel tests that interpolation would blur).
-    coded : bool
-        For a consumer that reads `CodedPower` (the compiled kernels of
-        `ceuskit.maps`): an 8-bit cine without motion correction is yielded
-        as its display values and table, which saves writing every chunk
-        out as float32.  Aligned or float cines still yield float32.
 
     Yields
     ------
@@ -365,13 +359,6 @@ def contrast_power_chunks(
         one is asked for: copy it to keep it.
     """
     n = cine.n_frames
-    if coded and motion is None and cine.frames.dtype == np.uint8:
-        table = linear_power_table(options.dynamic_range_db, cine.display_max)
-        for start in range(0, n, chunk_frames):
-            sl = slice(start, min(n, start + chunk_frames))
-            yield sl, CodedPower(np.asarray(cine.frames[(sl, *panels.contrast.slices)], dtype=np.uint8),
-                                 table)
-        return
     rows, cols = panels.contrast.shape
     buffer = np.empty((min(n, chunk_frames), rows, cols), dtype=np.float32)
     for start in range(0, n, chunk_frames):
@@ -382,6 +369,32 @@ def contrast_power_chunks(
         if motion is not None:
             apply_motion(power, _motion_frames(motion, sl), order=order, out=power)
         yield sl, power
+
+
+def coded_power_chunks(
+    cine: Cine,
+    panels: PanelChoice,
+    options: AnalysisOptions,
+    motion: MotionEstimate | None = None,
+    *,
+    chunk_frames: int = POWER_CHUNK_FRAMES,
+    order: int = 1,
+) -> Iterator[tuple[slice, NDArray[np.float32] | CodedPower]]:
+    """`contrast_power_chunks` for readers of `CodedPower` (the compiled kernels of `ceuskit.maps`).
+
+    An 8-bit cine without motion correction is yielded as its display values
+    and their table, which saves writing every chunk out as float32; an
+    aligned or float cine yields `contrast_power_chunks`' float32 chunks.
+    """
+    if motion is not None or cine.frames.dtype != np.uint8:
+        yield from contrast_power_chunks(cine, panels, options, motion, chunk_frames=chunk_frames,
+                                         order=order)
+        return
+    n = cine.n_frames
+    table = linear_power_table(options.dynamic_range_db, cine.display_max)
+    for start in range(0, n, chunk_frames):
+        sl = slice(start, min(n, start + chunk_frames))
+        yield sl, CodedPower(np.asarray(cine.frames[(sl, *panels.contrast.slices)], dtype=np.uint8), table)
 
 
 def _motion_frames(motion: MotionEstimate, sl: slice) -> MotionEstimate:
@@ -421,9 +434,8 @@ def measure_rois(
     warnings: list[AnalysisWarning] = []
     say("linearising the contrast panel" + (" and aligning it" if motion is not None else ""))
     masks = [r.mask for r in rois]
-    curves = np.concatenate([roi_means(power if isinstance(power, np.ndarray) else power.expand(), masks)
-                             for _, power in contrast_power_chunks(cine, panels, options, motion)],
-                            axis=1)
+    curves = np.concatenate([roi_means(power, masks) for _, power in
+                             contrast_power_chunks(cine, panels, options, motion)], axis=1)
     t = cine.times_s
     t_end = float(t[-1])
     # Rejected frames (and frames where an ROI lies wholly outside the
@@ -529,8 +541,7 @@ def _with_necrosis(results: list[RoiResult], cine: Cine, panels: PanelChoice,
         p = None if r.fit is None else np.asarray(r.fit.params, dtype=np.float64).reshape(-1)
         fits.append(None if r.fit is None or p is None or not np.all(np.isfinite(p))
                     else (r.fit.model.name, p))
-    necrosis = lesion_necrosis(lambda: contrast_power_chunks(cine, panels, options, motion, order=0,
-                                                             coded=True),
+    necrosis = lesion_necrosis(lambda: coded_power_chunks(cine, panels, options, motion, order=0),
                                cine.times_s, [r.roi for r in results], fits,
                                valid_frames=None if motion is None else ~motion.rejected)
     for figures in necrosis.values():
@@ -685,11 +696,10 @@ def map_prepared(
     chunk = map_options.frame_chunk
 
     def source() -> Iterator[tuple[slice, NDArray[np.float32] | CodedPower]]:
-        return contrast_power_chunks(cine, panels, options, motion, chunk_frames=chunk, coded=True)
+        return coded_power_chunks(cine, panels, options, motion, chunk_frames=chunk)
 
     def nearest_source() -> Iterator[tuple[slice, NDArray[np.float32] | CodedPower]]:
-        return contrast_power_chunks(cine, panels, options, motion, chunk_frames=chunk, order=0,
-                                     coded=True)
+        return coded_power_chunks(cine, panels, options, motion, chunk_frames=chunk, order=0)
 
     with DaskRunner(scheduler) as runner:
         result = compute_maps(source, cine.times_s, rois, map_options, valid_frames=valid,
