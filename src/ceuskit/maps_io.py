@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from numpy.typing import NDArray
 from ceuskit import DISCLAIMER, __version__
 from ceuskit.kinetics.fit import FitStatus
 from ceuskit.maps import DVP_CLASSES, MAP_PARAMETERS, MAP_UNITS, MapResult
-from ceuskit.outputs import make_out_dir, write_bytes_atomic, write_json_atomic
+from ceuskit.outputs import json_ready, make_out_dir, write_bytes_atomic, write_json_atomic
 from ceuskit.roi import Roi
 
 #: Titles of the maps in figures.
@@ -175,18 +174,6 @@ def _npy_bytes(array: NDArray[Any]) -> bytes:
     return buf.getvalue()
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def write_map_outputs(
     out_dir: str | Path,
     result: MapResult,
@@ -245,5 +232,5 @@ def write_map_outputs(
                        "the DVP signal of a pixel (a.u., at times_s)"),
         },
     }
-    written["maps.json"] = write_json_atomic(out / "maps.json", _json_safe(doc))
+    written["maps.json"] = write_json_atomic(out / "maps.json", json_ready(doc))
     return written

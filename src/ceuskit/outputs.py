@@ -13,6 +13,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ceuskit.errors import InputError
 
 
@@ -23,6 +25,19 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def json_ready(x: Any) -> Any:
+    """A JSON-ready copy of nested dicts/lists: NumPy scalars to Python, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_ready(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def check_out_dir(out_dir: str | PathLike[str], names: Iterable[str], *, overwrite: bool) -> Path:

@@ -47,7 +47,7 @@ from ceuskit.linearize import (
     to_linear_power,
 )
 from ceuskit.motion import MotionEstimate, ReferenceFrameError, apply_motion, estimate_motion, warp_frame
-from ceuskit.outputs import finite_or_none
+from ceuskit.outputs import finite_or_none, json_ready
 from ceuskit.panels import PanelChoice, choose_panels, colour_share
 from ceuskit.qc import acquisition_warnings
 from ceuskit.roi import Roi, load_roi_file
@@ -904,7 +904,7 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             entry["necrosis_fraction"] = r.necrosis["necrosis_fraction"]
             entry["necrosis"] = r.necrosis
         if analysis.maps is not None and r.roi.name in analysis.maps.result.rois:
-            entry["map"] = _json_clean(analysis.maps.result.rois[r.roi.name])
+            entry["map"] = json_ready(analysis.maps.result.rois[r.roi.name])
         entry["relative_to_reference"] = r.relative or None
         entry["tic"] = {
             "times_s": _json_array(t, 8),
@@ -970,19 +970,6 @@ def assessment_sections(findings: dict[str, Any] | None, case: ClinicalCase | No
             "clinical_case": None if case is None else case.model_dump(mode="json", exclude_none=True)}
 
 
-def _json_clean(x: Any) -> Any:
-    """A JSON-ready copy: NumPy scalars to Python, non-finite floats to None."""
-    if isinstance(x, dict):
-        return {str(k): _json_clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _maps_section(analysis: Analysis) -> dict[str, Any]:
     """results.json ``maps``: how the maps were made (per-ROI figures are under ``rois.<name>.map``).
 
@@ -998,7 +985,7 @@ def _maps_section(analysis: Analysis) -> dict[str, Any]:
 
     summary = study.result.summary()
     summary.pop("rois", None)  # per ROI under rois.<name>.map
-    return _json_clean({
+    return json_ready({
         "computed": True,
         **summary,
         "parameters": list(MAP_PARAMETERS),
