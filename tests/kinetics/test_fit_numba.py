@@ -151,8 +151,9 @@ def test_batch_shapes_and_chunks() -> None:
     assert empty.params.shape == (0, 5)
 
 
-def test_bad_curves_get_the_same_status() -> None:
-    rng = np.random.default_rng(14)
+def awkward_curves(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Six curves that must each get a clear status (good, flat, all NaN, some NaN and an
+    inf, peak after the last sample, two samples), and the speckle curves they came from."""
     _, y = speckle_curves(3, 2)
     good = y[0]
     flat = 0.1 + rng.normal(0.0, 0.01, T.size)
@@ -166,7 +167,12 @@ def test_bad_curves_get_the_same_status() -> None:
     late = MODEL.predict([area, mu, sigma, 10.0, 0.05], T) + rng.normal(0.0, 0.02, T.size)
     sparse = good.copy()
     sparse[10:] = np.nan
-    batch = np.stack([good, flat, all_nan, some_nan, late, sparse])
+    return np.stack([good, flat, all_nan, some_nan, late, sparse]), y
+
+
+def test_bad_curves_get_the_same_status() -> None:
+    rng = np.random.default_rng(14)
+    batch, y = awkward_curves(rng)
     a = fit_curves(MODEL, T, batch, backend="numpy")
     b = fit_curves(MODEL, T, batch, backend="numba")
     assert list(b.labels()) == ["ok", "no-enhancement", "non-finite", "ok", "peak-outside", "non-finite"]

@@ -8,7 +8,6 @@ statuses.  Runs wherever torch imports; on a machine with a GPU,
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 
@@ -25,7 +24,7 @@ from ceuskit.kinetics import fit_torch
 from ceuskit.kinetics.fit import FitResult, FitStatus, fit_curves
 from ceuskit.kinetics.models import LognormalModel, get_model
 
-from .test_fit_numba import assert_same_fit, model_params, speckle_curves
+from .test_fit_numba import assert_same_fit, awkward_curves, model_params, speckle_curves
 
 MODEL = LognormalModel()
 T = np.arange(900) * 0.1  # 900 samples over 90 s
@@ -108,20 +107,8 @@ def test_torch_replenishment_model() -> None:
 
 def test_bad_curves_get_the_same_status() -> None:
     rng = np.random.default_rng(14)
-    _, y = speckle_curves(3, 2)
-    good = y[0]
-    flat = 0.1 + rng.normal(0.0, 0.01, T.size)
-    all_nan = np.full(T.size, np.nan)
-    some_nan = good.copy()
-    some_nan[[0, 3, 100, 150, 151, 400]] = np.nan
-    some_nan[200] = np.inf
-    sigma, mode = 0.6, 120.0  # peak after the last sample
-    mu = math.log(mode) + sigma**2
-    area = sigma * math.sqrt(2 * math.pi) * math.exp(mu - sigma**2 / 2)
-    late = MODEL.predict([area, mu, sigma, 10.0, 0.05], T) + rng.normal(0.0, 0.02, T.size)
-    sparse = good.copy()
-    sparse[10:] = np.nan
-    batch = np.stack([good, flat, all_nan, some_nan, late, sparse, y[1]])
+    awkward, y = awkward_curves(rng)
+    batch = np.vstack([awkward, y[1:2]])
     a = fit_curves(MODEL, T, batch, backend="numpy")
     b = fit_curves(MODEL, T, batch, backend="torch")
     expected = ["ok", "no-enhancement", "non-finite", "ok", "peak-outside", "non-finite", "ok"]
