@@ -132,7 +132,7 @@ class Cine:
         colour sources (converted to luma; `chroma` records where colour
         was) and deeper sources are float32.  Consumers must not do integer
         arithmetic on it: convert a chunk with ``np.asarray(x, np.float32)``
-        (or `display_values`) first.
+        first.
     times_s : ndarray, shape (T,), float64
         Acquisition time of each frame in seconds, strictly increasing, with
         ``times_s[0] == 0``.
@@ -179,10 +179,6 @@ class Cine:
         times.flags.writeable = False
         object.__setattr__(self, "times_s", times)
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
-
-    def display_values(self, key: Any = slice(None)) -> NDArray[np.float32]:
-        """``frames[key]`` as float32 display values (a copy only for uint8 frames)."""
-        return np.asarray(self.frames[key], dtype=np.float32)
 
     @property
     def n_frames(self) -> int:
