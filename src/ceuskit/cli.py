@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kinetics", default="malignant", metavar="NAME",
                    help="tumour kinetics family: malignant (default), marked-washout, late-washout "
                         "(give --duration 150), synchronous-iso or slow-hypo; ignored for bland")
+    s.add_argument("--blooming", type=_non_negative, default=0.0, metavar="PX",
+                   help="lumen blooming: the lumen's signal spreads into its surroundings as a Gaussian "
+                        "of this sigma (px, 0..6; default 0)")
+    s.add_argument("--mode", choices=("contrast", "fundamental", "cardiac"), default="contrast",
+                   help="contrast (default), fundamental (no contrast: B-mode in both panels) or "
+                        "cardiac (fundamental with cardiac-like pulsation)")
     s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
 
     a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
@@ -302,7 +308,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         spec = SimulationSpec(scenario=args.scenario, seed=args.seed, necrosis=args.necrosis,
                               motion_px=args.motion, fps=args.fps, duration_s=args.duration,
                               drift_px_per_s=args.drift, out_of_plane_frames=args.out_of_plane,
-                              kinetics=args.kinetics)
+                              kinetics=args.kinetics, blooming_px=args.blooming, mode=args.mode)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
     paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)

@@ -74,6 +74,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ceuskit.enhancement import CORE_MARGIN_PX, MIN_RISE_VS_REFERENCE_DB
+from ceuskit.kinetics.fit import ENHANCEMENT_Z
 from ceuskit.outputs import finite_or_none
 
 __all__ = [
@@ -121,6 +123,10 @@ WASH_OUT_MARKED_WITHIN_S = 120.0
 SMOOTH_S = 3.0
 
 PROPOSED = "ceuskit heuristic (proposed)"
+ENHANCEMENT_Z_TEXT = f"{ENHANCEMENT_Z:g}"
+#: Findings that depend on the intraluminal-enhancement verdict.
+_DEPENDENT = ("wash_in", "enhancement", "enhancement_whole_roi", "homogeneity", "wash_out",
+              "necrosis_percent")
 _SRC_TIV = ("CEUS LI-RADS LR-TIV definition (enhancing soft tissue in a vein); Eur Radiol 2020 "
             "meta-analysis, doi:10.1007/s00330-019-06649-z")
 _SRC_LIRADS = "CEUS LI-RADS terminology (wash-out early < 60 s, marked within 2 min)"
@@ -425,6 +431,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         "wash_out": {"present": None, "onset_s": None, "timing": None, "degree": None},
         "necrosis_percent": None,
         "evidence": evidence,
+        "not_assessable": {},
         "missing": missing,
         "definitions": definitions(inj),
     }
@@ -434,9 +441,39 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
     if lesion_name is None:
         missing.append("lesion ROI: every finding needs an ROI with role 'lesion' on the "
                        "intraluminal material; draw one")
+    elif isinstance(les.get("enhancement_verdict"), Mapping):
+        v = les["enhancement_verdict"]
+        value = v.get("intraluminal_enhancement")
+        reason = str(v.get("reason") or "")
+        whole = v.get("whole_roi") if isinstance(v.get("whole_roi"), Mapping) else {}
+        core = v.get("core") if isinstance(v.get("core"), Mapping) else None
+        z = finite_or_none(whole.get("z"))
+        rel = finite_or_none((core or whole).get("rise_vs_reference_db"))
+        thr = (f"the statistical test (z > {ENHANCEMENT_Z_TEXT}), a sustained bolus-shaped rise no more "
+               f"than {-MIN_RISE_VS_REFERENCE_DB:g} dB below the reference's, in the ROI's core "
+               f"{CORE_MARGIN_PX:g} px from brighter neighbours, and not a copy of the neighbour's curve")
+        if value is None:
+            out["not_assessable"]["intraluminal_enhancement"] = reason
+            missing.append(f"intraluminal enhancement: {reason}")
+            evidence["intraluminal_enhancement"] = _evidence(
+                f"Whether the lesion ROI '{lesion_name}' enhances cannot be assessed: "
+                f"{reason.removeprefix('not assessable: ')}.",
+                "rise of the lesion core relative to the reference", rel, "dB", thr, _SRC_TIV)
+        else:
+            enhancing = bool(value)
+            out["intraluminal_enhancement"] = enhancing
+            verdict = ("enhances: enhancing intraluminal material suggests tumour rather than "
+                       "bland thrombus" if enhancing
+                       else "does not enhance, consistent with bland thrombus")
+            evidence["intraluminal_enhancement"] = _evidence(
+                f"The lesion ROI '{lesion_name}' {verdict} ({reason}).",
+                "rise of the lesion core relative to the reference", rel, "dB", thr, _SRC_TIV)
+            if z is not None:
+                evidence["intraluminal_enhancement"]["z"] = z
     elif not isinstance(les.get("enhancing"), bool):
         missing.append(f"lesion ROI '{lesion_name}': no enhancement test result; re-run the analysis")
     else:
+        # A results.json from before the verdict existed: the significance test alone.
         enhancing = bool(les["enhancing"])
         out["intraluminal_enhancement"] = enhancing
         test_any = les.get("enhancement_test")
@@ -450,8 +487,18 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
                    "bland thrombus" if enhancing else "does not enhance, consistent with bland thrombus")
         z_text = f" (z = {z:.1f})" if z is not None else ""
         evidence["intraluminal_enhancement"] = _evidence(
-            f"The lesion ROI '{lesion_name}'{z_text} {verdict}.",
+            f"The lesion ROI '{lesion_name}'{z_text} {verdict} (significance test only: results "
+            "from an older ceuskit).",
             "enhancement-test z", z, "1", thr, _SRC_TIV)
+    if lesion_name is None:
+        for key in _DEPENDENT:
+            out["not_assessable"][key] = "there is no lesion ROI (role 'lesion') to assess"
+    elif enhancing is None:
+        why = out["not_assessable"].get("intraluminal_enhancement") or \
+            "the lesion's enhancement could not be assessed"
+        for key in _DEPENDENT:
+            out["not_assessable"][key] = ("depends on whether the lesion enhances, which cannot be "
+                                          f"assessed: {why.removeprefix('not assessable: ')}")
 
     ref_ok = ref_name is not None and ref.get("enhancing") is True
     if lesion_name is not None and enhancing is not None:
@@ -551,7 +598,25 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
             f"{pct:.0f} % of the lesion ROI does not enhance (estimated necrosis).",
             "non-enhancing share of the lesion ROI", pct, "%",
             "pixel enhancement test (ceuskit.maps)", _SRC_NECROSIS)
+    _fill_not_assessable(out)
     return out
+
+
+#: Words of a `missing` entry that name each finding.
+_MISSING_WORDS = {"wash_in": ("wash-in",), "enhancement": ("enhancement degree",),
+                  "homogeneity": ("homogeneity",), "wash_out": ("wash-out",),
+                  "necrosis_percent": ("necrosis",)}
+
+
+def _fill_not_assessable(out: dict[str, Any]) -> None:
+    """Give every finding that is None its reason in ``not_assessable`` (from ``missing``)."""
+    na: dict[str, str] = out["not_assessable"]
+    for key, words in _MISSING_WORDS.items():
+        value = out[key]["present"] if key == "wash_out" else out[key]
+        if value is not None or key in na:
+            continue
+        reason = next((m for m in out["missing"] if any(w in m for w in words)), None)
+        na[key] = reason or "not assessable with the ROIs and curves given"
 
 
 def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],

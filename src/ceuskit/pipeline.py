@@ -191,6 +191,9 @@ class RoiResult:
     #: Lesion ROIs: the pixel enhancement test's necrosis figures
     #: (`ceuskit.maps.lesion_necrosis`); None for other roles.
     necrosis: dict[str, Any] | None = None
+    #: Lesion ROIs: the intraluminal-enhancement verdict
+    #: (`ceuskit.enhancement.enhancement_verdict`); None for other roles.
+    verdict: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,8 @@ class Analysis:
     maps: MapStudy | None = None
     #: The clinical case the assessment combines with the CEUS findings.
     case: ClinicalCase | None = None
+    #: Whether a contrast bolus was seen anywhere (`ceuskit.enhancement.contrast_bolus_seen`).
+    bolus: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reference(self) -> RoiResult | None:
@@ -412,7 +417,7 @@ def measure_rois(
     motion: MotionEstimate | None = None,
     *,
     necrosis: bool = True,
-) -> tuple[list[RoiResult], list[AnalysisWarning], int]:
+) -> tuple[list[RoiResult], list[AnalysisWarning], int, dict[str, Any]]:
     """Linearise the contrast panel, measure each ROI's curve and fit it.
 
     With a `motion` estimate, the linear power of every frame is first
@@ -428,14 +433,29 @@ def measure_rois(
 
     Returns
     -------
-    (roi results, warnings, index of the lesion's peak frame)
+    (roi results, warnings, index of the lesion's peak frame, bolus record: `_with_verdicts`)
     """
     say = progress or (lambda _msg: None)
     warnings: list[AnalysisWarning] = []
     say("linearising the contrast panel" + (" and aligning it" if motion is not None else ""))
     masks = [r.mask for r in rois]
-    curves = np.concatenate([roi_means(power, masks) for _, power in
-                             contrast_power_chunks(cine, panels, options, motion)], axis=1)
+    chunks: list[NDArray[np.float64]] = []
+    panel_chunks: list[NDArray[np.float64]] = []
+    power_sum = np.zeros(panels.contrast.shape, dtype=np.float64)
+    power_count = np.zeros(panels.contrast.shape, dtype=np.int64)
+    kept = None if motion is None else ~np.asarray(motion.rejected)
+    for sl, power in contrast_power_chunks(cine, panels, options, motion):
+        chunks.append(roi_means(power, masks))
+        with np.errstate(invalid="ignore"):
+            panel_chunks.append(np.nanmean(power.reshape(power.shape[0], -1), axis=1, dtype=np.float64))
+        use = power if kept is None else power[kept[sl]]
+        finite = np.isfinite(use)
+        power_sum += np.where(finite, use, 0.0).sum(axis=0, dtype=np.float64)
+        power_count += finite.sum(axis=0)
+    curves = np.concatenate(chunks, axis=1)
+    panel_curve = np.concatenate(panel_chunks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_image = np.where(power_count > 0, power_sum / np.maximum(power_count, 1), np.nan)
     t = cine.times_s
     t_end = float(t[-1])
     # Rejected frames (and frames where an ROI lies wholly outside the
@@ -479,6 +499,7 @@ def measure_rois(
                                  enhancement=edict, fit=one_fit, perfusion=perfusion,
                                  fit_status=status_label, selection=selection))
     results = _with_relative(results)
+    bolus, results = _with_verdicts(cine, panels, options, motion, results, panel_curve, mean_image)
     if necrosis:
         results = _with_necrosis(results, cine, panels, options, motion)
     lesion = next((r for r in results if r.roi.role == "lesion"), results[0])
@@ -488,7 +509,70 @@ def measure_rois(
         # The frame shown in the report should be one that was kept.
         src[motion.rejected] = np.nan
     peak_index = int(np.nanargmax(src)) if np.any(np.isfinite(src)) else 0
-    return results, warnings, peak_index
+    return results, warnings, peak_index, bolus
+
+
+def _with_verdicts(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
+                   motion: MotionEstimate | None, results: list[RoiResult],
+                   panel_curve: NDArray[np.float64], mean_image: NDArray[np.float64],
+                   ) -> tuple[dict[str, Any], list[RoiResult]]:
+    """Whether a bolus was seen, and each lesion ROI's enhancement verdict (`ceuskit.enhancement`).
+
+    The bolus is looked for in the reference and vessel ROIs and the whole
+    panel.  Each lesion's core and brighter neighbours come from the
+    cine-mean power image; their curves take one more streaming pass (only
+    when some lesion has a brighter neighbour).
+    """
+    from ceuskit.enhancement import CORE_MIN_PX, contrast_bolus_seen, enhancement_verdict, neighbour_masks
+
+    t = cine.times_s
+    valid = None if motion is None else ~np.asarray(motion.rejected)
+    candidates = {f"ROI '{r.roi.name}'": r.intensity for r in results
+                  if r.roi.role in ("reference", "vessel")}
+    candidates["the contrast panel"] = panel_curve
+    seen, reason, evidence = contrast_bolus_seen(t, candidates, valid=valid,
+                                                 modality=cine.meta.get("modality"))
+    bolus = {"contrast_bolus_seen": seen, "contrast_bolus_reason": reason, "evidence": evidence}
+    lesions = [r for r in results if r.roi.role == "lesion"]
+    if not lesions:
+        return bolus, results
+    vessels = [r.roi.mask for r in results if r.roi.role == "vessel"]
+    geometry = {r.roi.name: neighbour_masks(r.roi.mask, mean_image, vessels) for r in lesions}
+    extra: list[NDArray[np.bool_]] = []
+    index: dict[tuple[str, str], int] = {}
+    for name, (bright, core) in geometry.items():
+        if bright.any():
+            index[(name, "bright")] = len(extra)
+            extra.append(bright)
+            if int(core.sum()) >= CORE_MIN_PX:
+                index[(name, "core")] = len(extra)
+                extra.append(core)
+    extra_curves = (np.concatenate([roi_means(power, extra) for _, power in
+                                    contrast_power_chunks(cine, panels, options, motion)], axis=1)
+                    if extra else np.zeros((0, t.size)))
+    ref = next((r for r in results if r.roi.role == "reference" and r.enhancing), None)
+    reference_rise = None
+    if ref is not None:
+        peak, base = ref.enhancement.get("smoothed_peak"), ref.enhancement.get("baseline")
+        if peak is not None and base is not None:
+            reference_rise = float(peak) - float(base)
+    out = []
+    for r in results:
+        if r.roi.role != "lesion":
+            out.append(r)
+            continue
+        bright, core = geometry[r.roi.name]
+        has_bright = bool(bright.any())
+        core_curve = (r.intensity if not has_bright else
+                      extra_curves[index[(r.roi.name, "core")]] if (r.roi.name, "core") in index else None)
+        verdict = enhancement_verdict(
+            t, r.intensity, core=core_curve, core_px=int(core.sum()), lesion_px=r.roi.area_px,
+            neighbour=extra_curves[index[(r.roi.name, "bright")]] if has_bright else None,
+            neighbour_name="the brighter pixels around the ROI" if has_bright else None,
+            bright_neighbour_px=int(bright.sum()), reference_rise=reference_rise,
+            bolus_seen=seen, bolus_reason=reason, valid=valid)
+        out.append(replace(r, verdict=verdict.as_dict()))
+    return bolus, out
 
 
 def _fit_enhancing(
@@ -798,7 +882,7 @@ def analyze_cine(
                                                          source_name=source_name, progress=progress)
     do_maps = options.maps and any(r.role == "lesion" for r in rois)
     # With maps, their pixel test gives the necrosis fraction: the test runs once.
-    roi_results, warnings, peak = measure_rois(cine, panels, rois, options, progress, motion,
+    roi_results, warnings, peak, bolus = measure_rois(cine, panels, rois, options, progress, motion,
                                                necrosis=not do_maps)
     map_study = None
     if do_maps:
@@ -848,6 +932,7 @@ def analyze_cine(
         motion=motion,
         maps=map_study,
         case=case,
+        bolus=bolus,
     )
 
 
@@ -900,6 +985,8 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
                 "model_selection": r.selection,
             }
         entry["perfusion"] = r.perfusion
+        if r.verdict is not None:
+            entry["enhancement_verdict"] = r.verdict
         if r.necrosis is not None:
             entry["necrosis_fraction"] = r.necrosis["necrosis_fraction"]
             entry["necrosis"] = r.necrosis
@@ -924,6 +1011,10 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             "median_frame_interval_s": float(np.median(dt)),
             "frame_rate_hz": float(1.0 / np.median(dt)),
             "timing_source": analysis.cine_meta.get("timing_source"),
+            "modality": analysis.cine_meta.get("modality"),
+            "contrast_bolus_seen": analysis.bolus.get("contrast_bolus_seen"),
+            "contrast_bolus_reason": analysis.bolus.get("contrast_bolus_reason"),
+            "contrast_bolus_evidence": analysis.bolus.get("evidence"),
         },
         "panels": analysis.panels.as_dict(),
         "linearization": {

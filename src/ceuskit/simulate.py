@@ -99,6 +99,12 @@ __all__ = [
 ]
 
 SCENARIOS = ("tumor", "bland")
+#: Imaging modes (``--mode``): ``contrast`` (contrast-specific imaging with a
+#: bolus), ``fundamental`` (plain B-mode in both panels, no contrast: bright
+#: tissue, nothing arrives) and ``cardiac`` (fundamental plus a cardiac-like
+#: periodic modulation: the anatomy pulses in brightness and position at
+#: `_CARDIAC_HZ`, as an echo or an arterial Doppler cine does).
+MODES = ("contrast", "fundamental", "cardiac")
 #: Tumour kinetics families (``--kinetics``); see `_draw_kinetics`.
 KINETICS = ("malignant", "marked-washout", "late-washout", "synchronous-iso", "slow-hypo")
 #: Recommended cine length per family (s): long enough for every label the
@@ -132,6 +138,14 @@ _DRIFT_DIRECTION = (0.8, 0.6)
 # motion.  With the 32 px cap on in-plane motion it stays inside the 40 px
 # canvas margin.
 _OOP_OFFSET_PX = (3.0, 6.0)
+# Cardiac-like modulation (``mode="cardiac"``): frequency, brightness depth
+# (a factor 1 +- depth on the echo power, about +-1.8 dB at 0.5) and the
+# amplitude of the pulsatile displacement (px, axial; lateral 0.4 of it).
+_CARDIAC_HZ = 1.2
+_CARDIAC_DEPTH = 0.5
+_CARDIAC_MOTION_PX = 3.0
+# Largest lumen blooming simulated (Gaussian sigma, px).
+_MAX_BLOOMING_PX = 6.0
 
 # Levels (dB re display maximum).  Tissue leakage through the contrast pulse
 # sequence is about 40 dB below full scale in muscle; bright specular walls
@@ -220,6 +234,18 @@ class SimulationSpec:
         most seeds), ``marked-washout`` (rapid, hyper, early marked),
         ``late-washout`` (rapid, hyper, late mild; needs ~150 s),
         ``synchronous-iso`` and ``slow-hypo`` (no wash-out).
+    blooming_px : float
+        Lumen blooming (0 = none, at most 6): the contrast-filled lumen's
+        signal spreads into its surroundings (the thrombus beside it, the
+        wall) as a Gaussian of this sigma in pixels, as a saturating bubble
+        signal and partial volume do on a scanner.  Rendering only: the
+        truth stays the tissues' own (a bland thrombus still does not
+        enhance).
+    mode : str
+        `MODES`: ``contrast`` (default), ``fundamental`` (no contrast, B-mode
+        in both panels) or ``cardiac`` (fundamental with cardiac-like
+        pulsation).  Without contrast nothing enhances and the truth's
+        intraluminal enhancement is None (not assessable).
     """
 
     scenario: str = "tumor"
@@ -234,8 +260,13 @@ class SimulationSpec:
     drift_px_per_s: float = 0.0
     out_of_plane_frames: int = 0
     kinetics: str = "malignant"
+    blooming_px: float = 0.0
+    mode: str = "contrast"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ValueError(f"mode (--mode) must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _check_range("blooming_px", "--blooming", self.blooming_px, 0.0, _MAX_BLOOMING_PX)
         if self.scenario not in SCENARIOS:
             raise ValueError(
                 f"scenario (--scenario) must be one of {', '.join(SCENARIOS)}, "
@@ -251,7 +282,7 @@ class SimulationSpec:
         _check_range("necrosis", "--necrosis", self.necrosis, 0.0, 0.9)
         _check_range("motion_px", "--motion", self.motion_px, 0.0, _MAX_MOTION_PX)
         _check_range("fps", "--fps", self.fps, 0.5, 60.0)
-        _check_range("duration_s", "--duration", self.duration_s, 10.0, 900.0)
+        _check_range("duration_s", "--duration", self.duration_s, 1.0, 900.0)
         _check_range("dynamic_range_db", "--dynamic-range", self.dynamic_range_db, 30.0, 100.0)
         _check_range("noise_floor_db", "noise_floor_db", self.noise_floor_db, -90.0, -20.0)
         # The anatomy is laid out in mm on a 192 x 256 pixel panel: outside
@@ -1039,6 +1070,10 @@ def motion_trace(spec: SimulationSpec, times_s: FloatArray) -> tuple[FloatArray,
     if v != 0.0:
         dx = dx + _DRIFT_DIRECTION[0] * v * t
         dy = dy + _DRIFT_DIRECTION[1] * v * t
+    if getattr(spec, "mode", "contrast") == "cardiac":
+        beat = np.sin(2.0 * np.pi * _CARDIAC_HZ * t)
+        dy = dy + _CARDIAC_MOTION_PX * beat
+        dx = dx + _MOTION_DX_RATIO * _CARDIAC_MOTION_PX * beat
     return dx, dy
 
 
@@ -1066,7 +1101,13 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
     noise_b = np.float32(10.0 ** (_BMODE_NOISE_DB / 10.0))
     trace = np.float32(10.0 ** (_BMODE_TRACE_DB / 10.0))
     names = list(kin)
-    amp_canvas = np.stack([anat.amplitude[k] for k in names]).astype(np.float32)
+    amps_render = dict(anat.amplitude)
+    if spec.blooming_px > 0 and "lumen" in amps_render:
+        # Blooming: the lumen's signal spreads past its border, never dims inside it.
+        lumen = anat.amplitude["lumen"]
+        amps_render["lumen"] = np.maximum(lumen, gaussian_filter(lumen, float(spec.blooming_px)))
+    amp_canvas = np.stack([amps_render[k] for k in names]).astype(np.float32)
+    contrast_mode = spec.mode == "contrast"
     bubble_filter = _psf_filter(PANEL_SHAPE, float(spec.spacing_mm))
     oop_idx, oop_off = oop if oop is not None else (np.zeros(0, dtype=np.int64), np.zeros((0, 2)))
     moving = bool(np.any(dx != 0) or np.any(dy != 0) or oop_idx.size)
@@ -1133,8 +1174,16 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
                                   norm="ortho", workers=-1)
         sc2 = (bubbles.real**2 + bubbles.imag**2).astype(np.float32)
         contrast_signal = c_map * sc2
-        p_c = contrast_signal + leak_part + noise * rng.standard_exponential(
-            (n, h, w), dtype=np.float32)
+        if contrast_mode:
+            p_c = contrast_signal + leak_part + noise * rng.standard_exponential(
+                (n, h, w), dtype=np.float32)
+        else:
+            # No contrast-specific imaging: the "contrast" panel shows the
+            # tissue's fundamental echo, like the B-mode panel.
+            beat = (1.0 + _CARDIAC_DEPTH * np.sin(2.0 * np.pi * _CARDIAC_HZ * times[sl])
+                    if spec.mode == "cardiac" else np.ones(n))
+            echo_part = echo_part * beat.astype(np.float32)[:, None, None]
+            p_c = echo_part + noise_b * rng.standard_exponential((n, h, w), dtype=np.float32)
         # B-mode sees the same bubbles, just faintly: they share the speckle.
         p_b = echo_part + trace * contrast_signal + noise_b * rng.standard_exponential(
             (n, h, w), dtype=np.float32)
@@ -1398,6 +1447,24 @@ def _truth_findings(spec: SimulationSpec, les: dict[str, Any], ref: dict[str, An
     return out
 
 
+def _truth_acquisition(spec: SimulationSpec, kin: dict[str, _Bolus]) -> dict[str, Any]:
+    """``truth["acquisition"]``: the imaging mode and whether the cine can show a bolus.
+
+    A bolus is visible when contrast was given (``mode="contrast"``), the
+    cine lasts at least `ceuskit.enhancement.MIN_CINE_S` and the muscle's
+    bolus peaks inside it after a pre-arrival baseline of at least 2 s.
+    """
+    from ceuskit.enhancement import MIN_CINE_S
+
+    muscle = kin["muscle"]
+    t_end = spec.n_frames / float(spec.fps) - 1.0 / float(spec.fps)
+    visible = (spec.mode == "contrast" and t_end >= MIN_CINE_S and muscle.t0_s >= 2.0
+               and muscle.t0_s + muscle.mode_s <= t_end)
+    return {"mode": spec.mode, "contrast_given": spec.mode == "contrast",
+            "contrast_bolus_visible": bool(visible), "blooming_px": float(spec.blooming_px),
+            "duration_s": t_end}
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -1434,6 +1501,10 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
     kin = _draw_kinetics(rng_kin, spec.kinetics if tumour else "malignant", weights)
     if not tumour:
         kin["tumor"] = _Bolus(kin["tumor"].t0_s, kin["tumor"].mu, kin["tumor"].sigma, 0.0)
+    if spec.mode != "contrast":
+        # No contrast was given: nothing arrives anywhere (drawn anyway, so
+        # the later random streams stay those of the contrast phantom).
+        kin = {k: _Bolus(b.t0_s, b.mu, b.sigma, 0.0) for k, b in kin.items()}
 
     canvas_shape = anat.echo.shape
     tissue_spec = (_complex_white(rng_tissue, canvas_shape)
@@ -1447,6 +1518,10 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
     oop = _out_of_plane(spec, rng_oop)
     frames = _render(spec, anat, kin, tissue_spec, rng_frames, times, dx, dy, oop, rng_oop)
     truth = _build_truth(spec, anat, kin, roi_doc, roi_masks, baseline_map, times, dx, dy, oop)
+    truth["acquisition"] = _truth_acquisition(spec, kin)
+    if not truth["acquisition"]["contrast_bolus_visible"]:
+        # What a perfect reader says: whether the lesion enhances cannot be told.
+        truth["findings"]["intraluminal_enhancement"] = None
 
     s = float(spec.spacing_mm)
     contrast = Panel(*CONTRAST_PANEL_XYXY, spacing_mm=(s, s), kind="contrast", source="file")

@@ -64,7 +64,9 @@ from ceuskit.clinical.scores import WELLS_ITEMS, d_dimer_assessment, wells_score
 
 _WELLS_WORDING = {item: text for item, _, text in WELLS_ITEMS}
 
-LEVELS = ("low", "intermediate", "high")
+#: Levels in order of suspicion; ``indeterminate`` sits above ``low``: it is
+#: given where too little could be assessed to say low, and never reassures.
+LEVELS = ("low", "indeterminate", "intermediate", "high")
 
 SRC_META = "Eur Radiol 2020 meta-analysis, doi:10.1007/s00330-019-06649-z (sens 0.94, spec 0.99, n=425)"
 SRC_LIRADS_TIV = "CEUS LI-RADS 'tumour in vein' definition (LR-TIV; definition only)"
@@ -169,7 +171,9 @@ COMBINATION_RULE_TEXT = (
     "mass outside the lumen, no response to anticoagulation). Intermediate: CEUS enhancement alone; without "
     "an assessable CEUS, >= 2 clinical/ultrasound/laboratory red flags; with a non-enhancing lesion, >= 2 "
     "strong clinical/ultrasound/laboratory flags (CEUS of the lumen cannot exclude extrinsic compression). "
-    "Low otherwise. Adding a red flag never lowers the level."
+    "Low only when CEUS assessed the material as non-enhancing; without an assessable CEUS (none given, or "
+    "one that could not tell) and fewer red flags: indeterminate, never low. "
+    "Adding a red flag never lowers the level."
 )
 
 
@@ -187,7 +191,9 @@ def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False) -
     Returns
     -------
     (level, reasons)
-        ``level`` is "high", "intermediate" or "low"; ``reasons`` says which
+        ``level`` is "high", "intermediate", "indeterminate" (no assessable
+        CEUS and too few red flags to say more) or "low" (only with a
+        non-enhancing CEUS); ``reasons`` says which
         condition decided it.
     """
     flags = [RED_FLAG_RULES[f] for f in flag_ids if f in RED_FLAG_RULES]
@@ -223,9 +229,13 @@ def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False) -
         if other:
             why += f"; {len(other)} clinical/ultrasound flag(s), fewer than 2 strong ones"
         return "low", [why]
+    # Without an assessed CEUS (none given, or one that could not tell), a
+    # missing red flag is not evidence of its absence: never "low".
     if other:
-        return "low", [f"only {len(other)} red flag(s) and no CEUS result"]
-    return "low", ["no red flag among the inputs given"]
+        return "indeterminate", [f"only {len(other)} red flag(s) and no assessable CEUS of the "
+                                 "intraluminal material: too little to call the suspicion low"]
+    return "indeterminate", ["no red flag among the inputs given, but no assessable CEUS of the "
+                             "intraluminal material either: too little to call the suspicion low"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -534,10 +544,18 @@ def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: 
         add("rec-provide-inputs",
             "Provide a CEUS analysis (cine with lesion and reference ROIs) and/or a case file",
             "nothing was given to assess", SRC_HEURISTIC, proposed=True)
-    if f.ceus is None and (f.flags or suspect):
+    why_not = _get(_get(findings, "not_assessable"), "intraluminal_enhancement")
+    if f.ceus is None and why_not:
+        add("rec-ceus", "Repeat CEUS of the intraluminal material in contrast mode, recording from before "
+            "the injection through wash-in and wash-out (at least 60 s), with a reference ROI in adjacent "
+            "muscle: enhancement indicates tumour, no enhancement a bland thrombus",
+            f"this CEUS could not tell whether the lesion enhances: {str(why_not).removeprefix('not assessable: ')}",
+            SRC_META)
+    elif f.ceus is None and (f.flags or suspect or level == "indeterminate"):
         add("rec-ceus", "Perform CEUS of the intraluminal material, with a reference ROI in adjacent muscle: "
             "enhancement indicates tumour, no enhancement a bland thrombus",
-            "red flags without an assessable CEUS: " + ", ".join(f.flags), SRC_META)
+            ("red flags without an assessable CEUS: " + ", ".join(f.flags)) if f.flags
+            else "without an assessable CEUS the suspicion cannot be called low", SRC_META)
     if suspect:
         reason = ("suspicion " + level + ("; CEUS of the lumen cannot exclude a mass compressing the vein"
                                           if f.ceus == "non-enhancing" else ""))

@@ -675,7 +675,16 @@ def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         "rows": hdr.rows,
         "cols": hdr.cols,
         "timing_source": timing.source,
+        "modality": _text(ds, "Modality"),
     }
+    modality = meta["modality"]
+    if modality and modality.upper() != "US":
+        warnings.append(AnalysisWarning(
+            "not-ultrasound",
+            f"The file's modality is {modality}, not ultrasound (US): it cannot be a "
+            "contrast-enhanced ultrasound cine, so no enhancement verdict is given; the curves "
+            "are measured as for any cine.",
+        ))
     if timing.frame_time_ms is not None:
         meta["frame_time_ms"] = timing.frame_time_ms
 
