@@ -17,10 +17,18 @@ at ``injection_time_s``, 0 unless the caller knows better):
 - **Wash-in** relative to the reference: ``d = TI_lesion - TI_reference``
   (arrival times, s): ``rapid`` if ``d <= -WASH_IN_MARGIN_S``, ``slow`` if
   ``d >= +WASH_IN_MARGIN_S``, ``synchronous`` otherwise.
-- **Enhancement degree**: ``E = 10 log10(PE_lesion / PE_reference)`` (dB):
+- **Intraluminal enhancement**, above, is now the verdict of
+  `ceuskit.enhancement` (``rois.<lesion>.enhancement_verdict``: a bolus
+  seen, the lesion's core rising by itself, not a copy of a brighter
+  neighbour); None with the reason in ``not_assessable`` when the cine
+  cannot tell, and then every finding below is None too.
+- **Enhancement degree**: ``E = 10 log10(PE_viable / PE_reference)`` (dB),
+  on the lesion's viable part (pixels the necrosis test calls enhancing,
+  ``rois.<lesion>.viable_part``; the whole ROI where it was not measured):
   ``hyper`` if ``E >= +ENHANCEMENT_MARGIN_DB``, ``hypo`` if
   ``E <= -ENHANCEMENT_MARGIN_DB``, ``iso`` in between; ``none`` when the
-  lesion does not enhance.
+  lesion does not enhance.  ``enhancement_whole_roi`` is the same on the
+  whole ROI (necrosis included).
 - **Wash-out**: the relative level ``r(t) = 10 log10(L(t) / R(t))`` (dB) of
   the lesion's and the reference's enhancement above their baselines (the
   fitted curves at the frame times; the measured curve smoothed over
@@ -427,6 +435,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         "intraluminal_enhancement": None,
         "wash_in": None,
         "enhancement": None,
+        "enhancement_whole_roi": None,
         "homogeneity": None,
         "wash_out": {"present": None, "onset_s": None, "timing": None, "degree": None},
         "necrosis_percent": None,
@@ -533,6 +542,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
     e_db: float | None = None
     if enhancing is False:
         out["enhancement"] = "none"
+        out["enhancement_whole_roi"] = "none"
         evidence["enhancement"] = _evidence(
             "The lesion does not enhance.", "enhancement-test z",
             finite_or_none((les.get("enhancement_test") or {}).get("statistic")), "1",
@@ -542,15 +552,36 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         if pa is None or pb is None or pb <= 0:
             missing.append("enhancement degree: a peak enhancement could not be measured")
         else:
+            thr = f"hyper >= +{ENHANCEMENT_MARGIN_DB:g} dB, hypo <= -{ENHANCEMENT_MARGIN_DB:g} dB"
             e_db = enhancement_db(pa, pb)
-            label = classify_enhancement(e_db)
+            whole_label = classify_enhancement(e_db)
+            out["enhancement_whole_roi"] = whole_label
+            evidence["enhancement_whole_roi"] = _evidence(
+                f"The whole lesion ROI's peak enhancement (necrosis included) is {abs(e_db):.1f} dB "
+                f"{'above' if e_db >= 0 else 'below'} the reference's: {whole_label}-enhancing.",
+                "10 log10(peak enhancement lesion ROI / reference)", finite_or_none(e_db), "dB",
+                thr, PROPOSED)
+            viable = les.get("viable_part") if isinstance(les.get("viable_part"), Mapping) else None
+            pv = finite_or_none(viable.get("peak_enhancement")) if viable is not None else None
+            if pv is not None and pv > 0 and viable is not None:
+                v_db = enhancement_db(pv, pb)
+                label = classify_enhancement(v_db)
+                share = viable.get("viable_px", 0) / max(1, viable.get("lesion_px", 1))
+                evidence["enhancement"] = _evidence(
+                    f"The lesion's enhancing (viable) part, {100 * share:.0f} % of the ROI, peaks "
+                    f"{abs(v_db):.1f} dB {'above' if v_db >= 0 else 'below'} the reference: "
+                    f"{label}-enhancing.",
+                    "10 log10(peak enhancement viable part / reference)", finite_or_none(v_db), "dB",
+                    thr, PROPOSED)
+            else:
+                label = whole_label
+                evidence["enhancement"] = _evidence(
+                    f"The lesion's peak enhancement is {abs(e_db):.1f} dB "
+                    f"{'above' if e_db >= 0 else 'below'} the reference's: {label}-enhancing (whole "
+                    "ROI: no viable part was measured apart).",
+                    "10 log10(peak enhancement lesion / reference)", finite_or_none(e_db), "dB",
+                    thr, PROPOSED)
             out["enhancement"] = label
-            evidence["enhancement"] = _evidence(
-                f"The lesion's peak enhancement is {abs(e_db):.1f} dB "
-                f"{'above' if e_db >= 0 else 'below'} the reference's: {label}-enhancing.",
-                "10 log10(peak enhancement lesion / reference)", finite_or_none(e_db), "dB",
-                f"hyper >= +{ENHANCEMENT_MARGIN_DB:g} dB, hypo <= -{ENHANCEMENT_MARGIN_DB:g} dB",
-                PROPOSED)
 
     # -- wash-out
     if enhancing is False:
@@ -604,6 +635,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
 
 #: Words of a `missing` entry that name each finding.
 _MISSING_WORDS = {"wash_in": ("wash-in",), "enhancement": ("enhancement degree",),
+                  "enhancement_whole_roi": ("enhancement degree",),
                   "homogeneity": ("homogeneity",), "wash_out": ("wash-out",),
                   "necrosis_percent": ("necrosis",)}
 

@@ -1151,6 +1151,7 @@ def lesion_necrosis(
     fits: Sequence[tuple[str, NDArray[Any]] | None],
     *,
     valid_frames: NDArray[np.bool_] | None = None,
+    viable_out: dict[str, NDArray[np.bool_]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Necrosis fraction of every lesion ROI from ROI fits already made (one streaming pass).
 
@@ -1166,6 +1167,9 @@ def lesion_necrosis(
     fits : sequence of (model name, params (5,)) or None
         Each ROI's usable fit, None for an ROI that does not enhance.
     valid_frames : bool array, shape (T,), optional
+    viable_out : dict, optional
+        When given, receives each lesion ROI's enhancing (viable) pixels:
+        name -> bool mask of the panel.
 
     Returns
     -------
@@ -1194,6 +1198,8 @@ def lesion_necrosis(
     out: dict[str, dict[str, Any]] = {}
     for i in lesions:
         m = rois[i].mask
+        if viable_out is not None:
+            viable_out[rois[i].name] = test.tested & m & test.enhancing
         n_tested = int(np.count_nonzero(test.tested & m))
         n_non = int(np.count_nonzero(test.tested & m & ~test.enhancing))
         post = windows.post_s[i]

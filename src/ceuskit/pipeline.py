@@ -32,6 +32,7 @@ from ceuskit.kinetics.fit import (
     ENHANCEMENT_SMOOTH_S,
     ENHANCEMENT_Z,
     PEAK_SHRINK_SE,
+    USABLE_STATUSES,
     FitResult,
     FitStatus,
     enhancement_test,
@@ -194,6 +195,8 @@ class RoiResult:
     #: Lesion ROIs: the intraluminal-enhancement verdict
     #: (`ceuskit.enhancement.enhancement_verdict`); None for other roles.
     verdict: dict[str, Any] | None = None
+    #: Lesion ROIs: peak enhancement of the viable (enhancing) part (`with_viable_part`).
+    viable: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -625,13 +628,55 @@ def _with_necrosis(results: list[RoiResult], cine: Cine, panels: PanelChoice,
         p = None if r.fit is None else np.asarray(r.fit.params, dtype=np.float64).reshape(-1)
         fits.append(None if r.fit is None or p is None or not np.all(np.isfinite(p))
                     else (r.fit.model.name, p))
+    viable: dict[str, NDArray[np.bool_]] = {}
     necrosis = lesion_necrosis(lambda: coded_power_chunks(cine, panels, options, motion, order=0),
                                cine.times_s, [r.roi for r in results], fits,
-                               valid_frames=None if motion is None else ~motion.rejected)
+                               valid_frames=None if motion is None else ~motion.rejected,
+                               viable_out=viable)
     for figures in necrosis.values():
         figures["computed_by"] = "lesion pixel test (parametric maps off)"
-    return [replace(r, necrosis=necrosis.get(r.roi.name)) if r.roi.role == "lesion" else r
-            for r in results]
+    results = [replace(r, necrosis=necrosis.get(r.roi.name)) if r.roi.role == "lesion" else r
+               for r in results]
+    return with_viable_part(results, viable, cine, panels, options, motion)
+
+
+#: Fewest enhancing pixels whose mean curve is fitted as the lesion's viable part.
+VIABLE_MIN_PX = 30
+
+
+def with_viable_part(results: list[RoiResult], viable: dict[str, NDArray[np.bool_]], cine: Cine,
+                     panels: PanelChoice, options: AnalysisOptions,
+                     motion: MotionEstimate | None) -> list[RoiResult]:
+    """Give each enhancing lesion ROI the peak enhancement of its viable part.
+
+    The viable part is the lesion's pixels that the necrosis pixel test calls
+    enhancing; its mean curve (one more streaming pass) is fitted with the
+    lesion's model.  Radiologists grade enhancement on the enhancing tissue,
+    not on a mean diluted by necrosis (`ceuskit.findings`).
+    """
+    todo = [r for r in results if r.roi.role == "lesion" and r.fit is not None
+            and int(viable.get(r.roi.name, np.zeros(0, bool)).sum()) >= VIABLE_MIN_PX]
+    if not todo:
+        return results
+    t = cine.times_s
+    masks = [viable[r.roi.name] for r in todo]
+    curves = np.concatenate([roi_means(power, masks) for _, power in
+                             contrast_power_chunks(cine, panels, options, motion)], axis=1)
+    if motion is not None and motion.rejected.any():
+        curves[:, motion.rejected] = np.nan
+    out = {}
+    for r, mask, curve in zip(todo, masks, curves, strict=True):
+        assert r.fit is not None
+        fit = fit_curves(r.fit.model, t, curve[None])
+        status = FitStatus(int(np.asarray(fit.status).reshape(-1)[0]))
+        pe = finite_or_none(fast_descriptors(fit.select(0), float(t[-1]))["peak_enhancement"]) \
+            if status in USABLE_STATUSES else None
+        out[r.roi.name] = {"peak_enhancement": pe, "viable_px": int(mask.sum()),
+                           "lesion_px": r.roi.area_px, "model": r.fit.model.name,
+                           "fit_status": status.label,
+                           "definition": "lesion pixels the necrosis pixel test calls enhancing; "
+                                         "their mean curve fitted with the lesion's model"}
+    return [replace(r, viable=out[r.roi.name]) if r.roi.name in out else r for r in results]
 
 
 def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
@@ -890,6 +935,10 @@ def analyze_cine(
                                  warnings=list(cine.warnings) + motion_warnings, frame_index=peak,
                                  scheduler="none", progress=progress)
         roi_results = with_map_necrosis(roi_results, map_study.result)
+        mres = map_study.result
+        roi_results = with_viable_part(
+            roi_results, {r.roi.name: mres.tested & r.roi.mask & mres.enhancing for r in roi_results
+                          if r.roi.role == "lesion"}, cine, panels, options, motion)
     say("checking acquisition quality")
     qc_warnings = acquisition_warnings(
         cine, panels, rois, np.stack([r.intensity for r in roi_results]),
@@ -987,6 +1036,8 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         entry["perfusion"] = r.perfusion
         if r.verdict is not None:
             entry["enhancement_verdict"] = r.verdict
+        if r.viable is not None:
+            entry["viable_part"] = r.viable
         if r.necrosis is not None:
             entry["necrosis_fraction"] = r.necrosis["necrosis_fraction"]
             entry["necrosis"] = r.necrosis

@@ -418,7 +418,7 @@ class _Bolus:
             "sigma": self.sigma,
             "area": self.area,
             "peak": self.peak,
-            "peak_db": 10.0 * math.log10(self.peak),
+            "peak_db": 10.0 * math.log10(self.peak) if self.peak > 0 else None,
             "mode_s": self.mode_s,
             "time_to_peak_s": self.t0_s + self.mode_s,
             "mean_transit_time_s": self.mean_s,
@@ -1501,10 +1501,11 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
     kin = _draw_kinetics(rng_kin, spec.kinetics if tumour else "malignant", weights)
     if not tumour:
         kin["tumor"] = _Bolus(kin["tumor"].t0_s, kin["tumor"].mu, kin["tumor"].sigma, 0.0)
-    if spec.mode != "contrast":
-        # No contrast was given: nothing arrives anywhere (drawn anyway, so
-        # the later random streams stay those of the contrast phantom).
-        kin = {k: _Bolus(b.t0_s, b.mu, b.sigma, 0.0) for k, b in kin.items()}
+    # No contrast given: nothing arrives anywhere on screen.  The kinetics are
+    # drawn anyway (the later random streams stay those of the contrast
+    # phantom) and the truth is then emptied of enhancement.
+    shown = kin if spec.mode == "contrast" else {
+        k: _Bolus(b.t0_s, b.mu, b.sigma, 0.0) for k, b in kin.items()}
 
     canvas_shape = anat.echo.shape
     tissue_spec = (_complex_white(rng_tissue, canvas_shape)
@@ -1516,9 +1517,18 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
     times = spec.times_s()
     dx, dy = motion_trace(spec, times)
     oop = _out_of_plane(spec, rng_oop)
-    frames = _render(spec, anat, kin, tissue_spec, rng_frames, times, dx, dy, oop, rng_oop)
+    frames = _render(spec, anat, shown, tissue_spec, rng_frames, times, dx, dy, oop, rng_oop)
     truth = _build_truth(spec, anat, kin, roi_doc, roi_masks, baseline_map, times, dx, dy, oop)
     truth["acquisition"] = _truth_acquisition(spec, kin)
+    if spec.mode != "contrast":
+        for roi in truth["rois"].values():
+            roi["enhancing"] = False
+            roi["model"] = "none"
+            roi["perfusion"] = dict.fromkeys(roi["perfusion"])
+            roi["tic_intensity"] = [roi["baseline"]] * len(roi["tic_intensity"])
+        for key in ("wash_in", "enhancement", "homogeneity", "necrosis_percent"):
+            truth["findings"][key] = None
+        truth["findings"]["wash_out"] = {"present": None, "timing": None, "degree": None}
     if not truth["acquisition"]["contrast_bolus_visible"]:
         # What a perfect reader says: whether the lesion enhances cannot be told.
         truth["findings"]["intraluminal_enhancement"] = None

@@ -135,7 +135,8 @@ def test_ceus_alone_non_enhancing_is_not_suspect() -> None:
 def test_neither_input_is_low_and_lists_everything_missing() -> None:
     a = assess(None, None)
     _check_valid(a)
-    assert a["level"] == "low" and not a["suspect_neoplasm"]
+    # Nothing assessed is never reassurance (contract: low needs an assessed CEUS or case).
+    assert a["level"] == "indeterminate" and not a["suspect_neoplasm"]
     assert a["inputs_used"] == [] and a["red_flags"] == []
     assert a["missing"] == ["no CEUS analysis", "no case file"]
     assert _ids(a["recommendations"]) == ["rec-provide-inputs"]

@@ -549,8 +549,8 @@ def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: 
         add("rec-ceus", "Repeat CEUS of the intraluminal material in contrast mode, recording from before "
             "the injection through wash-in and wash-out (at least 60 s), with a reference ROI in adjacent "
             "muscle: enhancement indicates tumour, no enhancement a bland thrombus",
-            f"this CEUS could not tell whether the lesion enhances: {str(why_not).removeprefix('not assessable: ')}",
-            SRC_META)
+            "this CEUS could not tell whether the lesion enhances: "
+            + str(why_not).removeprefix("not assessable: "), SRC_META)
     elif f.ceus is None and (f.flags or suspect or level == "indeterminate"):
         add("rec-ceus", "Perform CEUS of the intraluminal material, with a reference ROI in adjacent muscle: "
             "enhancement indicates tumour, no enhancement a bland thrombus",
