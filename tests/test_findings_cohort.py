@@ -103,13 +103,19 @@ def _agreement(cohort: dict[str, list[Any]], key: str) -> tuple[int, int, list[A
     return scored, right, wrong
 
 
-@pytest.mark.parametrize("key", ["wash_in", "enhancement", "wash_out.present",
+@pytest.mark.parametrize("key", ["wash_in", "enhancement", "enhancement_whole_roi", "wash_out.present",
                                  "wash_out.timing", "wash_out.degree"])
 def test_labels_agree_with_truth(cohort: dict[str, list[Any]], key: str) -> None:
     scored, right, wrong = _agreement(cohort, key)
     assert right >= MIN_AGREEMENT * scored, wrong
+    if key == "enhancement":
+        # Graded on the viable part: the families' promises are for the whole
+        # ROI (next key); necrosis moves some viable readings between margins.
+        assert scored >= 0.6 * len(cohort["tumour"])
+        return
     # Most tumours carry a clear label for each finding (the families promise them).
-    promised = sum(1 for k, _, _ in cohort["tumour"] if _promised(k, key) is not None)
+    promise_key = "enhancement" if key == "enhancement_whole_roi" else key
+    promised = sum(1 for k, _, _ in cohort["tumour"] if _promised(k, promise_key) is not None)
     assert scored >= promised
 
 

@@ -93,6 +93,7 @@ __all__ = [
     "SCENARIOS",
     "Phantom",
     "SimulationSpec",
+    "confounder_specs",
     "motion_trace",
     "simulate",
     "write_phantom",
@@ -1396,6 +1397,7 @@ def _truth_findings(spec: SimulationSpec, les: dict[str, Any], ref: dict[str, An
         "intraluminal_enhancement": bool(les["enhancing"]),
         "wash_in": None,
         "enhancement": "none",
+        "enhancement_whole_roi": "none",
         "wash_out": dict(none_wash_out),
         "necrosis_percent": 100.0 * nec_roi if spec.scenario == "tumor" else None,
         "values": {"arrival_difference_s": None, "enhancement_db": None, "wash_out_onset_s": None,
@@ -1437,7 +1439,16 @@ def _truth_findings(spec: SimulationSpec, les: dict[str, Any], ref: dict[str, An
         rel = np.where((a > 0) & (b > 0), 10.0 * np.log10(np.maximum(a, 1e-300) / np.maximum(b, 1e-300)),
                        np.where(a > 0, np.inf, -np.inf))
     out["wash_in"] = _clear_wash_in(d)
-    out["enhancement"] = _clear_enhancement(e_db)
+    # Degree on the viable part, as the findings grade it: necrotic pixels
+    # carry no tumour signal, so the viable part's mean amplitude is the
+    # ROI's divided by its viable share.
+    viable_share = 1.0 - nec_roi if spec.scenario == "tumor" else 1.0
+    e_viable = e_db - 10.0 * math.log10(viable_share) if viable_share > 0 else e_db
+    out["values"]["enhancement_viable_db"] = finite(e_viable)
+    out["exact_labels"]["enhancement_whole_roi"] = out["exact_labels"]["enhancement"]
+    out["exact_labels"]["enhancement"] = classify_enhancement(e_viable)
+    out["enhancement_whole_roi"] = _clear_enhancement(e_db)
+    out["enhancement"] = _clear_enhancement(e_viable)
     out["wash_out"] = _clear_wash_out(grid[keep], rel, ttp, min(0.0, e_db), t_end)
     amb = [k for k in ("wash_in", "enhancement") if out[k] is None]
     wo = out["wash_out"]
@@ -1609,3 +1620,47 @@ def write_phantom(phantom: Phantom, out_dir: str | PathLike[str], fmt: str = "di
     write_json_atomic(paths["truth"], phantom.truth)
     write_json_atomic(paths["rois"], phantom.rois)
     return paths
+
+
+def confounder_specs(*, seeds: int = 2, fps: float = 2.0) -> list[tuple[str, SimulationSpec]]:
+    """Phantoms with the confounders real cines have, labelled by what they test.
+
+    Used by the enhancement-verdict tests and `benchmarks/enhancement_accuracy.py`:
+
+    - ``bland``: bland thrombi beside the contrast-filled lumen with lumen
+      blooming 0, 1.5 and 3 px and breathing motion 0, 3 and 8 px (with two
+      out-of-plane frames when it moves);
+    - ``tumour``: every kinetics family with necrosis 0 and 0.6;
+    - ``non-contrast``: fundamental B-mode and cardiac-like pulsation (30 s);
+    - ``short``: 4 s clips (an echo loop's length) of a tumour study.
+
+    Parameters
+    ----------
+    seeds : int
+        Seeds per combination.
+    fps : float
+        Frame rate of every phantom (frames/s).
+
+    Returns
+    -------
+    list of (group, SimulationSpec)
+    """
+    out: list[tuple[str, SimulationSpec]] = []
+    for s in range(seeds):
+        for k, bloom in enumerate((0.0, 1.5, 3.0)):
+            for j, motion in enumerate((0.0, 3.0, 8.0)):
+                out.append(("bland", SimulationSpec(
+                    scenario="bland", seed=3000 + 100 * s + 10 * k + j, fps=fps, duration_s=45.0,
+                    motion_px=motion, blooming_px=bloom, out_of_plane_frames=2 if motion else 0)))
+        for k, kinetics in enumerate(KINETICS):
+            for j, necrosis in enumerate((0.0, 0.6)):
+                out.append(("tumour", SimulationSpec(
+                    scenario="tumor", kinetics=kinetics, seed=4000 + 100 * s + 10 * k + j, fps=fps,
+                    duration_s=min(KINETICS_DURATION_S[kinetics], 90.0), necrosis=necrosis,
+                    motion_px=3.0 * j, blooming_px=1.5 * j)))
+        for mode in ("fundamental", "cardiac"):
+            out.append(("non-contrast", SimulationSpec(scenario="tumor", seed=5000 + s, mode=mode,
+                                                       fps=max(fps, 8.0), duration_s=30.0)))
+        out.append(("short", SimulationSpec(scenario="tumor", seed=6000 + s, fps=max(fps, 8.0),
+                                            duration_s=4.0)))
+    return out
