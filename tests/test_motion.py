@@ -703,3 +703,52 @@ def test_untrusted_estimate_properties() -> None:
     assert dim.overall_confidence == pytest.approx(0.3) and not dim.trusted
     assert not dim.low_confidence.any()
 
+
+@pytest.fixture(scope="module")
+def trust_runs(trust_phantom, tmp_path_factory):
+    """Contrast-only analyses (motion auto and off) of a dimmed cine with a few
+    glitches, and of one glitched in every third bolus frame."""
+    ph = trust_phantom
+    d = tmp_path_factory.mktemp("trust")
+    (d / "rois.json").write_text(json.dumps(ph.rois))
+    cp = ph.contrast_panel
+    panel = Panel(0, 0, cp.x1 - cp.x0, cp.y1 - cp.y0, spacing_mm=ph.spacing_mm, kind="contrast")
+    base = _contrast_frames(ph)
+    some, _ = _dimmed(base, seed=1)
+    for t in (60, 61, 75):
+        some[t] = np.roll(some[t], 40, axis=1)
+    many = base.copy()
+    for t in range(20, many.shape[0], 3):
+        many[t] = np.roll(many[t], 40, axis=1)
+    out = {}
+    for name, frames in (("some", some), ("many", many)):
+        cine = _cine(frames, ph.times_s, (panel,), ph.spacing_mm)
+        for motion in ("auto", "off"):
+            out[(name, motion)] = analyze_cine(cine, d / "rois.json",
+                                               AnalysisOptions(motion=motion, maps=False))
+    return out
+
+
+def _findings(analysis) -> tuple:
+    f = analysis.results()["findings"]
+    return f["wash_out"]["present"], f["wash_out"]["timing"], f["intraluminal_enhancement"]
+
+
+def test_implausible_motion_is_flagged_end_to_end_and_does_not_flip_findings(trust_runs) -> None:
+    a = trust_runs[("some", "auto")]
+    doc = a.results()
+    warnings = {w["code"]: w["message"] for w in doc["warnings"]}
+    assert "motion-implausible-frames" in warnings and "motion-untrusted" not in warnings
+    assert "60 (30.0 s), 61 (30.5 s), 75 (37.5 s)" in warnings["motion-implausible-frames"]
+    assert doc["motion"]["implausible_frames"]["indices"] == [60, 61, 75]
+    assert a.motion.rejected[[60, 61, 75]].all() and a.motion.displacement_px.max() <= 8.0
+    assert _findings(a) == _findings(trust_runs[("some", "off")])
+    assert _findings(a)[0] is True
+    # Glitches in a third of the bolus frames: the estimate is not applied at all.
+    b = trust_runs[("many", "auto")]
+    doc = b.results()
+    warnings = {w["code"]: w["message"] for w in doc["warnings"]}
+    assert b.motion is None and "motion-untrusted" in warnings
+    assert "and" in warnings["motion-untrusted"] and "more" in warnings["motion-untrusted"]
+    assert doc["motion"]["mode"] == "not-applied (untrusted)"
+    assert _findings(b) == _findings(trust_runs[("many", "off")])
