@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -596,3 +597,158 @@ def test_cli_simulate_and_analyze_with_motion_options(tmp_path: Path, capsys) ->
         assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     code = main(["simulate", str(tmp_path / "bad"), "--drift", "-1"])
     assert code == 2 and "--drift" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- trust: dim frames and glitches
+
+TRUST_FPS, TRUST_DURATION, TRUST_AMPLITUDE = 2.0, 60.0, 4.0
+DIM_SHARE = 0.3  # the last 30 % of frames are dimmed to near noise
+GLITCH_FRAMES = (50, 51, 80)  # circularly shifted by GLITCH_PX: correlation locks onto them
+GLITCH_PX = 50
+
+
+@pytest.fixture(scope="module")
+def trust_phantom():
+    return simulate(SimulationSpec(seed=3, fps=TRUST_FPS, duration_s=TRUST_DURATION,
+                                   motion_px=TRUST_AMPLITUDE, kinetics="marked-washout"))
+
+
+def _contrast_frames(ph) -> np.ndarray:
+    cp = ph.contrast_panel
+    return np.ascontiguousarray(ph.frames[(slice(None), *cp.slices)]).astype(np.float32)
+
+
+def _dimmed(frames: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
+    """The last DIM_SHARE of the frames with their pattern at 5 % under fresh noise."""
+    out = frames.copy()
+    rng = np.random.default_rng(seed)
+    k0 = int((1.0 - DIM_SHARE) * frames.shape[0])
+    for t in range(k0, frames.shape[0]):
+        f = frames[t]
+        out[t] = np.clip(0.8 * f.mean() + 0.05 * (f - f.mean()) + rng.normal(0, 12, f.shape), 0, 255)
+    return out, k0
+
+
+def _truth_error(est: MotionEstimate, ph) -> np.ndarray:
+    m = ph.truth["motion"]
+    k = est.reference_index
+    return np.hypot(est.dx_px - (np.asarray(m["dx_px"]) - m["dx_px"][k]),
+                    est.dy_px - (np.asarray(m["dy_px"]) - m["dy_px"][k]))
+
+
+def test_dim_late_frames_are_not_tracked_and_never_move_the_rois(trust_phantom) -> None:
+    from ceuskit.motion import MIN_FRAME_CONFIDENCE, PLAUSIBLE_SHIFT_SHARE, structure_share
+
+    frames, k0 = _dimmed(_contrast_frames(trust_phantom))
+    limit = PLAUSIBLE_SHIFT_SHARE * min(frames.shape[1:])
+    # The dim frames carry no structure: bolus_frames leaves them out, though
+    # the panel's mean brightness is still well above the pre-bolus level.
+    assert np.all(structure_share(frames, "contrast", bolus_frames(frames))[k0:] < 0.2)
+    est = estimate_motion(frames, tracked_panel="contrast", times_s=trust_phantom.times_s)
+    assert not est.tracked[k0:].any() and est.tracked[:k0].sum() > 40
+    assert est.trusted and est.overall_confidence > 0.9 and not est.implausible.any()
+    assert est.displacement_px.max() <= 2.0 * TRUST_AMPLITUDE
+    assert np.sqrt(np.mean(_truth_error(est, trust_phantom)[est.tracked] ** 2)) <= 0.5
+    # Forced to track them (what the mean-brightness test alone did): phase
+    # correlation finds noise peaks tens of px away, but every such frame is
+    # flagged (low confidence or implausible) and none of those shifts is applied.
+    forced = estimate_motion(frames, tracked_panel="contrast", times_s=trust_phantom.times_s,
+                             usable=np.arange(frames.shape[0]) >= 17)
+    assert forced.max_estimated_displacement_px > limit
+    flagged = forced.low_confidence | forced.implausible
+    assert flagged[k0:].mean() >= 0.9 and not flagged[17:k0].any()
+    assert np.all(forced.confidence[k0:] < MIN_FRAME_CONFIDENCE)
+    assert forced.displacement_px.max() <= 2.0 * TRUST_AMPLITUDE
+    assert np.all(forced.estimated_displacement_px[forced.implausible] > 10.0)
+    doc = forced.as_dict(times_s=trust_phantom.times_s)
+    json.dumps(doc, allow_nan=False)
+    assert doc["implausible_frames"]["indices"] == [int(i) for i in np.flatnonzero(forced.implausible)]
+    assert doc["low_confidence_frames"]["count"] == int(forced.low_confidence.sum())
+    assert len(doc["confidence"]) == frames.shape[0] and doc["confidence"][0] is None
+    assert doc["max_estimated_displacement_px"] > limit > doc["max_displacement_px"]
+
+
+def test_glitch_frames_are_implausible_and_their_neighbours_stay_right(trust_phantom) -> None:
+    frames = _contrast_frames(trust_phantom)
+    glitched = frames.copy()
+    for t in GLITCH_FRAMES:
+        glitched[t] = np.roll(frames[t], GLITCH_PX, axis=1)
+    est = estimate_motion(glitched, tracked_panel="contrast", times_s=trust_phantom.times_s)
+    assert set(np.flatnonzero(est.implausible)) == set(GLITCH_FRAMES)
+    assert est.rejected[list(GLITCH_FRAMES)].all() and np.all(est.confidence[list(GLITCH_FRAMES)] == 0)
+    assert np.all(est.estimated_displacement_px[list(GLITCH_FRAMES)] > 30)
+    err = _truth_error(est, trust_phantom)
+    assert np.all(err[[49, 52, 79, 81]] <= 1.0)
+    # The glitches hold a neighbour's transform, not their own 50 px.
+    assert est.displacement_px.max() <= 2.0 * TRUST_AMPLITUDE
+    # Confident frames are as accurate as without glitches (low-confidence ones,
+    # in the fast wash-in here, hold a neighbour's transform instead).
+    ok = est.tracked & ~est.rejected & ~est.low_confidence
+    assert ok.sum() >= 0.9 * est.tracked.sum()
+    assert np.sqrt(np.mean(err[ok] ** 2)) <= 0.5
+    assert est.trusted and est.implausible_share == pytest.approx(3 / est.tracked.sum())
+    # A glitch within the size limit is caught by its neighbours (consistency).
+    small = frames.copy()
+    small[60] = np.roll(frames[60], 20, axis=0)
+    est = estimate_motion(small, tracked_panel="contrast", times_s=trust_phantom.times_s)
+    assert np.flatnonzero(est.implausible).tolist() == [60]
+
+
+def test_untrusted_estimate_properties() -> None:
+    est = _estimate([0.0] * 10, [0.0] * 10, (64, 64))
+    assert est.trusted and est.overall_confidence == 1.0 and not est.implausible.any()
+    bad = replace(est, implausible=np.arange(10) < 3, confidence=np.where(np.arange(10) < 3, 0.0, 1.0))
+    assert bad.implausible_share == pytest.approx(0.3) and not bad.trusted
+    dim = replace(est, confidence=np.full(10, 0.3))
+    assert dim.overall_confidence == pytest.approx(0.3) and not dim.trusted
+    assert not dim.low_confidence.any()
+
+
+@pytest.fixture(scope="module")
+def trust_runs(trust_phantom, tmp_path_factory):
+    """Contrast-only analyses (motion auto and off) of a dimmed cine with a few
+    glitches, and of one glitched in every third bolus frame."""
+    ph = trust_phantom
+    d = tmp_path_factory.mktemp("trust")
+    (d / "rois.json").write_text(json.dumps(ph.rois))
+    cp = ph.contrast_panel
+    panel = Panel(0, 0, cp.x1 - cp.x0, cp.y1 - cp.y0, spacing_mm=ph.spacing_mm, kind="contrast")
+    base = _contrast_frames(ph)
+    some, _ = _dimmed(base, seed=1)
+    for t in (60, 61, 75):
+        some[t] = np.roll(some[t], 40, axis=1)
+    many = base.copy()
+    for t in range(20, many.shape[0], 3):
+        many[t] = np.roll(many[t], 40, axis=1)
+    out = {}
+    for name, frames in (("some", some), ("many", many)):
+        cine = _cine(frames, ph.times_s, (panel,), ph.spacing_mm)
+        for motion in ("auto", "off"):
+            out[(name, motion)] = analyze_cine(cine, d / "rois.json",
+                                               AnalysisOptions(motion=motion, maps=False))
+    return out
+
+
+def _findings(analysis) -> tuple:
+    f = analysis.results()["findings"]
+    return f["wash_out"]["present"], f["wash_out"]["timing"], f["intraluminal_enhancement"]
+
+
+def test_implausible_motion_is_flagged_end_to_end_and_does_not_flip_findings(trust_runs) -> None:
+    a = trust_runs[("some", "auto")]
+    doc = a.results()
+    warnings = {w["code"]: w["message"] for w in doc["warnings"]}
+    assert "motion-implausible-frames" in warnings and "motion-untrusted" not in warnings
+    assert "60 (30.0 s), 61 (30.5 s), 75 (37.5 s)" in warnings["motion-implausible-frames"]
+    assert doc["motion"]["implausible_frames"]["indices"] == [60, 61, 75]
+    assert a.motion.rejected[[60, 61, 75]].all() and a.motion.displacement_px.max() <= 8.0
+    assert _findings(a) == _findings(trust_runs[("some", "off")])
+    assert _findings(a)[0] is True
+    # Glitches in a third of the bolus frames: the estimate is not applied at all.
+    b = trust_runs[("many", "auto")]
+    doc = b.results()
+    warnings = {w["code"]: w["message"] for w in doc["warnings"]}
+    assert b.motion is None and "motion-untrusted" in warnings
+    assert "and" in warnings["motion-untrusted"] and "more" in warnings["motion-untrusted"]
+    assert doc["motion"]["mode"] == "not-applied (untrusted)"
+    assert _findings(b) == _findings(trust_runs[("many", "off")])

@@ -61,6 +61,27 @@ where the bolus shows (`bolus_frames`); the others keep the transform of the
 nearest tracked frame.  Quality there drifts with the bolus phase, so only
 dips below its running median are rejected; an out-of-plane frame that
 shows a similar pattern cannot be told from an in-plane one on this panel.
+Frames whose pattern has sunk into the noise (dim late frames: structure
+below `CONTRAST_MIN_STRUCTURE_SHARE` of the peak frames') are not tracked
+either: phase correlation on noise locks onto peaks anywhere in the search
+range (54-61 px in a real breast clip).
+
+Trust
+-----
+7. Plausibility (`PLAUSIBILITY_RULE`): a tracked frame whose shift is too
+   large for the panel (`PLAUSIBLE_SHIFT_SHARE`), too far from its agreeing
+   neighbours (`CONSISTENCY_*`) or reached too fast (`MAX_SPEED_MM_PER_S`,
+   when frame times are given) is *implausible*: rejected from the fits (the
+   safer choice: where the anatomy is in it is unknown) and holding the
+   nearest plausible frame's transform (so no image is moved by it).
+8. Confidence per frame, 0..1 (`TRUST_RULE`): distinctness of the correlation
+   peak over the second peak x its height against the typical height x the
+   frame's structure; 0 when implausible.  Frames below
+   `MIN_FRAME_CONFIDENCE` hold the nearest confident frame's transform (like
+   untracked frames; their curve samples are kept).  The estimate as a whole
+   is `trusted` when its mean confidence and share of implausible frames pass
+   `TRUST_MIN_CONFIDENCE` and `TRUST_MAX_IMPLAUSIBLE_SHARE`; the pipeline does
+   not apply an untrusted estimate (warning ``motion-untrusted``).
 
 Everything here is pure computation on arrays (no I/O).
 """
@@ -140,6 +161,78 @@ ECC_MAX_STEP_PX = 3.0
 #: Rotations beyond this (degrees) are taken for ECC failures: breathing and
 #: probe rocking rotate the image by a few degrees at most.
 ECC_MAX_ROTATION_DEG = 15.0
+#: Structure (contrast panel): spatial standard deviation of the frame
+#: smoothed by this Gaussian (px), which averages out the bubble speckle and
+#: receiver noise (fresh every frame) and keeps the perfusion pattern ...
+STRUCTURE_SMOOTH_PX = 4.0
+#: ... relative to the "peak frames" (this percentile of the structure over
+#: the frames where the bolus shows) ...
+STRUCTURE_REFERENCE_PERCENTILE = 90.0
+#: ... a contrast frame is tracked only when its structure is at least this
+#: share of the peak frames': dim late frames whose pattern has sunk into the
+#: noise hold no anatomy for phase correlation to find, and it then locks
+#: onto noise peaks anywhere in the search range (tens of px in a real breast
+#: clip).  Pre-bolus frames of the simulator keep ~0.4 (tissue background),
+#: noise-only frames ~0.05.
+CONTRAST_MIN_STRUCTURE_SHARE = 0.2
+#: Confidence per frame (see `MotionEstimate.confidence`), the product of
+#: three scores in 0..1.  Distinctness: 1 while the second correlation peak is
+#: below PEAK_RATIO_CLEAR of the first (well-matched frames: 0.25-0.35 on both
+#: panels), 0 from PEAK_RATIO_AMBIGUOUS on (noise: 0.55-0.97), linear between.
+PEAK_RATIO_CLEAR = 0.4
+PEAK_RATIO_AMBIGUOUS = 0.9
+#: Height: 1 while the peak is at least this share of the median peak of the
+#: tracked frames, proportional below (dim frames: ~0.15 of it).
+PEAK_HEIGHT_FULL_SHARE = 0.5
+#: Structure: 1 while the frame's structure (B-mode: standard deviation of
+#: the band-passed speckle; contrast: see STRUCTURE_SMOOTH_PX) is at least
+#: this share of the peak frames', proportional below.
+STRUCTURE_FULL_SHARE = 0.5
+#: A tracked frame whose confidence is below this carries too little
+#: structure or too ambiguous a peak for its shift to mean anything (dim
+#: frames score 0-0.05, well-matched ones 0.7-1): its estimate is not used,
+#: it holds the nearest confident frame's transform (like an untracked frame;
+#: it is not rejected, its curve sample is kept).
+MIN_FRAME_CONFIDENCE = 0.25
+#: Plausibility.  Size: a displacement beyond this share of the panel's
+#: smaller side is not in-plane breathing or probe motion (the liver moves
+#: 1-2 cm per breath, a breast lesion far less; at typical 0.1-0.3 mm pixels
+#: and 40-60 mm panels 15 % is 6-9 mm), but a correlation peak locked onto
+#: noise or onto the panel's edge.
+PLAUSIBLE_SHIFT_SHARE = 0.15
+#: Speed: between a frame and the last plausible frame before it (walking
+#: out from the reference) the anatomy may move at most this fast (mm/s:
+#: about the diaphragm's peak speed in deep breathing; probe drift and breast
+#: motion are far slower) ...
+MAX_SPEED_MM_PER_S = 15.0
+#: ... converted at the panel's pixel size, or at this one when unknown
+#: (0.2 mm, the simulator's, i.e. 75 px/s), over the frames' time interval
+#: (without frame times there is no speed test) ...
+FALLBACK_SPACING_MM = 0.2
+#: ... plus this allowance (px) for the estimate's own scatter.
+SPEED_TOLERANCE_PX = 3.0
+#: Consistency: a frame's displacement may depart from the median of its
+#: CONSISTENCY_NEIGHBOURS tracked neighbours either side by at most
+#: max(CONSISTENCY_MIN_PX, CONSISTENCY_K x their median absolute deviation
+#: from that median): when the neighbours agree, a frame far from them is a
+#: glitch; when they do not (fast breathing at a low frame rate) the bound
+#: widens with their spread.  The 10 px floor (2 mm at 0.2 mm pixels) lets
+#: fast, jerky but real motion pass (frame-to-frame jumps of up to ~8 px from
+#: agreeing neighbours occur in the random-shift unit test) and still catches
+#: the tens-of-px jumps of a correlation peak locked onto noise.
+CONSISTENCY_NEIGHBOURS = 2
+CONSISTENCY_MIN_PX = 10.0
+CONSISTENCY_K = 4.0
+#: Trust (used by the pipeline, `MotionEstimate.trusted`): an estimate whose
+#: overall confidence is below this, or in which more than this share of the
+#: tracked frames is implausible, is not applied: it would move the ROIs by
+#: amounts nothing supports.
+TRUST_MIN_CONFIDENCE = 0.5
+TRUST_MAX_IMPLAUSIBLE_SHARE = 0.2
+#: Second correlation peak: the highest value farther than this many
+#: apodisation sigmas from the first peak (its own Gaussian flank has fallen
+#: to exp(-4.5) = 1 % of its height there).
+SECOND_PEAK_EXCLUSION_SIGMAS = 3.0
 #: Frames per processing chunk (bounds the memory of the FFT buffers).
 CHUNK = 64
 
@@ -161,6 +254,26 @@ REJECTION_RULE_CONTRAST = (
     f"frame is rejected when its quality drops below the running median of "
     f"{2 * CONTRAST_LOCAL_HALF_WINDOW + 1} tracked frames less max({REJECT_K_MAD:g} x 1.4826 x "
     f"MAD of the drops, {REJECT_MIN_DROP:g}): only transient dips (out-of-plane frames) count"
+)
+
+PLAUSIBILITY_RULE = (
+    f"a tracked frame's estimate is implausible when its displacement exceeds "
+    f"{PLAUSIBLE_SHIFT_SHARE:.0%} of the panel's smaller side, when it moved faster than "
+    f"{MAX_SPEED_MM_PER_S:g} mm/s (+ {SPEED_TOLERANCE_PX:g} px) from the last plausible frame "
+    f"(walking out from the reference; when the frame times are known), or when it departs "
+    f"from the median of its "
+    f"{2 * CONSISTENCY_NEIGHBOURS} tracked neighbours by more than max({CONSISTENCY_MIN_PX:g} px, "
+    f"{CONSISTENCY_K:g} x their spread); implausible frames are left out of the curve fits "
+    f"(rejected) and hold the nearest plausible frame's transform"
+)
+TRUST_RULE = (
+    f"confidence per frame = distinctness of the correlation peak (second peak below "
+    f"{PEAK_RATIO_CLEAR:g} of the first: 1, above {PEAK_RATIO_AMBIGUOUS:g}: 0) x its height "
+    f"(full from {PEAK_HEIGHT_FULL_SHARE:g} x the median) x the frame's structure (full from "
+    f"{STRUCTURE_FULL_SHARE:g} x the peak frames'), 0 when implausible; frames below "
+    f"{MIN_FRAME_CONFIDENCE:g} hold the nearest confident frame's transform; the estimate is "
+    f"applied only when the mean over tracked frames is at least {TRUST_MIN_CONFIDENCE:g} and at most "
+    f"{TRUST_MAX_IMPLAUSIBLE_SHARE:.0%} of the tracked frames are implausible"
 )
 
 
@@ -202,6 +315,17 @@ class MotionEstimate:
         (rows, cols) of the tracked panel; rotation is about its centre.
     rejection_rule : str
         The quality measure and rejection rule, in words.
+    confidence : ndarray, shape (T,)
+        How far each tracked frame's estimate can be trusted, 0..1 (see
+        `TRUST_RULE`); NaN for untracked frames.  Default: 1 where tracked.
+    implausible : ndarray of bool, shape (T,)
+        Tracked frames whose estimate failed a plausibility test
+        (`PLAUSIBILITY_RULE`); they are also `rejected` and hold the nearest
+        plausible frame's transform.  Default: none.
+    estimated_displacement_px : ndarray, shape (T,)
+        Length of each tracked frame's displacement as estimated, before
+        implausible and low-confidence frames were made to hold a neighbour's
+        (px); NaN for untracked frames.  Default: that of ``dx_px, dy_px``.
     """
 
     dx_px: FloatArray
@@ -217,10 +341,22 @@ class MotionEstimate:
     quality_threshold: FloatArray
     panel_shape: tuple[int, int]
     rejection_rule: str = field(default=REJECTION_RULE)
+    confidence: FloatArray | None = None
+    implausible: NDArray[np.bool_] | None = None
+    estimated_displacement_px: FloatArray | None = None
 
     def __post_init__(self) -> None:
+        if self.confidence is None:
+            object.__setattr__(self, "confidence",
+                               np.where(np.asarray(self.tracked, bool), 1.0, np.nan))
+        if self.implausible is None:
+            object.__setattr__(self, "implausible", np.zeros(np.shape(self.dx_px), dtype=bool))
+        if self.estimated_displacement_px is None:
+            object.__setattr__(self, "estimated_displacement_px",
+                               np.where(np.asarray(self.tracked, bool),
+                                        np.hypot(self.dx_px, self.dy_px), np.nan))
         for name in ("dx_px", "dy_px", "rotation_deg", "quality", "rejected", "tracked",
-                     "quality_threshold"):
+                     "quality_threshold", "confidence", "implausible", "estimated_displacement_px"):
             arr = np.array(getattr(self, name))
             arr.flags.writeable = False
             object.__setattr__(self, name, arr)
@@ -228,6 +364,40 @@ class MotionEstimate:
     @property
     def n_frames(self) -> int:
         return int(self.dx_px.size)
+
+    @property
+    def overall_confidence(self) -> float:
+        """Mean confidence over the tracked frames (implausible ones count 0); 0 if none."""
+        c = np.asarray(self.confidence)[self.tracked]
+        return float(np.mean(c)) if c.size else 0.0
+
+    @property
+    def max_estimated_displacement_px(self) -> float:
+        """Largest displacement as estimated on a tracked frame, before implausible and
+        low-confidence frames were made to hold a neighbour's transform (px)."""
+        d = np.asarray(self.estimated_displacement_px)[self.tracked]
+        return float(np.nanmax(d)) if d.size and np.isfinite(d).any() else 0.0
+
+    @property
+    def low_confidence(self) -> NDArray[np.bool_]:
+        """Plausible tracked frames below `MIN_FRAME_CONFIDENCE` (holding a neighbour's
+        transform; implausible frames are reported apart)."""
+        c = np.asarray(self.confidence)
+        return np.asarray(self.tracked & ~np.asarray(self.implausible)
+                          & (np.nan_to_num(c, nan=1.0) < MIN_FRAME_CONFIDENCE))
+
+    @property
+    def implausible_share(self) -> float:
+        """Share of the tracked frames whose estimate is implausible."""
+        k = int(np.count_nonzero(self.tracked))
+        return float(np.count_nonzero(np.asarray(self.implausible) & self.tracked)) / k if k else 0.0
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the estimate may be applied (`TRUST_MIN_CONFIDENCE`,
+        `TRUST_MAX_IMPLAUSIBLE_SHARE`)."""
+        return (self.overall_confidence >= TRUST_MIN_CONFIDENCE
+                and self.implausible_share <= TRUST_MAX_IMPLAUSIBLE_SHARE)
 
     @property
     def displacement_px(self) -> FloatArray:
@@ -270,6 +440,8 @@ class MotionEstimate:
             Pixel size, to give displacements in mm as well.
         """
         rej = np.flatnonzero(self.rejected)
+        imp = np.flatnonzero(np.asarray(self.implausible))
+        low = np.flatnonzero(self.low_confidence)
         out: dict[str, Any] = {
             "mode": self.mode,
             "tracked_panel": self.tracked_panel,
@@ -289,11 +461,23 @@ class MotionEstimate:
             "rejection_rule": self.rejection_rule,
             "rejected_frames": {"count": int(rej.size), "indices": [int(i) for i in rej]},
             "untracked_frames": int(np.count_nonzero(~self.tracked)),
+            "confidence": [None if not math.isfinite(float(c)) else round(float(c), 3)
+                           for c in np.asarray(self.confidence)],
+            "overall_confidence": round(self.overall_confidence, 3),
+            "max_estimated_displacement_px": round(self.max_estimated_displacement_px, 3),
+            "trusted": self.trusted,
+            "trust_rule": TRUST_RULE,
+            "plausibility_rule": PLAUSIBILITY_RULE,
+            "implausible_frames": {"count": int(imp.size), "indices": [int(i) for i in imp]},
+            "low_confidence_frames": {"count": int(low.size), "indices": [int(i) for i in low],
+                                      "min_confidence": MIN_FRAME_CONFIDENCE},
         }
         if times_s is not None:
             t = np.asarray(times_s, dtype=np.float64)
             out["reference_frame"]["time_s"] = float(t[self.reference_index])
             out["rejected_frames"]["times_s"] = [round(float(t[i]), 4) for i in rej]
+            out["implausible_frames"]["times_s"] = [round(float(t[i]), 4) for i in imp]
+            out["low_confidence_frames"]["times_s"] = [round(float(t[i]), 4) for i in low]
         if spacing_mm is not None:
             s = float(np.sqrt(spacing_mm[0] * spacing_mm[1]))
             out["rms_displacement_mm"] = round(self.rms_displacement_px * s, 4)
@@ -477,6 +661,7 @@ class _Setup:
     apod_mean: float  # mean of the apodisation over the full spectrum: peak of identical frames
     max_shift: int
     whiten: float  # exponent p of the whitening: cross-power / |cross-power|^p
+    sigma: float  # apodisation sigma (px): the correlation peak's width
 
 
 def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _Setup:
@@ -495,7 +680,7 @@ def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _S
     limit = max(2, int(MAX_SHIFT_SHARE * min(h, w)))
     max_shift = limit if max_shift_px is None else max(1, min(limit, math.ceil(max_shift_px)))
     return _Setup((h, w), panel, window, apod, apod_mean, max_shift,
-                  CONTRAST_WHITEN if contrast else 1.0)
+                  CONTRAST_WHITEN if contrast else 1.0, sigma)
 
 
 def _smooth(frame: NDArray[Any], sigma: float) -> NDArray[np.float32]:
@@ -535,12 +720,15 @@ def _spectra(images: NDArray[np.float32], st: _Setup) -> NDArray[np.complex64]:
 
 
 def _correlate(spec: NDArray[np.complex64], ref_conj: NDArray[np.complex64],
-               st: _Setup) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Sub-pixel shift (dx, dy) of each image against the template, and the peak height.
+               st: _Setup) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Sub-pixel shift (dx, dy) of each image against the template, the peak
+    height and the height of the second peak.
 
     The whitened, apodised cross-power spectrum has a Gaussian peak at the
     displacement; a three-point Gaussian fit per axis locates it.  Peak
-    height is normalised to 1 for identical images.
+    height is normalised to 1 for identical images; the second peak is the
+    highest value of the searched surface outside the first peak (see
+    `SECOND_PEAK_EXCLUSION_SIGMAS`).
     """
     h, w = st.shape
     cross = spec * ref_conj
@@ -577,8 +765,17 @@ def _correlate(spec: NDArray[np.complex64], ref_conj: NDArray[np.complex64],
     c0 = block[rows, iy, ix]
     dy = _gauss3(block[rows, iy - 1, ix], c0, block[rows, iy + 1, ix])
     dx = _gauss3(block[rows, iy, ix - 1], c0, block[rows, iy, ix + 1])
+    # The second peak: the highest value farther than SECOND_PEAK_EXCLUSION_SIGMAS
+    # apodisation sigmas from the first (the first peak's own flanks excluded).
+    r = SECOND_PEAK_EXCLUSION_SIGMAS * st.sigma
+    side = np.arange(2 * m + 1)
+    far = ((side[None, :, None] - (iy - 1)[:, None, None]) ** 2
+           + (side[None, None, :] - (ix - 1)[:, None, None]) ** 2) > r * r
+    inner3 = block[:, 1:-1, 1:-1]
+    c1 = np.where(far, inner3, -np.inf).reshape(n, -1).max(axis=1)
+    c1 = np.where(np.isfinite(c1), c1, 0.0)
     return (ix - (m + 1) + dx).astype(np.float64), (iy - (m + 1) + dy).astype(np.float64), \
-        c0.astype(np.float64)
+        c0.astype(np.float64), c1.astype(np.float64)
 
 
 def _gauss3(lo: FloatArray, mid: FloatArray, hi: FloatArray) -> FloatArray:
@@ -661,7 +858,7 @@ def _rigid(images: NDArray[np.float32], tmpl: NDArray[np.float32],
                       for i in range(images.shape[0])])
     rot = _compose(np.zeros(theta.size), np.zeros(theta.size), theta, (c[0], c[1]))
     derotated = np.stack([_warp(images[i], rot[i]) for i in range(images.shape[0])])
-    dxp, dyp, _ = _correlate(_spectra(derotated, st), tmpl_conj, st)
+    dxp, dyp, _, _ = _correlate(_spectra(derotated, st), tmpl_conj, st)
     t = np.deg2rad(theta)
     dx = np.cos(t) * dxp - np.sin(t) * dyp
     dy = np.sin(t) * dxp + np.cos(t) * dyp
@@ -706,6 +903,8 @@ def estimate_motion(
     tracked_panel: str = "bmode",
     usable: ArrayLike | None = None,
     max_shift_px: float | None = None,
+    times_s: ArrayLike | None = None,
+    spacing_mm: tuple[float, float] | None = None,
 ) -> MotionEstimate:
     """Estimate in-plane motion of every frame relative to a reference frame.
 
@@ -731,6 +930,10 @@ def estimate_motion(
     max_shift_px : float, optional
         Largest displacement searched (px); default a quarter of the panel's
         smaller side.
+    times_s : array, shape (T,), optional
+        Frame times (s), for the speed limit (without them, no speed test).
+    spacing_mm : (row, col) mm, optional
+        Pixel size, for the speed limit (default `FALLBACK_SPACING_MM`).
 
     Returns
     -------
@@ -793,7 +996,7 @@ def estimate_motion(
     d1 = np.zeros((n, 2))
     h1 = np.full(n, np.nan)
     for c in _chunks(idx):
-        dx, dy, hgt = _correlate(_spectra(_prepared(stack, c, st), st), ref_conj, st)
+        dx, dy, hgt, _ = _correlate(_spectra(_prepared(stack, c, st), st), ref_conj, st)
         d1[c, 0], d1[c, 1], h1[c] = dx, dy, hgt
 
     # 3. The reference frame.  "Good" frames exclude only clear outliers of
@@ -821,6 +1024,10 @@ def estimate_motion(
     # 4. Template: motion-corrected mean of well-matched frames in the
     # reference's coordinates (first-pass shifts re-expressed relative to it;
     # in rigid mode with their rotation against the reference frame).
+    # Frames whose first-pass shift from the reference is implausibly large
+    # (see PLAUSIBLE_SHIFT_SHARE) stay out of the template.
+    near = good[np.hypot(*(d1[good] - d1[ref]).T) <= PLAUSIBLE_SHIFT_SHARE * min(shape)]
+    good = near if near.size else good
     members = good[np.unique(np.linspace(0, good.size - 1, min(N_TEMPLATE, good.size)).astype(int))]
     members = np.union1d(members, [ref])
     rel = d1[members] - d1[ref]
@@ -844,9 +1051,11 @@ def estimate_motion(
     mats = np.zeros((n, 2, 3))
     mats[:, 0, 0] = mats[:, 1, 1] = 1.0
     quality = np.full(n, np.nan)
+    peak = np.full(n, np.nan)
+    second = np.full(n, np.nan)
     for c in _chunks(idx):
         images = _prepared(stack, c, st)
-        dx, dy, _ = _correlate(_spectra(images, st), tmpl_conj, st)
+        dx, dy, peak[c], second[c] = _correlate(_spectra(images, st), tmpl_conj, st)
         if mode == "rigid":
             dx, dy, theta = _rigid(images, template, tmpl_conj, np.column_stack([dx, dy]), st)
         else:
@@ -869,8 +1078,35 @@ def estimate_motion(
     rejected = np.zeros(n, dtype=bool)
     rejected[idx] = q < threshold[idx]
 
-    # Relative to the reference frame; untracked frames hold their neighbour's.
-    rel_m = _hold_nearest(_relative_to(mats, ref), ok)
+    # 7. Plausibility (`PLAUSIBILITY_RULE`) of the shifts relative to the reference.
+    rel_raw = _relative_to(mats, ref)
+    d_raw = np.column_stack(_decompose(rel_raw, centre_xy)[:2])
+    d_raw[ref] = 0.0
+    t_s: FloatArray | None = None
+    if times_s is not None:
+        t_s = np.asarray(times_s, dtype=np.float64).reshape(-1)
+        if t_s.shape != (n,):
+            raise ValueError("times_s must have one entry per frame")
+    pixel_mm = (FALLBACK_SPACING_MM if spacing_mm is None
+                else float(np.sqrt(spacing_mm[0] * spacing_mm[1])))
+    implausible = _implausible(d_raw, ok, rejected, ref, shape, t_s, MAX_SPEED_MM_PER_S / pixel_mm)
+
+    # 8. Confidence per frame (`TRUST_RULE`).
+    confidence = np.full(n, np.nan)
+    ratio = second[idx] / np.maximum(peak[idx], 1e-12)
+    distinct = np.clip((PEAK_RATIO_AMBIGUOUS - ratio) / (PEAK_RATIO_AMBIGUOUS - PEAK_RATIO_CLEAR),
+                       0.0, 1.0)
+    typical = float(np.median(peak[idx]))
+    height = np.clip(peak[idx] / max(PEAK_HEIGHT_FULL_SHARE * typical, 1e-12), 0.0, 1.0)
+    structure = structure_share(stack, tracked_panel, ok)[idx]
+    confidence[idx] = distinct * height * np.clip(structure / STRUCTURE_FULL_SHARE, 0.0, 1.0)
+    confidence[implausible] = 0.0
+    confidence[ref] = max(confidence[ref], MIN_FRAME_CONFIDENCE)
+    rejected |= implausible
+
+    # Relative to the reference frame; untracked, implausible and
+    # low-confidence frames hold the nearest confident tracked frame's transform.
+    rel_m = _hold_nearest(rel_raw, ok & (confidence >= MIN_FRAME_CONFIDENCE))
     dx, dy, rot = _decompose(rel_m, centre_xy)
     if mode == "translation":
         rot = np.zeros(n)
@@ -878,7 +1114,80 @@ def estimate_motion(
     return MotionEstimate(dx_px=dx, dy_px=dy, rotation_deg=rot, quality=quality, rejected=rejected,
                           tracked=ok, reference_index=ref, reference_choice=choice, mode=mode,
                           tracked_panel=tracked_panel, quality_threshold=threshold,
-                          panel_shape=shape, rejection_rule=rule)
+                          panel_shape=shape, rejection_rule=rule, confidence=confidence,
+                          implausible=implausible,
+                          estimated_displacement_px=np.where(ok, np.hypot(*d_raw.T), np.nan))
+
+
+def _implausible(d: FloatArray, tracked: NDArray[np.bool_], rejected: NDArray[np.bool_], ref: int,
+                 shape: tuple[int, int], times_s: FloatArray | None, speed_px_s: float
+                 ) -> NDArray[np.bool_]:
+    """Tracked frames whose displacement `d` (T, 2; px, relative to `ref`) is implausible.
+
+    See `PLAUSIBILITY_RULE`: size, then consistency with the neighbours (the
+    size-plausible, not quality-rejected tracked frames either side), then
+    speed from the last plausible frame, walking out from the reference.
+    """
+    n = d.shape[0]
+    idx = np.flatnonzero(tracked)
+    bad = np.zeros(n, dtype=bool)
+    bad[idx] = np.hypot(d[idx, 0], d[idx, 1]) > PLAUSIBLE_SHIFT_SHARE * min(shape)
+    bad[ref] = False
+    anchors = idx[~bad[idx] & ~rejected[idx]]
+    k = CONSISTENCY_NEIGHBOURS
+    glitch = np.zeros(n, dtype=bool)
+    for t in idx[~bad[idx]]:
+        j = int(np.searchsorted(anchors, t))
+        after = j + 1 if j < anchors.size and anchors[j] == t else j
+        nb = np.concatenate([anchors[max(0, j - k):j], anchors[after:after + k]])
+        if nb.size < 2:
+            continue
+        med = np.median(d[nb], axis=0)
+        spread = float(np.median(np.hypot(*(d[nb] - med).T)))
+        glitch[t] = math.hypot(*(d[t] - med)) > max(CONSISTENCY_MIN_PX, CONSISTENCY_K * spread)
+    bad |= glitch
+    bad[ref] = False
+    if times_s is None:
+        return bad
+    for order in (idx[idx > ref], idx[idx < ref][::-1]):
+        last = ref
+        for t in order:
+            if bad[t]:
+                continue
+            step = math.hypot(*(d[t] - d[last]))
+            if step > speed_px_s * abs(times_s[t] - times_s[last]) + SPEED_TOLERANCE_PX:
+                bad[t] = True
+            elif not rejected[t]:
+                last = int(t)
+    return bad
+
+
+def structure_share(frames: ArrayLike, panel: str = "contrast",
+                    among: ArrayLike | None = None) -> FloatArray:
+    """Structure of each frame relative to the peak frames' (see `STRUCTURE_SMOOTH_PX`).
+
+    Structure is the spatial standard deviation of the frame smoothed by
+    `STRUCTURE_SMOOTH_PX` (contrast panel: the perfusion pattern without the
+    bubble speckle and noise) or of its band-passed speckle (B-mode,
+    `QUALITY_BAND_PX`); it is divided by its `STRUCTURE_REFERENCE_PERCENTILE`
+    percentile over the frames `among` (default: all).
+
+    Returns
+    -------
+    float array, shape (T,)
+        0 for a flat frame; about 1 for the peak frames.
+    """
+    stack = np.asarray(frames)
+    lo, hi = QUALITY_BAND_PX
+    raw = np.empty(stack.shape[0])
+    for t in range(stack.shape[0]):
+        f = np.asarray(stack[t], dtype=np.float32)
+        g = (_smooth(f, STRUCTURE_SMOOTH_PX) if panel == "contrast"
+             else _smooth(f, lo) - _smooth(f, hi))
+        raw[t] = float(np.std(g, dtype=np.float64))
+    sel = raw if among is None else raw[np.asarray(among, dtype=bool)]
+    top = float(np.percentile(sel, STRUCTURE_REFERENCE_PERCENTILE)) if sel.size else 0.0
+    return raw / top if top > 0 else np.zeros_like(raw)
 
 
 def bolus_frames(frames: ArrayLike) -> NDArray[np.bool_]:
@@ -886,7 +1195,11 @@ def bolus_frames(frames: ArrayLike) -> NDArray[np.bool_]:
 
     The panel's mean display value per frame is smoothed over 5 frames; a
     frame qualifies when it is at least `CONTRAST_BOLUS_SHARE` of the way from
-    the pre-bolus level (median of the first 10 % of frames) to the maximum.
+    the pre-bolus level (median of the first 10 % of frames) to the maximum,
+    and when its structure (`structure_share` among those frames) is at least
+    `CONTRAST_MIN_STRUCTURE_SHARE` of the peak frames': a dim frame whose
+    pattern has sunk into the noise is not registered even if the panel's
+    mean brightness is still up.
 
     Parameters
     ----------
@@ -905,4 +1218,8 @@ def bolus_frames(frames: ArrayLike) -> NDArray[np.bool_]:
     rise = float(smooth.max()) - base
     if rise <= 0:
         return np.zeros(m.size, dtype=bool)
-    return np.asarray(smooth >= base + CONTRAST_BOLUS_SHARE * rise)
+    bolus = np.asarray(smooth >= base + CONTRAST_BOLUS_SHARE * rise)
+    if not bolus.any():
+        return bolus
+    return np.asarray(bolus & (structure_share(stack, "contrast", bolus)
+                               >= CONTRAST_MIN_STRUCTURE_SHARE))

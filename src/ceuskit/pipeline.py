@@ -47,7 +47,16 @@ from ceuskit.linearize import (
     linear_power_table,
     to_linear_power,
 )
-from ceuskit.motion import MotionEstimate, ReferenceFrameError, apply_motion, estimate_motion, warp_frame
+from ceuskit.motion import (
+    MIN_FRAME_CONFIDENCE,
+    TRUST_MAX_IMPLAUSIBLE_SHARE,
+    TRUST_MIN_CONFIDENCE,
+    MotionEstimate,
+    ReferenceFrameError,
+    apply_motion,
+    estimate_motion,
+    warp_frame,
+)
 from ceuskit.outputs import finite_or_none, json_ready
 from ceuskit.panels import PanelChoice, choose_panels, colour_share
 from ceuskit.qc import acquisition_warnings
@@ -288,7 +297,8 @@ def estimate_cine_motion(
     say(f"estimating motion ({mode}) on the {'B-mode' if tracked == 'bmode' else 'contrast'} panel")
     try:
         motion = estimate_motion(cine.frames[(slice(None), *panel.slices)], mode=mode,
-                                 reference=ref, tracked_panel=tracked)
+                                 reference=ref, tracked_panel=tracked, times_s=cine.times_s,
+                                 spacing_mm=panel.spacing_mm or cine.spacing_mm)
     except ReferenceFrameError as exc:
         raise InputError("--reference-frame", str(exc)) from None
     except ValueError as exc:
@@ -307,16 +317,57 @@ def estimate_cine_motion(
             "bolus shows (the others keep the nearest frame's estimate); this is less precise "
             "than tracking B-mode speckle and detects out-of-plane frames less reliably",
         ))
-    rejected = np.flatnonzero(motion.rejected)
+
+    def listed(frames: NDArray[np.int64]) -> str:
+        text = ", ".join(f"{i} ({cine.times_s[i]:.1f} s)" for i in frames[:12])
+        return text + (f" and {frames.size - 12} more" if frames.size > 12 else "")
+
+    implausible = np.flatnonzero(np.asarray(motion.implausible))
+    low = np.flatnonzero(motion.low_confidence)
+    n_tracked = int(motion.tracked.sum())
+    if not motion.trusted:
+        # Never apply an estimate nothing supports: it would move the ROIs
+        # and could change the findings.
+        warnings.append(AnalysisWarning(
+            "motion-untrusted",
+            "the motion estimate was not applied ("
+            + ("too many implausible frames" if motion.implausible_share
+               > TRUST_MAX_IMPLAUSIBLE_SHARE else "confidence too low")
+            + f"): its overall confidence is {motion.overall_confidence:.2f} (at least "
+            f"{TRUST_MIN_CONFIDENCE:g} needed) and {implausible.size} of {n_tracked} tracked "
+            f"frames ({motion.implausible_share:.0%}; at most {TRUST_MAX_IMPLAUSIBLE_SHARE:.0%} "
+            "allowed) have implausible shifts"
+            + (f": frames {listed(implausible)}" if implausible.size else "")
+            + (f"; {low.size} frames have too little structure or too ambiguous a match: "
+               f"frames {listed(low)}" if low.size else "")
+            + f" (largest estimated shift {motion.max_estimated_displacement_px:.1f} px); the curves "
+            "are measured without motion correction and may mix neighbouring tissue if the "
+            "anatomy moved",
+        ))
+        return None, warnings
+    if implausible.size or low.size:
+        warnings.append(AnalysisWarning(
+            "motion-implausible-frames",
+            (f"{implausible.size} of {n_tracked} tracked frames had implausible motion estimates "
+             "(too large, too fast or far from their neighbours': see the motion section's "
+             "plausibility_rule); they keep the nearest plausible frame's transform and were "
+             f"left out of the curve fits: frames {listed(implausible)}"
+             if implausible.size else "")
+            + ("; " if implausible.size and low.size else "")
+            + (f"{low.size} tracked frames matched with too little confidence (below "
+               f"{MIN_FRAME_CONFIDENCE:g}: little structure or an ambiguous correlation peak) and "
+               f"keep the nearest confident frame's transform: frames {listed(low)}"
+               if low.size else ""),
+        ))
+    # Frames rejected for their match (implausible ones are reported above).
+    rejected = np.flatnonzero(motion.rejected & ~np.asarray(motion.implausible))
     if rejected.size:
-        listed = ", ".join(f"{i} ({cine.times_s[i]:.1f} s)" for i in rejected[:12])
-        more = f" and {rejected.size - 12} more" if rejected.size > 12 else ""
         share = rejected.size / n
         warnings.append(AnalysisWarning(
             "frames-rejected",
             f"{rejected.size} of {n} frames ({share:.0%}) match the reference poorly after motion "
             f"correction (out-of-plane motion or probe lift) and were left out of the curve fits: "
-            f"frames {listed}{more}"
+            f"frames {listed(rejected)}"
             + ("; with this many frames lost the perfusion parameters are unreliable"
                if share > 0.2 else ""),
         ))
@@ -408,7 +459,8 @@ def coded_power_chunks(
 def _motion_frames(motion: MotionEstimate, sl: slice) -> MotionEstimate:
     """The estimate restricted to frames ``sl`` (for aligning a chunk of frames)."""
     return replace(motion, **{name: getattr(motion, name)[sl] for name in (
-        "dx_px", "dy_px", "rotation_deg", "quality", "rejected", "tracked", "quality_threshold")})
+        "dx_px", "dy_px", "rotation_deg", "quality", "rejected", "tracked", "quality_threshold",
+        "confidence", "implausible", "estimated_displacement_px")})
 
 
 def measure_rois(
@@ -1145,7 +1197,10 @@ def _motion_section(analysis: Analysis) -> dict[str, Any]:
     requested = analysis.options.motion
     m = analysis.motion
     if m is None:
-        return {"requested": requested, "mode": "off" if requested == "off" else "not-estimated",
+        untrusted = any(w.code == "motion-untrusted" for w in analysis.warnings)
+        return {"requested": requested,
+                "mode": ("off" if requested == "off" else
+                         "not-applied (untrusted)" if untrusted else "not-estimated"),
                 "tracked_panel": None, "rejected_frames": {"count": 0, "indices": [], "times_s": []}}
     panel = analysis.panels.bmode if m.tracked_panel == "bmode" else analysis.panels.contrast
     spacing = (panel.spacing_mm if panel is not None and panel.spacing_mm is not None
