@@ -367,7 +367,7 @@ def test_motion_leaves_rois_and_truth_curves_alone(moving: Phantom) -> None:
         ({"motion_px": -1.0}, "motion"),
         ({"motion_px": 100.0}, "motion"),
         ({"fps": 0.0}, "fps"),
-        ({"duration_s": 2.0}, "duration"),
+        ({"duration_s": 0.5}, "duration"),
         ({"duration_s": float("inf")}, "duration"),
         ({"dynamic_range_db": 5.0}, "dynamic-range"),
         ({"noise_floor_db": 3.0}, "noise_floor_db"),
