@@ -337,7 +337,7 @@ def test_adding_a_red_flag_never_lowers_the_level(case_name: str, findings_name:
     (malignant_findings(), "index_case", "HIGH"),
     (None, "index_case", "INTERMEDIATE"),
     (non_enhancing_findings(), "acute_bland_dvt", "LOW"),
-    (None, None, "LOW"),
+    (None, None, "INDETERMINATE"),
 ])
 def test_summary_paragraph(f: dict[str, Any] | None, case_name: str | None, level: str) -> None:
     case = example_case(case_name) if case_name else None

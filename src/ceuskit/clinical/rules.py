@@ -551,7 +551,8 @@ def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: 
             "muscle: enhancement indicates tumour, no enhancement a bland thrombus",
             "this CEUS could not tell whether the lesion enhances: "
             + str(why_not).removeprefix("not assessable: "), SRC_META)
-    elif f.ceus is None and (f.flags or suspect or level == "indeterminate"):
+    elif f.ceus is None and (f.flags or suspect or (
+            level == "indeterminate" and (findings is not None or case is not None))):
         add("rec-ceus", "Perform CEUS of the intraluminal material, with a reference ROI in adjacent muscle: "
             "enhancement indicates tumour, no enhancement a bland thrombus",
             ("red flags without an assessable CEUS: " + ", ".join(f.flags)) if f.flags
