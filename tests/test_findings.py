@@ -192,7 +192,8 @@ def test_a_rapid_hyper_washing_out_tumour() -> None:
     assert f["necrosis_percent"] == pytest.approx(30.0)
     assert f["missing"] == []
     ev = f["evidence"]
-    assert set(ev) == {"intraluminal_enhancement", "wash_in", "enhancement", "homogeneity",
+    assert set(ev) == {"intraluminal_enhancement", "wash_in", "enhancement", "enhancement_whole_roi",
+                       "homogeneity",
                        "wash_out", "wash_out_timing", "wash_out_degree", "necrosis_percent"}
     for entry in ev.values():
         assert set(entry) == {"text", "statistic", "value", "unit", "threshold", "source"}

@@ -1450,7 +1450,7 @@ def _truth_findings(spec: SimulationSpec, les: dict[str, Any], ref: dict[str, An
     out["enhancement_whole_roi"] = _clear_enhancement(e_db)
     out["enhancement"] = _clear_enhancement(e_viable)
     out["wash_out"] = _clear_wash_out(grid[keep], rel, ttp, min(0.0, e_db), t_end)
-    amb = [k for k in ("wash_in", "enhancement") if out[k] is None]
+    amb = [k for k in ("wash_in", "enhancement_whole_roi") if out[k] is None]
     wo = out["wash_out"]
     amb += [f"wash_out.{k}" for k in ("present", "timing", "degree")
             if wo[k] is None and (k == "present" or wo["present"] is True)]
