@@ -93,3 +93,18 @@ def test_analysis_of_a_plain_side_by_side_mp4(written):
     lesion = next(r for r in analysis.rois if r.roi.name == "lesion")
     truth = laid.truth["rois"]["lesion"]["perfusion"]["time_to_peak_s"]
     assert abs(lesion.perfusion["time_to_peak_s"] - truth) <= TTP_TOL_S, (lesion.perfusion, truth)
+
+
+def test_cli_simulate_layout(tmp_path, capsys):
+    from ceuskit.cli import main
+
+    out = tmp_path / "stacked"
+    code = main(["simulate", str(out), "--layout", "stacked-nogap", "--fps", "4", "--duration", "20"])
+    assert code == 0, capsys.readouterr().err
+    cine = load_cine(out / "cine.dcm")
+    assert cine.regions == () and cine.frame_shape == (416, 320)
+    choice = choose_panels(cine)
+    assert choice.evidence["layout"] == "stacked" and choice.contrast.bounds == (32, 16, 288, 208)
+    assert main(["simulate", str(tmp_path / "bad"), "--layout", "sideways"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--layout" in err[0]

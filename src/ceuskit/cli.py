@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kinetics", default="malignant", metavar="NAME",
                    help="tumour kinetics family: malignant (default), marked-washout, late-washout "
                         "(give --duration 150), synchronous-iso or slow-hypo; ignored for bland")
+    s.add_argument("--layout", default="side-by-side-gap", metavar="NAME",
+                   help="dual-display layout: side-by-side-gap (default, with ultrasound regions "
+                        "in DICOM/NPZ), side-by-side-nogap, contrast-left-nogap, stacked, "
+                        "stacked-nogap, unequal or text-overlay (these without regions)")
     s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
 
     a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
@@ -305,7 +309,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               kinetics=args.kinetics)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
-    paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
+    if args.layout == "side-by-side-gap":
+        paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
+    else:
+        from ceuskit.simulate_layouts import LAYOUTS, with_layout, write_layout_phantom
+
+        if args.layout not in LAYOUTS:
+            raise InputError("ceuskit simulate", f"layout (--layout) must be one of "
+                             f"{', '.join(LAYOUTS)}, got {args.layout!r}",
+                             "see 'ceuskit simulate --help'")
+        paths = write_layout_phantom(with_layout(simulate(spec), args.layout), args.out,
+                                     args.format, overwrite=args.overwrite)
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
