@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=("contrast", "fundamental", "cardiac"), default="contrast",
                    help="contrast (default), fundamental (no contrast: B-mode in both panels) or "
                         "cardiac (fundamental with cardiac-like pulsation)")
+    s.add_argument("--layout", default="side-by-side-gap", metavar="NAME",
+                   help="dual-display layout: side-by-side-gap (default, with ultrasound regions "
+                        "in DICOM/NPZ), side-by-side-nogap, contrast-left-nogap, stacked, "
+                        "stacked-nogap, unequal or text-overlay (these without regions)")
     s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
 
     a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
@@ -311,7 +315,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               kinetics=args.kinetics, blooming_px=args.blooming, mode=args.mode)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
-    paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
+    if args.layout == "side-by-side-gap":
+        paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
+    else:
+        from ceuskit.simulate_layouts import LAYOUTS, with_layout, write_layout_phantom
+
+        if args.layout not in LAYOUTS:
+            raise InputError("ceuskit simulate", f"layout (--layout) must be one of "
+                             f"{', '.join(LAYOUTS)}, got {args.layout!r}",
+                             "see 'ceuskit simulate --help'")
+        paths = write_layout_phantom(with_layout(simulate(spec), args.layout), args.out,
+                                     args.format, overwrite=args.overwrite)
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
