@@ -43,7 +43,7 @@ RNG = np.random.default_rng(7)
 def _bolus(t: np.ndarray, t0: float = 12.0, peak: float = 1.0) -> np.ndarray:
     tau = np.clip(t - t0, 1e-9, None)
     y = np.exp(-((np.log(tau) - np.log(8.0)) ** 2) / (2 * 0.5**2)) / tau
-    return np.where(t > t0, peak * y / y.max(), 0.0)
+    return np.where(t > t0, peak * y / np.max(y[t > t0]), 0.0)
 
 
 def _noisy(y: np.ndarray, base: float = 0.01, rel: float = 0.05) -> np.ndarray:

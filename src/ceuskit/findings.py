@@ -441,6 +441,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         "necrosis_percent": None,
         "evidence": evidence,
         "not_assessable": {},
+        "verdict": None,
         "missing": missing,
         "definitions": definitions(inj),
     }
@@ -452,6 +453,10 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
                        "intraluminal material; draw one")
     elif isinstance(les.get("enhancement_verdict"), Mapping):
         v = les["enhancement_verdict"]
+        acq = results.get("acquisition") if isinstance(results.get("acquisition"), Mapping) else {}
+        out["verdict"] = {"reason": v.get("reason"), "margins": v.get("margins"),
+                          "contrast_bolus_seen": acq.get("contrast_bolus_seen"),
+                          "contrast_bolus_reason": acq.get("contrast_bolus_reason")}
         value = v.get("intraluminal_enhancement")
         reason = str(v.get("reason") or "")
         whole = v.get("whole_roi") if isinstance(v.get("whole_roi"), Mapping) else {}

@@ -272,3 +272,29 @@ def test_assessment_slot_follows_the_study_section(with_maps, monkeypatch):
     assert '<section id="stub-assessment">A summary.|high|rapid</section>' in page
     study = page.index("<h2>Study</h2>")
     assert study < page.index("stub-assessment") < page.index("<h2>Regions of interest</h2>")
+
+
+def test_report_states_the_enhancement_verdict_and_its_margins(with_maps):
+    from ceuskit.enhancement import CORE_MARGIN_PX
+
+    _, paths, _ = with_maps
+    html = paths["report"].read_text()
+    results = json.loads(paths["results"].read_text())
+    assert results["findings"]["intraluminal_enhancement"] is True
+    assert "Contrast bolus seen: yes" in html
+    assert "Margin of the enhancement verdict" in html and "core margin px" in html
+    assert f"{CORE_MARGIN_PX:g} px" in html or f"{CORE_MARGIN_PX:.0f} px" in html
+    assert "Enhancement degree (viable part)" in html and "Enhancement degree (whole ROI)" in html
+
+
+def test_report_gives_the_reason_a_finding_cannot_be_assessed(tmp_path):
+    ph = simulate(SimulationSpec(scenario="tumor", seed=12, fps=4.0, duration_s=30.0, mode="fundamental"))
+    files = write_phantom(ph, tmp_path / "phantom", "npz")
+    _, paths = analyze_to_dir(files["cine"], files["rois"], tmp_path / "out", AnalysisOptions(maps=False))
+    html = paths["report"].read_text()
+    results = json.loads(paths["results"].read_text())
+    reason = results["findings"]["not_assessable"]["intraluminal_enhancement"]
+    assert results["findings"]["intraluminal_enhancement"] is None and "no contrast bolus" in reason
+    assert "Contrast bolus seen: no" in html and "not assessable" in html
+    assert results["assessment"]["level"] == "indeterminate"
+    assert "INDETERMINATE" in html.upper()
