@@ -41,9 +41,11 @@ RNG = np.random.default_rng(7)
 
 
 def _bolus(t: np.ndarray, t0: float = 12.0, peak: float = 1.0) -> np.ndarray:
+    """Lognormal bolus arriving at t0 with mode 8 s (sigma 0.5) scaled to `peak`."""
     tau = np.clip(t - t0, 1e-9, None)
-    y = np.exp(-((np.log(tau) - np.log(8.0)) ** 2) / (2 * 0.5**2)) / tau
-    return np.where(t > t0, peak * y / np.max(y[t > t0]), 0.0)
+    y = np.where(t > t0, np.exp(-((np.log(tau) - np.log(8.0)) ** 2) / (2 * 0.5**2)) / tau, 0.0)
+    mode = 8.0 * np.exp(-0.5**2)
+    return peak * y * mode / np.exp(-((np.log(mode) - np.log(8.0)) ** 2) / (2 * 0.5**2))
 
 
 def _noisy(y: np.ndarray, base: float = 0.01, rel: float = 0.05) -> np.ndarray:
