@@ -135,49 +135,43 @@ CORE_DECAY_DB = 8.0
 FAINT_CORE_VS_REFERENCE_DB = -3.0
 
 
+#: (results.json name, value, unit, reason) of every margin, for `margins`.
+_MARGINS: tuple[tuple[str, float, str, str], ...] = (
+    ("min_cine_s", MIN_CINE_S, "s", "shorter cines cannot hold a wash-in (arrival to peak takes several s)"),
+    ("bolus_smooth_s", BOLUS_SMOOTH_S, "s", "averages cardiac/arterial pulsation away, keeps a bolus"),
+    ("bolus_min_rise_db", BOLUS_MIN_RISE_DB, "dB",
+     "contrast uptake is 10-30 dB; motion and drift change a mean by a few dB"),
+    ("bolus_min_half_width_s", BOLUS_MIN_HALF_WIDTH_S, "s",
+     "a first pass lasts many seconds; flashes and motion excursions a second or two"),
+    ("baseline_max_share", BASELINE_MAX_SHARE, "1",
+     f"in the first {BASELINE_MIN_S:g} s the curve must be below this share of its rise (a "
+     "pre-arrival baseline)"),
+    ("min_rise_vs_reference_db", MIN_RISE_VS_REFERENCE_DB, "dB",
+     "hypo-enhancing tumour sits near -10 dB; 100 x below the reference is not uptake"),
+    ("core_margin_px", CORE_MARGIN_PX, "px",
+     "blooming, partial volume and residual misregistration reach a few pixels into the ROI from a "
+     "brighter neighbour"),
+    ("neighbour_brighter_db", NEIGHBOUR_BRIGHTER_DB, "dB",
+     "only a neighbour several times brighter leaks enough to matter"),
+    ("leak_max_share", LEAK_MAX_SHARE, "1", "leakage carries a fraction of the neighbour's signal"),
+    ("leak_min_r2", LEAK_MIN_R2, "1", "a copy of the neighbour's curve explains most of the lesion's"),
+    ("leak_max_lag_s", LEAK_MAX_LAG_S, "s", "a copy has the neighbour's timing (the wash-in margin)"),
+    ("earlier_margin_s", EARLIER_MARGIN_S, "s",
+     "tissue filling this much before the neighbour cannot be its copy (arterial feeding of tumour)"),
+    ("core_decay_db", CORE_DECAY_DB, "dB",
+     "leakage fades with distance from its source; a lesion's own uptake does not"),
+    ("faint_core_vs_reference_db", FAINT_CORE_VS_REFERENCE_DB, "dB",
+     "a core this close to the reference's level is never explained away as leakage"),
+)
+
+
 def margins() -> dict[str, Any]:
-    """Every margin of the verdict with its value and reason (results.json, report)."""
-    return {
-        "min_cine_s": {"value": MIN_CINE_S, "unit": "s",
-                       "reason": "shorter cines cannot hold a wash-in (arrival to peak takes several s)"},
-        "bolus_smooth_s": {"value": BOLUS_SMOOTH_S, "unit": "s",
-                           "reason": "averages cardiac/arterial pulsation away, keeps a bolus"},
-        "bolus_min_rise_db": {"value": BOLUS_MIN_RISE_DB, "unit": "dB",
-                              "reason": "contrast uptake is 10-30 dB; motion and drift change a mean "
-                                        "by a few dB"},
-        "bolus_min_half_width_s": {"value": BOLUS_MIN_HALF_WIDTH_S, "unit": "s",
-                                   "reason": "a first pass lasts many seconds; flashes and motion "
-                                             "excursions a second or two"},
-        "baseline_max_share": {"value": BASELINE_MAX_SHARE, "unit": "1",
-                               "reason": f"in the first {BASELINE_MIN_S:g} s the curve must be below "
-                                         "this share of its rise (a pre-arrival baseline)"},
-        "min_rise_vs_reference_db": {"value": MIN_RISE_VS_REFERENCE_DB, "unit": "dB",
-                                     "reason": "hypo-enhancing tumour sits near -10 dB; 100 x below "
-                                               "the reference is not uptake"},
-        "core_margin_px": {"value": CORE_MARGIN_PX, "unit": "px",
-                           "reason": "blooming, partial volume and residual misregistration reach "
-                                     "a few pixels into the ROI from a brighter neighbour"},
-        "neighbour_brighter_db": {"value": NEIGHBOUR_BRIGHTER_DB, "unit": "dB",
-                                  "reason": "only a neighbour several times brighter leaks enough "
-                                            "to matter"},
-        "leak_max_share": {"value": LEAK_MAX_SHARE, "unit": "1",
-                           "reason": "leakage carries a fraction of the neighbour's signal"},
-        "leak_min_r2": {"value": LEAK_MIN_R2, "unit": "1",
-                        "reason": "a copy of the neighbour's curve explains most of the lesion's"},
-        "leak_max_lag_s": {"value": LEAK_MAX_LAG_S, "unit": "s",
-                           "reason": "a copy has the neighbour's timing (the wash-in margin)"},
-        "earlier_margin_s": {"value": EARLIER_MARGIN_S, "unit": "s",
-                             "reason": "tissue filling this much before the neighbour cannot be "
-                                       "its copy (arterial feeding of tumour)"},
-        "core_decay_db": {"value": CORE_DECAY_DB, "unit": "dB",
-                          "reason": "leakage fades with distance from its source; a lesion's own "
-                                    "uptake does not"},
-        "faint_core_vs_reference_db": {"value": FAINT_CORE_VS_REFERENCE_DB, "unit": "dB",
-                                       "reason": "a core this close to the reference's level is "
-                                                 "never explained away as leakage"},
-        "source": "ceuskit heuristic (proposed): margins chosen from the physics of leakage and the "
-                  "simulator's confounders (tests/test_enhancement_verdict.py)",
-    }
+    """Every margin of the verdict with its value, unit and reason (results.json, report)."""
+    out: dict[str, Any] = {name: {"value": value, "unit": unit, "reason": reason}
+                           for name, value, unit, reason in _MARGINS}
+    out["source"] = ("ceuskit heuristic (proposed): margins chosen from the physics of leakage and the "
+                     "simulator's confounders (tests/test_enhancement_verdict.py)")
+    return out
 
 
 # --------------------------------------------------------------------------- curves

@@ -453,7 +453,8 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
                        "intraluminal material; draw one")
     elif isinstance(les.get("enhancement_verdict"), Mapping):
         v = les["enhancement_verdict"]
-        acq = results.get("acquisition") if isinstance(results.get("acquisition"), Mapping) else {}
+        acq_any = results.get("acquisition")
+        acq: Mapping[str, Any] = acq_any if isinstance(acq_any, Mapping) else {}
         out["verdict"] = {"reason": v.get("reason"), "margins": v.get("margins"),
                           "contrast_bolus_seen": acq.get("contrast_bolus_seen"),
                           "contrast_bolus_reason": acq.get("contrast_bolus_reason")}
