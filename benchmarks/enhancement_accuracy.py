@@ -71,10 +71,11 @@ def main() -> None:
     print("\nenhancement degree of necrotic tumours (kinetics, necrosis, truth, viable part, whole ROI):")
     for row in degree:
         print("  ", row)
-    agree = sum(1 for _, _, t, v, _ in degree if t is None or t == v)
-    agree_whole = sum(1 for _, _, t, _, w in degree if t is None or t == w)
-    print(f"   viable-part degree agrees with truth in {agree}/{len(degree)}, whole-ROI in "
-          f"{agree_whole}/{len(degree)}")
+    scored = [row for row in degree if row[2] is not None]  # truth None: between margins
+    agree = sum(1 for _, _, t, v, _ in scored if t == v)
+    agree_whole = sum(1 for _, _, t, _, w in scored if t == w)
+    print(f"   truth (viable part) clear of the margins in {len(scored)} of {len(degree)}: the viable-part "
+          f"reading agrees in {agree}, the whole-ROI reading in {agree_whole}")
     if wrong:
         print("\nnot as expected:")
         for w in wrong:
