@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest accepted upload in MiB (default 2048)")
     w.add_argument("--workers", type=_positive(int), default=2,
                    help="analyses that run at once (default 2)")
+    w.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+                   help="a host name the browser may use to reach the app (repeatable; default: the "
+                        "--host address, plus this machine's names when listening on all addresses); "
+                        "other Host headers are refused (DNS-rebinding guard)")
     return p
 
 
@@ -380,7 +384,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ceuskit.web.server import serve
 
     return serve(args.host, args.port, args.data, db_url=args.db, token=args.token,
-                 max_upload_mb=args.max_upload_mb, workers=int(args.workers))
+                 max_upload_mb=args.max_upload_mb, workers=int(args.workers),
+                 allowed_hosts=args.allowed_host)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

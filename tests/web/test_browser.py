@@ -83,7 +83,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    # Playwright's wait_for_function evaluates strings: the harness bypasses the
+    # app's CSP; test_pages_run_under_the_content_security_policy runs without it.
+    context = browser.new_context(viewport={"width": 1300, "height": 1400}, bypass_csp=True)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -250,3 +252,77 @@ def test_roi_editing_and_scrubbing(server: Server, page: Any) -> None:
         assert case == {"age_years": 61.0, "wells": {"active_cancer": True}}
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "roi_editing.png"), full_page=True)
+
+
+def test_a_page_on_another_origin_cannot_create_studies(server: Server, browser: Any,
+                                                         tmp_path: Path) -> None:
+    """A hostile page the user visits tries the cross-origin POSTs a browser sends without asking.
+
+    Without a CORS preflight a page may POST a text/plain body (the upload
+    endpoint takes the raw file) or an empty body (which starts an analysis).
+    Neither may land: no study, no analysis.
+    """
+    import http.server
+
+    from ceuskit.simulate import SimulationSpec, simulate, write_phantom
+
+    write_phantom(simulate(SimulationSpec(duration_s=12.0, fps=2.0)), tmp_path / "ph", "npz")
+    (tmp_path / "cine.npz").write_bytes((tmp_path / "ph" / "cine.npz").read_bytes())
+    target = server.url
+    sid = httpx.post(f"{target}/api/studies/demo", json={"seed": 5}).json()["id"]
+    (tmp_path / "evil.html").write_text(f"""<!doctype html><html><body><script>
+    window.outcomes = [];
+    async function tryIt(name, url, init) {{
+      try {{ const r = await fetch(url, init); window.outcomes.push(name + ":" + r.type + r.status); }}
+      catch (e) {{ window.outcomes.push(name + ":blocked"); }}
+    }}
+    (async () => {{
+      const cine = await (await fetch("/cine.npz")).blob();
+      await tryIt("upload", "{target}/api/studies", {{method: "POST", mode: "no-cors",
+                  body: new Blob([cine], {{type: "text/plain"}})}});
+      await tryIt("analyse", "{target}/api/studies/{sid}/analyses", {{method: "POST", mode: "no-cors"}});
+      await tryIt("demo", "{target}/api/studies/demo", {{method: "POST", mode: "no-cors",
+                  body: "{{}}", headers: {{"Content-Type": "text/plain"}}}});
+      window.done = true;
+    }})();
+    </script></body></html>""")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, directory=str(tmp_path), **k)
+
+        def log_message(self, *_a: Any) -> None:
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Quiet)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        before = len(httpx.get(f"{target}/api/studies").json())
+        context = browser.new_context(bypass_csp=True)
+        pg = context.new_page()
+        pg.goto(f"http://127.0.0.1:{evil.server_address[1]}/evil.html")
+        pg.wait_for_function("window.done === true", timeout=30_000)
+        outcomes = pg.evaluate("window.outcomes")
+        context.close()
+        time.sleep(0.5)  # anything that did land has been stored by now
+        assert len(outcomes) == 3, outcomes
+        assert len(httpx.get(f"{target}/api/studies").json()) == before, outcomes
+        assert httpx.get(f"{target}/api/studies/{sid}/analyses").json() == [], outcomes
+    finally:
+        evil.shutdown()
+
+
+def test_pages_run_under_the_content_security_policy(server: Server, browser: Any) -> None:
+    """The pages, the player and plotly work with the CSP in force: no violation, no error."""
+    context = browser.new_context(viewport={"width": 1300, "height": 1400})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(str(exc)))
+    pg.on("console", lambda msg: problems.append(msg.text)
+          if "Content Security Policy" in msg.text or msg.type == "error" else None)
+    sid = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 7}).json()["id"]
+    pg.goto(f"{server.url}/studies/{sid}")
+    pg.wait_for_selector("#roi-canvas[data-zoom]", timeout=60_000)
+    pg.wait_for_selector("#tic-preview .plot-container, #tic-preview svg", timeout=60_000)
+    context.close()
+    assert not problems, problems

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +42,12 @@ from ceuskit.web.db import DONE, FAILED, QUEUED, RUNNING, AnalysisRow, Store, St
 from ceuskit.web.jobs import AnalysisJob, JobRunner
 from ceuskit.web.security import (
     ID_PATTERN,
+    SECURITY_HEADERS,
+    SIMPLE_FORM_TYPES,
+    STATE_CHANGING,
     TOKEN_COOKIE,
+    LoginThrottle,
+    cross_site,
     display_name,
     scrub_paths,
     sniff_upload,
@@ -60,6 +66,9 @@ MEDIA_TYPES = {".json": "application/json", ".html": "text/html; charset=utf-8",
 #: Files in the data directory that the library listing never offers.
 _NOT_CINES = {"ceuskit.db", "ceuskit.db-wal", "ceuskit.db-shm", "ceuskit.db-journal"}
 _HEAD_BYTES = 256
+#: Wrong login tokens allowed per client address and window (s) before it must wait.
+LOGIN_ATTEMPTS = 5
+LOGIN_WINDOW_S = 60.0
 
 
 @dataclass
@@ -184,13 +193,32 @@ def create_app(config: WebConfig) -> FastAPI:
         return response
 
     async def _checked(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """Host and token checks, then the endpoint."""
+        response = await _guarded(request, call_next)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    async def _guarded(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Host, cross-site and token checks, then the endpoint."""
+        host_header = request.headers.get("host") or ""
         if config.allowed_hosts is not None:
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
+            host = host_header.rsplit(":", 1)[0].strip("[]").lower() if not host_header.startswith("[") \
+                else host_header[1:].split("]", 1)[0].lower()
             if host not in config.allowed_hosts:
                 return JSONResponse({"detail": "unknown Host header; open the app by the address it "
-                                               "was started on"}, status_code=400)
+                                               "was started on (or add it with --allowed-host)"},
+                                    status_code=400)
         path = request.url.path
+        if request.method in STATE_CHANGING:
+            if cross_site(request.headers.get("origin"), request.headers.get("referer"),
+                          request.url.scheme, host_header):
+                return JSONResponse({"detail": "cross-site request refused: changes are accepted only "
+                                               "from the app's own pages"}, status_code=403)
+            ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+            if ctype in SIMPLE_FORM_TYPES and path != "/login":
+                return JSONResponse({"detail": f"content type {ctype} is not accepted here: send "
+                                               "application/json (or multipart/form-data for uploads)"},
+                                    status_code=415)
         if config.token is not None and not _public(path):
             given = _presented_token(request)
             if not token_matches(given, config.token):
@@ -286,6 +314,8 @@ def create_app(config: WebConfig) -> FastAPI:
     def login_page(request: Request, next: str = "/") -> Response:
         return templates.TemplateResponse(request, "login.html", {"next": _safe_next(next), "error": None})
 
+    throttle = LoginThrottle(LOGIN_ATTEMPTS, LOGIN_WINDOW_S)
+
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await request.form()
@@ -293,7 +323,14 @@ def create_app(config: WebConfig) -> FastAPI:
         nxt = _safe_next(str(form.get("next") or "/"))
         if config.token is None:
             return RedirectResponse(nxt, status_code=303)
+        client = request.client.host if request.client is not None else "?"
+        wait = throttle.retry_after_s(client, time.monotonic())
+        if wait > 0:
+            return templates.TemplateResponse(request, "login.html", {
+                "next": nxt, "error": f"Too many wrong tokens; try again in {math.ceil(wait)} s."},
+                status_code=429, headers={"Retry-After": str(math.ceil(wait))})
         if not token_matches(token, config.token):
+            throttle.failed(client, time.monotonic())
             return templates.TemplateResponse(request, "login.html", {
                 "next": nxt, "error": "That token is not right; copy it from the server's console."},
                 status_code=401)

@@ -125,3 +125,96 @@ def scrub_paths(text: str, data_dir: Path) -> str:
     for base in {str(data_dir), str(data_dir.resolve())}:
         text = re.sub(re.escape(base.rstrip("/")) + inner, "", text)
     return text
+
+
+# --------------------------------------------------------------------------- cross-site requests
+
+#: Methods that change state: they must come from the app's own pages (or
+#: from a client that sends no Origin/Referer at all, such as a script).
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Content types a cross-site HTML form (or a "simple" fetch) can send without
+#: a CORS preflight; the API accepts none of them except for the login form.
+SIMPLE_FORM_TYPES = ("text/plain", "application/x-www-form-urlencoded")
+
+#: Response headers on every page and API answer: no framing by other sites,
+#: no content sniffing, no referrer leaking ids to other sites, and scripts
+#: only from the app itself (plotly needs inline styles and data:/blob: images).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; "
+                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL (lower case), or None when it has none."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def cross_site(origin: str | None, referer: str | None, scheme: str, host: str) -> bool:
+    """True when a request's Origin (or, without one, its Referer) is not the app's own.
+
+    Parameters
+    ----------
+    origin, referer : str or None
+        The request's headers.
+    scheme, host : str
+        The app's own scheme and Host header (``host[:port]``).
+    """
+    own = f"{scheme.lower()}://{host.lower()}"
+    if origin:
+        # "null" (sandboxed frames, file: pages) is never the app.
+        return origin.strip().lower() != own
+    if referer:
+        return origin_of(referer) != own
+    return False
+
+
+class LoginThrottle:
+    """Wrong-token attempts per client address: after `limit` within `window_s`, wait.
+
+    Parameters
+    ----------
+    limit : int
+        Wrong attempts allowed per window.
+    window_s : float
+        Window length (s); the client is refused until its oldest counted
+        attempt is this old.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 60.0) -> None:
+        self.limit = int(limit)
+        self.window_s = float(window_s)
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(client, []) if now - t < self.window_s]
+        if kept:
+            self._failures[client] = kept
+        else:
+            self._failures.pop(client, None)
+        return kept
+
+    def retry_after_s(self, client: str, now: float) -> float:
+        """Seconds the client must wait (0 when it may try)."""
+        recent = self._recent(client, now)
+        if len(recent) < self.limit:
+            return 0.0
+        return max(0.0, self.window_s - (now - recent[0]))
+
+    def failed(self, client: str, now: float) -> None:
+        self._recent(client, now)
+        self._failures.setdefault(client, []).append(now)
+        if len(self._failures) > 10_000:  # bounded memory under a flood of addresses
+            self._failures.pop(next(iter(self._failures)))

@@ -13,14 +13,40 @@ from ceuskit.web.security import is_loopback, new_token
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
 
 
+def host_names(host: str, extra: list[str] | None = None) -> list[str]:
+    """Host names the app answers to when listening on `host`.
+
+    Loopback: the loopback names.  A specific address: that address.  All
+    addresses (``0.0.0.0``, ``::``): this machine's names and addresses and
+    the loopback names.  Plus every name in `extra` (``--allowed-host``).
+    """
+    import socket
+
+    bare = host.strip("[]").lower()
+    if is_loopback(bare):
+        names = list(LOOPBACK_HOSTS)
+    elif bare in ("0.0.0.0", "::"):
+        names = list(LOOPBACK_HOSTS)
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            names.append(name.lower())
+            try:
+                names += [str(info[4][0]).lower() for info in socket.getaddrinfo(name, None)]
+            except OSError:
+                pass
+    else:
+        names = [bare]
+    names += [str(e).strip().strip("[]").lower() for e in (extra or []) if str(e).strip()]
+    return sorted(set(names))
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None, *,
           db_url: str | None = None, token: str | None = None, max_upload_mb: float = 2048.0,
-          workers: int = 2) -> int:
+          workers: int = 2, allowed_hosts: list[str] | None = None) -> int:
     """Start the app and block until it stops (Ctrl-C).
 
     A token is required whenever the app listens beyond loopback: the given
-    one, or a fresh one printed once here.  On loopback without a token, the
-    Host header must name the loopback address (DNS rebinding guard).
+    one, or a fresh one printed once here.  The Host header must always be
+    one of `host_names` (DNS rebinding guard), token or not.
 
     Raises
     ------
@@ -45,7 +71,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = Non
         # Printed once, on the console only: the log never carries it.
         print(f"ceuskit serve: access token (shown once): {token}", flush=True)
     config = WebConfig(data_dir=data, db_url=db_url, token=token, max_upload_mb=max_upload_mb,
-                       workers=workers, allowed_hosts=LOOPBACK_HOSTS if loopback and token is None else None)
+                       workers=workers, allowed_hosts=host_names(host, allowed_hosts))
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     print(f"ceuskit serve: http://{shown}:{port}/  (data in {data.resolve()})", flush=True)
