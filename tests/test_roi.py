@@ -122,3 +122,20 @@ def test_mask_of_wrong_shape(tmp_path):
     p = _write(tmp_path, {"rois": [{"name": "a", "role": "lesion", "mask": "m.npy"}]})
     with pytest.raises(InputError, match="does not match"):
         load_roi_file(p, panel=PANEL, frame_shape=FRAME)
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    ([{"name": "x" * 10_000, "role": "lesion", "ellipse": [50, 40, 5, 5]}], "characters long"),
+    ([{"name": "a\nb", "role": "lesion", "ellipse": [50, 40, 5, 5]}], "control"),
+    ([{"name": "l", "role": "lesion", "polgon": [[1, 1], [5, 1], [5, 5]]}], r"unknown key\(s\) 'polgon'"),
+    ([{"name": "l", "role": "lesion",
+       "polygon": [[50 + 20 * np.cos(a), 40 + 20 * np.sin(a)] for a in np.linspace(0, 6.2, 200_000)]}],
+     "200000 vertices"),
+    ([{"name": f"r{i}", "role": "other", "ellipse": [50, 40, 5, 5]} for i in range(65)], "65 ROIs"),
+])
+def test_oversized_or_misspelt_rois_are_refused(tmp_path, items, message):
+    doc = {"space": "panel", "rois": [
+        {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in it.items()} for it in items]}
+    with pytest.raises(InputError, match=message) as exc:
+        parse_rois(doc, panel=PANEL, frame_shape=FRAME, source=tmp_path / "rois.json")
+    assert "\n" not in str(exc.value).replace("a\nb", "") and "rois.json" in str(exc.value)

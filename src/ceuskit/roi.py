@@ -27,6 +27,14 @@ from ceuskit.errors import InputError
 
 ROLES = ("lesion", "reference", "vessel", "other")
 SPACES = ("panel", "frame")
+#: Keys an ROI entry may have (a typo such as "polgon" is named, not ignored).
+ROI_KEYS = frozenset({"name", "role", "polygon", "ellipse", "mask"})
+#: Most ROIs per file: an analysis needs a handful (lesion, reference, vessel).
+MAX_ROIS = 64
+#: Longest ROI name (characters): names label plots, tables and DICOM segments.
+MAX_NAME_CHARS = 64
+#: Most polygon vertices: a hand-drawn outline has tens to hundreds.
+MAX_POLYGON_VERTICES = 5000
 
 ArrayLike2D = Sequence[Sequence[float]] | NDArray[Any]
 
@@ -221,6 +229,9 @@ def parse_rois(
     # Frame-space shapes are moved into the panel; anything that leaves it is refused.
     off_x, off_y = (panel.x0, panel.y0) if space == "frame" else (0, 0)
     space_shape = frame_shape if space == "frame" else panel.shape
+    if len(items) > MAX_ROIS:
+        raise InputError(src, f"has {len(items)} ROIs; at most {MAX_ROIS} are accepted",
+                         "keep the ROIs the analysis needs (lesion, reference, vessel)")
     out: list[Roi] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
@@ -230,7 +241,14 @@ def parse_rois(
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise InputError(src, f"{label} has no 'name'", "give every ROI a unique name")
+        if len(name) > MAX_NAME_CHARS or not name.isprintable():
+            raise InputError(src, f"{label}'s name is {len(name)} characters long or holds control "
+                             f"characters", f"use a short printable name (at most {MAX_NAME_CHARS})")
         label = f"ROI '{name}'"
+        unknown = sorted(set(item) - ROI_KEYS)
+        if unknown:
+            raise InputError(src, f"{label} has unknown key(s) {', '.join(map(repr, unknown))}",
+                             f"use only {', '.join(sorted(ROI_KEYS))}")
         if name in seen:
             raise InputError(src, f"{label} appears twice", "give every ROI a unique name")
         seen.add(name)
@@ -248,6 +266,9 @@ def parse_rois(
             if not isinstance(pts, list) or len(pts) < 3:
                 raise InputError(src, f"{label}: 'polygon' needs at least 3 [x, y] points",
                                  "fix the ROI file")
+            if len(pts) > MAX_POLYGON_VERTICES:
+                raise InputError(src, f"{label}: 'polygon' has {len(pts)} vertices; at most "
+                                 f"{MAX_POLYGON_VERTICES} are accepted", "simplify the outline")
             v = np.array([_number_list(p, 2, src, label, "polygon") for p in pts])
             v -= (off_x, off_y)
             lo, hi = v.min(axis=0), v.max(axis=0)

@@ -266,3 +266,28 @@ def test_writer_refuses_bad_arrays(tmp_path):
     with pytest.raises(ValueError, match="outside"):
         write_npz(tmp_path / "a.npz", frames_u8(), times(), regions=[(0, 0, W + 1, H)])
     assert list(tmp_path.iterdir()) == []
+
+
+def _forged_npz(path, shape=(100000, 10000, 1000)):
+    """An archive whose frames.npy header claims `shape` (10^12 bytes) over 64 bytes of data."""
+    import io
+    import zipfile
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 2, 2), np.uint8))
+    header["shape"] = shape
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    buf.write(b"\0" * 64)
+    times = io.BytesIO()
+    np.save(times, np.arange(3.0))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("frames.npy", buf.getvalue())
+        z.writestr("times_s.npy", times.getvalue())
+    return path
+
+
+def test_a_header_claiming_more_than_the_member_holds_is_refused_before_allocation(tmp_path):
+    path = _forged_npz(tmp_path / "forged.npz")
+    with pytest.raises(InputError, match="claims 1000000000000 bytes") as exc:
+        read_npz(path)
+    assert "\n" not in str(exc.value) and "forged.npz" in str(exc.value)

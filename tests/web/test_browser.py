@@ -319,10 +319,27 @@ def test_pages_run_under_the_content_security_policy(server: Server, browser: An
     problems: list[str] = []
     pg.on("pageerror", lambda exc: problems.append(str(exc)))
     pg.on("console", lambda msg: problems.append(msg.text)
-          if "Content Security Policy" in msg.text or msg.type == "error" else None)
+          if "Content Security Policy" in msg.text
+          or (msg.type == "error" and "Failed to load resource" not in msg.text) else None)
+    # Missing resources are named by URL (the browser's own favicon request aside).
+    pg.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+          if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
     sid = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 7}).json()["id"]
     pg.goto(f"{server.url}/studies/{sid}")
     pg.wait_for_selector("#roi-canvas[data-zoom]", timeout=60_000)
     pg.wait_for_selector("#tic-preview .plot-container, #tic-preview svg", timeout=60_000)
     context.close()
     assert not problems, problems
+
+
+def test_roi_names_with_html_stay_text_in_the_plot_legend(server: Server, page: Any) -> None:
+    sid = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 8}).json()["id"]
+    rois = httpx.get(f"{server.url}/api/studies/{sid}/rois").json()
+    evil = '<a href="http://evil.example/">x</a>'
+    rois["rois"][0]["name"] = evil
+    assert httpx.put(f"{server.url}/api/studies/{sid}/rois", json=rois).status_code == 200
+    page.goto(f"{server.url}/studies/{sid}")
+    page.wait_for_selector("#tic-preview .legendtext", timeout=60_000)
+    assert page.locator("#tic-preview a[href*='evil.example']").count() == 0
+    legend = " ".join(page.locator("#tic-preview .legendtext").all_text_contents())
+    assert evil in legend, legend

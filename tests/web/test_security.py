@@ -111,3 +111,14 @@ def test_cross_site_rule() -> None:
     assert cross_site("http://127.0.0.1:8001", None, "http", "127.0.0.1:8000")
     assert cross_site(None, "http://localhost:8000/x", "http", "127.0.0.1:8000")
     assert not cross_site(None, "http://127.0.0.1:8000/studies/1", "http", "127.0.0.1:8000")
+
+
+def test_forged_npz_upload_is_a_4xx_not_a_500(make_client: AppFactory, tmp_path: Path) -> None:
+    from tests.io.test_arrays import _forged_npz
+
+    client = make_client()
+    data = _forged_npz(tmp_path / "forged.npz").read_bytes()
+    r = client.post("/api/studies", content=data, headers={"Content-Type": "application/octet-stream",
+                                                           "X-Filename": "forged.npz"})
+    assert 400 <= r.status_code < 500 and "claims" in r.json()["detail"], r.text
+    assert _n_studies(client) == 0

@@ -164,6 +164,7 @@ def _load_arrays(p: Path) -> dict[str, NDArray[Any]]:
     if not head.startswith(b"PK\x03\x04"):
         raise InputError(src, "is not an .npz archive", _FORMAT_FIX)
     try:
+        _check_member_sizes(p, src)
         with np.load(p, allow_pickle=False) as npz:
             mapped = _mapped_frames(p) if "frames" in npz.files else None
             out = {key: npz[key] for key in npz.files if not (key == "frames" and mapped is not None)}
@@ -180,6 +181,45 @@ def _load_arrays(p: Path) -> dict[str, NDArray[Any]]:
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise InputError(src, f"is a damaged or truncated .npz archive ({exc})",
                          "save or copy the archive again") from None
+
+
+def _check_member_sizes(p: Path, src: str) -> None:
+    """Refuse members whose ``.npy`` header claims more data than the member holds.
+
+    ``np.load`` allocates what a header declares before reading: a crafted
+    header claiming 10^12 bytes would exhaust memory.  The declared size
+    (shape x item size) must fit in the member's uncompressed size, read from
+    the archive's directory, before anything is allocated.
+
+    Raises
+    ------
+    InputError
+        A member's header and size disagree, or a header cannot be read.
+    """
+    with zipfile.ZipFile(p) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0,
+                                   (3, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ValueError(f"unknown .npy format version {version}")
+                    shape, _fortran, dtype = read_header(fh, max_header_size=10_000)
+                except ValueError as exc:
+                    raise InputError(src, f"member {info.filename} has an unreadable array header "
+                                          f"({exc})", "save the archive again with numpy.savez") from None
+                header_len = fh.tell()
+            declared = int(np.prod(shape, dtype=np.float64)) * int(dtype.itemsize) if dtype.itemsize \
+                else 0
+            if declared > info.file_size - header_len:
+                raise InputError(src, f"member {info.filename} claims {declared} bytes of data "
+                                      f"(shape {tuple(shape)}, {dtype}) but holds "
+                                      f"{max(0, info.file_size - header_len)}: a damaged or forged "
+                                      "archive", "save the archive again with numpy.savez")
 
 
 def _mapped_frames(p: Path) -> NDArray[np.uint8] | None:

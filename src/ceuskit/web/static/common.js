@@ -2,6 +2,12 @@
 "use strict";
 
 const ceus = {
+  // Text for plotly labels: plotly renders a subset of HTML (<a href>, <b>, <br>) in
+  // legends and titles, so ROI names are entity-escaped before they reach it.
+  plotText(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  },
+
   // Call the API; resolves to the parsed JSON, rejects with the server's one-line message.
   async api(method, url, body, headers) {
     const opts = { method, headers: Object.assign({}, headers || {}) };

@@ -201,7 +201,7 @@
     try {
       const tic = await ceus.api("GET", base + "/tic-preview");
       const traces = Object.entries(tic.rois).map(([name, r]) => ({
-        x: tic.times_s, y: r.intensity, name, mode: "lines", line: { color: ROLE_COLOURS_PLOT[r.role], width: 1.5 } }));
+        x: tic.times_s, y: r.intensity, name: ceus.plotText(name), mode: "lines", line: { color: ROLE_COLOURS_PLOT[r.role], width: 1.5 } }));
       await Plotly.react(div, traces, plotLayout("Preview: mean linear power per ROI (no motion correction, no fit)"),
         { responsive: true, displaylogo: false });
       if (!div.dataset.seek) { clickToSeek(div, tic.times_s); div.dataset.seek = "1"; }
@@ -358,9 +358,9 @@
     const traces = [];
     for (const [name, r] of Object.entries(results.rois)) {
       const colour = ROLE_COLOURS_PLOT[r.role];
-      traces.push({ x: r.tic.times_s, y: r.tic.intensity, name: name + " measured", mode: "lines",
+      traces.push({ x: r.tic.times_s, y: r.tic.intensity, name: ceus.plotText(name) + " measured", mode: "lines",
         line: { color: colour, width: 1 }, opacity: 0.55 });
-      if (r.tic.fitted) traces.push({ x: r.tic.times_s, y: r.tic.fitted, name: name + " fit (" + r.model + ")",
+      if (r.tic.fitted) traces.push({ x: r.tic.times_s, y: r.tic.fitted, name: ceus.plotText(name) + " fit (" + ceus.plotText(r.model) + ")",
         mode: "lines", line: { color: colour, width: 2.5 } });
     }
     const div = $("tic-plot");
