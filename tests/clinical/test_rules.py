@@ -186,12 +186,15 @@ def test_three_avena_items_without_ceus_are_high() -> None:
     assert a["level"] == "high" and a["avena_adapted"]["count"] == 3
 
 
-@pytest.mark.parametrize(("response", "days", "flag"), [
-    ("worse", 3, True), ("unchanged", 7, False), ("unchanged", 14, True), ("unchanged", None, True),
-    ("improved", 90, False),
+@pytest.mark.parametrize(("response", "days", "mass", "flag"), [
+    ("worse", 3, False, True), ("unchanged", 7, True, False), ("unchanged", 14, True, True),
+    ("unchanged", None, True, False), ("improved", 90, True, False),
+    # unchanged is the usual course of a post-thrombotic vein: not refractory without a mass
+    ("unchanged", 14, False, False), ("unchanged", 400, False, False),
 ])
-def test_refractory_anticoagulation_window(response: str, days: float | None, flag: bool) -> None:
-    case = parse_case({"anticoagulation": {"response": response, "duration_days": days}}, "t")
+def test_refractory_anticoagulation_window(response: str, days: float | None, mass: bool, flag: bool) -> None:
+    case = parse_case({"anticoagulation": {"response": response, "duration_days": days},
+                       "ultrasound": {"mass": mass}}, "t")
     assert ("clin-refractory-anticoagulation" in _ids(assess(None, case)["red_flags"])) is flag
 
 
