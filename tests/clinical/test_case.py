@@ -179,7 +179,7 @@ def test_index_case_matches_the_reference() -> None:
     assert case.thrombophilia_screen == "normal" and case.coagulation_screen == "normal"
     assert case.ultrasound is not None
     assert case.ultrasound.heterogeneous_mass and case.ultrasound.compression_of_vein and case.ultrasound.mass
-    assert (case.site, case.side) == ("iliac", "left")
+    assert (case.site, case.side) == ("external-iliac", "left")
 
 
 def test_bland_dvt_case_is_acute_raised_and_improving() -> None:

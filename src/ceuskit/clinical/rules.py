@@ -817,7 +817,8 @@ def _missing(findings: Mapping[str, Any] | None, case: ClinicalCase | None, well
     if case is None:
         missing.append("no case file")
         return missing
-    for item in wells["missing"]:
+    chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
+    for item in ([] if chronic else wells["missing"]):  # Wells is for a suspected acute DVT
         missing.append(f"Wells item not given: {_WELLS_WORDING[item]}")
     if not dd.get("given"):
         missing.append("D-dimer not given")
@@ -843,6 +844,11 @@ def _clinical_summary(case: ClinicalCase | None, dd: Mapping[str, Any],
     elif who:
         who.append("patient")
     parts = [" ".join(who)] if who else []
+    if case.pregnant:
+        parts.append("pregnant")
+    primary, where = _primary(case)
+    if primary is not None:
+        parts.append(where)
     if case.symptom_duration_days is not None:
         parts.append(f"symptoms for {_fmt_days(case.symptom_duration_days)}")
     ac = case.anticoagulation
@@ -850,9 +856,11 @@ def _clinical_summary(case: ClinicalCase | None, dd: Mapping[str, Any],
         parts.append(f"{ac.response} on anticoagulation")
     if dd.get("result"):
         parts.append(f"D-dimer {dd['result']}")
-    if not wells["missing"]:
+    chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
+    # Wells applies to a suspected acute DVT: an incomplete one is left out of a chronic presentation.
+    if not wells["missing"] or (wells["determined"] and wells["items"]):
         parts.append(f"Wells {wells['points']} ({wells['three_level']})")
-    elif wells["items"]:
+    elif wells["items"] and not chronic:
         lo, hi = wells["points_range"]
         given = len(WELLS_ITEMS) - len(wells["missing"])
         parts.append(f"Wells {wells['points']} from {given} of {len(WELLS_ITEMS)} items "
