@@ -14,40 +14,54 @@ CEUS (only when the intraluminal material was assessable):
 it enhances, the malignant kinetic pattern ``ceus-rapid-wash-in``,
 ``ceus-hyperenhancement``, ``ceus-heterogeneous``, ``ceus-wash-out`` and
 ``ceus-necrosis`` (>= 10 % non-enhancing area, proposed).
-Clinical: ``clin-refractory-anticoagulation`` (worse, or unchanged after
->= 14 days), ``clin-recurrence``, ``clin-unprovoked-young`` (< 50 years,
-proposed), ``clin-unusual-site`` (IVC or a non-leg vein, proposed).
+Clinical: ``clin-refractory-anticoagulation`` (worse; or unchanged after
+>= 14 days together with a mass or an atypical feature, `ATYPICAL_FLAGS`:
+"unchanged" alone is the usual course of a post-thrombotic vein),
+``clin-recurrence``, ``clin-unprovoked-young`` (< 50 years, proposed),
+``clin-unusual-site`` (IVC, gonadal, renal or another non-leg vein, proposed).
 Laboratory: ``lab-normal-d-dimer-chronic`` (symptoms >= 28 days and a normal
-D-dimer, proposed, after the index case).
-Ultrasound: ``us-extraluminal-mass`` (mass, extraluminal component or vein
-compression), ``us-vein-expansion``, ``us-heterogeneous-mass``,
-``us-arterial-waveform`` and the weaker ``us-internal-colour-flow``.
+D-dimer not measured on anticoagulation, proposed, after the index case).
+Ultrasound: ``us-extraluminal-mass`` (a mass, an extraluminal component or
+compression by a mass; not compression by an artery, and not a cystic lesion
+without thrombus or at the knee), ``us-vein-expansion``,
+``us-heterogeneous-mass``, ``us-arterial-waveform`` and the weaker
+``us-internal-colour-flow``.
 
 Strong flags are: refractory anticoagulation, chronic normal D-dimer,
 extraluminal mass, vein expansion, heterogeneous mass, arterial waveform.
 
-Combination rule (ceuskit's own heuristic: no validated score exists for a
+Level rule (ceuskit's own heuristic: no validated score exists for a
 peripheral venous mass)
 ----------------------------------------------------------------------------
-* high: CEUS enhancement together with a malignant kinetic pattern (rapid
-  wash-in, hyper-enhancement, heterogeneity or wash-out) or with any further
-  red flag; or >= 3 items of the peripheral A-VENA adaptation (vein
-  expansion, enhancement on CEUS, arterial neovascularity on Doppler, mass
-  outside the lumen, no response to anticoagulation; adapted from Sherman et
-  al., Liver Transpl 2019).
-* intermediate: CEUS enhancement alone; or, without an assessable CEUS,
-  >= 2 clinical/ultrasound/laboratory flags; or, with a non-enhancing lesion,
-  >= 2 strong clinical/ultrasound/laboratory flags (CEUS of the lumen cannot
-  exclude compression from outside the vein).
-* low otherwise.
-``suspect_neoplasm`` = level is high or intermediate.  Every condition only
-counts flags, so adding a red flag never lowers the level (monotone; tested).
+`LEVEL_TABLE`, read from the top, first condition that holds decides:
+
+* high: CEUS enhancement with a malignant kinetic pattern or any further red
+  flag; or >= 3 items of the peripheral A-VENA adaptation (adapted from
+  Sherman et al., Liver Transpl 2019; its original accuracy does not carry
+  over).
+* intermediate: CEUS enhancement alone; a solid mass, an extraluminal
+  component or compression by a mass, whatever CEUS shows of the lumen; >= 2
+  strong flags; without an assessable CEUS, >= 2 red flags.
+* low: a non-enhancing lesion on CEUS; or, with no red flag, an ultrasound
+  without a mass and a clinical picture that positively supports a benign
+  cause (`_bland_support`).
+* indeterminate otherwise, naming what is needed (never low by default).
+
+``suspect_neoplasm`` = level is high or intermediate.  Adding a red flag never
+lowers the level (monotone; tested).
 
 Differential ranking
 --------------------
 Each candidate starts from a prior weight (bland DVT 1, rare entities -0.5,
 the rest 0); each supporting fact adds its weight and each fact against
-subtracts its weight (weights in `DIFFERENTIAL`).  Candidates are ranked by
+subtracts its weight (weights in `DIFFERENTIAL`).  Sex is weak evidence: it
+never lifts an entity above bland DVT on its own.  Site-specific entities
+score only where they can occur (Baker cyst: popliteal or calf; May-Thurner:
+the left common iliac vein).  A known or suspected renal, adrenal or hepatic
+primary, or such an organ mass beside the vein, ranks tumour thrombus above
+primary leiomyosarcoma; the recommendations then refer for staging
+(``rec-primary-staging``) instead of to the sarcoma team, and FNCLCC grading
+is offered only when a sarcoma leads.  Candidates are ranked by
 this score, ties in catalogue order.  The weights are ceuskit's heuristic; the
 facts they weigh come from the cited sources.
 """
@@ -885,7 +899,7 @@ def assess(findings: Mapping[str, Any] | None, case: ClinicalCase | None) -> dic
     Returns
     -------
     dict
-        ``suspect_neoplasm`` (bool), ``level`` (high|intermediate|low),
+        ``suspect_neoplasm`` (bool), ``level`` (one of `LEVELS`),
         ``reasons``, ``red_flags`` (id, text, evidence, source, proposed,
         category), ``combination_rule``, ``avena_adapted``, ``differential``
         (ranked; id, name, rank, score, support, against, source),
