@@ -869,7 +869,8 @@ def _clinical_summary(case: ClinicalCase | None, dd: Mapping[str, Any],
     if ac is not None and ac.response is not None:
         parts.append(f"{ac.response} on anticoagulation")
     if dd.get("result"):
-        parts.append(f"D-dimer {dd['result']}")
+        on_ac = case.d_dimer is not None and case.d_dimer.on_anticoagulation
+        parts.append(f"D-dimer {dd['result']}" + (" (measured on anticoagulation)" if on_ac else ""))
     chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
     # Wells applies to a suspected acute DVT: an incomplete one is left out of a chronic presentation.
     if not wells["missing"] or (wells["determined"] and wells["items"]):
