@@ -85,9 +85,11 @@ LEVELS = ("low", "indeterminate", "intermediate", "high")
 SRC_META = ("Eur Radiol 2020 meta-analysis, doi:10.1007/s00330-019-06649-z (sens 0.94, spec 0.99, n=425; "
             "portal-vein thrombus in liver cancer: applied to limb veins by extrapolation)")
 SRC_LIRADS_TIV = "CEUS LI-RADS 'tumour in vein' definition (LR-TIV; definition only)"
-SRC_SORRENTINO = "Sorrentino et al., World J Gastroenterol 2009;15:2245, doi:10.3748/wjg.15.2245"
+SRC_SORRENTINO = ("Sorrentino et al., World J Gastroenterol 2009;15:2245, doi:10.3748/wjg.15.2245 "
+                  "(portal-vein thrombosis in hepatocellular carcinoma; extrapolated to limb veins)")
 SRC_CASE_SERIES = "Case Rep Med 2011:123041; Phlebology 2025, doi:10.1177/02683555251348784"
-SRC_DODD = "Dodd et al., AJR 1995;165:573 (pulsatile flow: sens 0.62, spec 0.95)"
+SRC_DODD = ("Dodd et al., AJR 1995;165:573 (pulsatile flow: sens 0.62, spec 0.95; portal-vein thrombus in "
+            "cirrhosis, extrapolated to limb veins)")
 SRC_AVENA = ("Sherman et al., Liver Transpl 2019;25:207 (A-VENA, portal-vein tumour thrombus in "
              "hepatocellular carcinoma; its accuracy does not carry over to the peripheral adaptation)")
 SRC_INDEX = ("published case report: venous leiomyosarcoma of the external iliac vein treated as DVT "
