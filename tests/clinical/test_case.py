@@ -88,7 +88,7 @@ def test_qualitative_d_dimer_needs_no_unit() -> None:
     ({"thrombophilia_screen": "ok"}, "thrombophilia_screen", "not-done"),
     ({"wells": {"active_cancer": "perhaps"}}, "wells.active_cancer", ""),
     ({"ultrasound": {"mass": [1]}}, "ultrasound.mass", ""),
-    ({"site": "calf"}, "site", "popliteal"),
+    ({"site": "thigh"}, "site", "popliteal"),
     ({"side": "both"}, "side", "bilateral"),
     ({"wells": ["active_cancer"]}, "wells", "nested"),
 ])
@@ -179,7 +179,7 @@ def test_index_case_matches_the_reference() -> None:
     assert case.thrombophilia_screen == "normal" and case.coagulation_screen == "normal"
     assert case.ultrasound is not None
     assert case.ultrasound.heterogeneous_mass and case.ultrasound.compression_of_vein and case.ultrasound.mass
-    assert (case.site, case.side) == ("iliac", "left")
+    assert (case.site, case.side) == ("external-iliac", "left")
 
 
 def test_bland_dvt_case_is_acute_raised_and_improving() -> None:
@@ -199,3 +199,28 @@ def test_example_cases_are_package_data() -> None:
     # the files must be declared in pyproject so a wheel ships them
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     assert '"clinical/cases/*.yaml"' in pyproject.read_text()
+
+
+def test_new_fields_of_issue_13() -> None:
+    from typing import get_args
+
+    from ceuskit.clinical.case import SITES, ClinicalCase
+    case = parse_case({
+        "pregnant": True, "site": "common-iliac",
+        "known_cancer": {"present": True, "site": "renal", "status": "suspected"},
+        "ultrasound": {"thrombus_seen": False, "lesion_content": "cystic", "compressing_structure": "artery",
+                       "adjacent_organ_mass": "adrenal", "post_thrombotic_changes": True},
+        "d_dimer": {"result": "normal", "on_anticoagulation": True},
+    }, "t")
+    assert case.pregnant and case.known_cancer is not None and case.known_cancer.site == "renal"
+    assert case.ultrasound is not None and case.ultrasound.compressed_by() == "artery"
+    annotation = ClinicalCase.model_fields["site"].annotation
+    assert set(get_args(get_args(annotation)[0])) == set(SITES)
+
+
+def test_compression_of_vein_means_a_compressing_mass() -> None:
+    legacy = parse_case({"ultrasound": {"compression_of_vein": True}}, "t")
+    assert legacy.ultrasound is not None and legacy.ultrasound.compressed_by() == "mass"
+    assert parse_case({"ultrasound": {"compression_of_vein": True, "compressing_structure": "mass"}}, "t")
+    with pytest.raises(InputError, match="compressing_structure"):
+        parse_case({"ultrasound": {"compression_of_vein": True, "compressing_structure": "artery"}}, "t")

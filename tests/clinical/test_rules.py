@@ -186,12 +186,15 @@ def test_three_avena_items_without_ceus_are_high() -> None:
     assert a["level"] == "high" and a["avena_adapted"]["count"] == 3
 
 
-@pytest.mark.parametrize(("response", "days", "flag"), [
-    ("worse", 3, True), ("unchanged", 7, False), ("unchanged", 14, True), ("unchanged", None, True),
-    ("improved", 90, False),
+@pytest.mark.parametrize(("response", "days", "mass", "flag"), [
+    ("worse", 3, False, True), ("unchanged", 7, True, False), ("unchanged", 14, True, True),
+    ("unchanged", None, True, False), ("improved", 90, True, False),
+    # unchanged is the usual course of a post-thrombotic vein: not refractory without a mass
+    ("unchanged", 14, False, False), ("unchanged", 400, False, False),
 ])
-def test_refractory_anticoagulation_window(response: str, days: float | None, flag: bool) -> None:
-    case = parse_case({"anticoagulation": {"response": response, "duration_days": days}}, "t")
+def test_refractory_anticoagulation_window(response: str, days: float | None, mass: bool, flag: bool) -> None:
+    case = parse_case({"anticoagulation": {"response": response, "duration_days": days},
+                       "ultrasound": {"mass": mass}}, "t")
     assert ("clin-refractory-anticoagulation" in _ids(assess(None, case)["red_flags"])) is flag
 
 
@@ -361,3 +364,51 @@ def test_abnormal_thrombophilia_supports_bland_dvt() -> None:
         return next(d for d in a["differential"] if d["id"] == "ddx-bland-dvt")
     assert bland("abnormal")["score"] - bland("normal")["score"] == pytest.approx(1.0)
     assert any("thrombophilia" in s for s in bland("abnormal")["support"])
+
+
+# ----------------------------------------------------------------------------- the level table (issue 13)
+
+
+def test_level_table_rows_are_readable_and_ordered() -> None:
+    from ceuskit.clinical.rules import LEVEL_TABLE
+    floors = [LEVELS.index(floor) for _, floor, _ in LEVEL_TABLE]
+    assert all(a >= b for a, b in itertools.pairwise(floors[:-1]))  # the fallback row comes last
+    assert LEVEL_TABLE[-1][1] == "indeterminate" and LEVEL_TABLE[-1][0] == "too-little-known"
+    assert all(name and reason for name, _, reason in LEVEL_TABLE)
+
+
+def test_mass_floor_holds_whatever_the_lumen_shows() -> None:
+    ids = sorted(RED_FLAG_RULES)
+    rng = random.Random(13)
+    for _ in range(500):
+        base = frozenset(rng.sample(ids, rng.randint(0, len(ids)))) | {"us-extraluminal-mass"}
+        for negative in (False, True):
+            for support in ((), ("improving on anticoagulation",)):
+                level, _ = combine_flags(base, ceus_non_enhancing=negative, bland_support=support)
+                assert LEVELS.index(level) >= LEVELS.index("intermediate"), (sorted(base), negative)
+
+
+def test_low_needs_positive_support_and_is_monotone_with_it() -> None:
+    assert combine_flags(set())[0] == "indeterminate"
+    assert combine_flags(set(), bland_support=["improving on anticoagulation"])[0] == "low"
+    assert combine_flags(set(), ceus_non_enhancing=True)[0] == "low"
+    ids = sorted(RED_FLAG_RULES)
+    rng = random.Random(5)
+    subsets = [frozenset()] + [frozenset(rng.sample(ids, rng.randint(0, len(ids)))) for _ in range(400)]
+    for support in ((), ("a cyst",)):
+        for negative in (False, True):
+            for base in subsets:
+                level = LEVELS.index(combine_flags(base, negative, support)[0])
+                for extra in ids:
+                    assert LEVELS.index(combine_flags(base | {extra}, negative, support)[0]) >= level
+
+
+@pytest.mark.parametrize(("on_ac", "flag"), [(True, False), (False, True), (None, True)])
+def test_normal_d_dimer_on_anticoagulation_is_no_red_flag(on_ac: bool | None, flag: bool) -> None:
+    dd: dict[str, Any] = {"result": "normal"}
+    if on_ac is not None:
+        dd["on_anticoagulation"] = on_ac
+    a = assess(None, parse_case({"symptom_duration_days": 400, "d_dimer": dd}, "t"))
+    assert ("lab-normal-d-dimer-chronic" in _ids(a["red_flags"])) is flag
+    if on_ac:
+        assert any("on anticoagulation" in n for n in a["d_dimer"]["notes"])

@@ -127,6 +127,8 @@ class DDimer(_Strict):
     unit: str | None = Field(default=None, validate_default=True)
     result: Literal["normal", "raised"] | None = None
     lab_cutoff: float | None = Field(default=None, gt=0)
+    on_anticoagulation: bool | None = Field(
+        default=None, title="Measured while on anticoagulation (which lowers D-dimer)")
 
     @field_validator("unit")
     @classmethod
@@ -186,16 +188,69 @@ class WellsItems(_Strict):
     alternative_diagnosis_as_likely: bool | None = _item("Alternative diagnosis at least as likely as DVT")
 
 
+OrganMass = Literal["renal", "adrenal", "hepatic", "uterine", "retroperitoneal", "none"]
+CancerSite = Literal["renal", "adrenal", "hepatic", "uterine", "testicular", "retroperitoneal", "other"]
+
+
 class UltrasoundFindings(_Strict):
-    """B-mode and colour Doppler findings reported by the sonographer."""
+    """B-mode and colour Doppler findings reported by the sonographer.
+
+    ``compression_of_vein: true`` (the older field) means
+    ``compressing_structure: mass``; when both are given they must agree.
+    """
 
     mass: bool | None = _item("Mass")
     extraluminal_component: bool | None = _item("Component outside the vein lumen")
     vein_expansion: bool | None = _item("Vein expanded")
     heterogeneous_mass: bool | None = _item("Heterogeneous mass")
-    compression_of_vein: bool | None = _item("Vein compressed by the mass")
+    compression_of_vein: bool | None = _item(
+        "Vein compressed by a mass (same as compressing structure: mass)")
     internal_color_doppler_flow: bool | None = _item("Colour Doppler flow inside the material")
     arterial_waveform: bool | None = _item("Arterial (pulsatile) waveform inside")
+    thrombus_seen: bool | None = _item("Thrombus (intraluminal material) seen in the vein")
+    lesion_content: Literal["solid", "cystic", "mixed"] | None = Field(
+        default=None, title="Content of the lesion (solid, cystic or mixed)")
+    compressing_structure: Literal["mass", "artery", "none"] | None = Field(
+        default=None, title="What compresses the vein (a mass, an artery as in May-Thurner, or nothing)")
+    adjacent_organ_mass: OrganMass | None = Field(default=None, title="Mass in an adjacent organ")
+    post_thrombotic_changes: bool | None = _item(
+        "Post-thrombotic changes (thick wall, synechiae, recanalised channels)")
+
+    @field_validator("compressing_structure")
+    @classmethod
+    def _compression_agrees(cls, value: str | None, info: ValidationInfo) -> str | None:
+        legacy = info.data.get("compression_of_vein")
+        if legacy is True and value in ("artery", "none"):
+            raise PydanticCustomError(
+                "compression_conflict",
+                "compression_of_vein: true means a mass compresses the vein, but compressing_structure "
+                "is '{value}'", {"value": value,
+                                 "fix": "give one of them (compressing_structure: mass | artery | none)"})
+        return value
+
+    def compressed_by(self) -> str | None:
+        """What compresses the vein: "mass", "artery", "none" or None (not known).
+
+        The older ``compression_of_vein: true`` counts as "mass".
+        """
+        if self.compressing_structure is not None:
+            return self.compressing_structure
+        return "mass" if self.compression_of_vein else None
+
+
+class KnownCancer(_Strict):
+    """A malignancy known, or an organ mass seen on imaging."""
+
+    present: bool | None = _item("Known or suspected cancer")
+    site: CancerSite | None = Field(default=None, title="Site of the cancer or organ mass")
+    status: Literal["active", "treated", "suspected"] | None = Field(default=None, title="Status")
+
+
+#: The vein sites a case file may name (contract "Additions").
+SITES: tuple[str, ...] = ("ivc", "common-iliac", "external-iliac", "internal-iliac", "iliac", "femoral",
+                          "popliteal", "calf", "gonadal", "renal", "other")
+#: Sites that are iliac veins (``iliac`` when the segment is not known).
+ILIAC_SITES: tuple[str, ...] = ("common-iliac", "external-iliac", "internal-iliac", "iliac")
 
 
 class ClinicalCase(_Strict):
@@ -216,36 +271,44 @@ class ClinicalCase(_Strict):
     thrombophilia_screen : {"normal", "abnormal", "not-done"}, optional
     wells : WellsItems, optional
     ultrasound : UltrasoundFindings, optional
-    site : {"ivc", "iliac", "femoral", "popliteal", "other"}, optional
+    site : one of `SITES`, optional
+        ivc, common-iliac, external-iliac, internal-iliac, iliac (segment
+        not known), femoral, popliteal, calf, gonadal, renal, other.
     vein : str, optional
         Free-text name of the vein (e.g. "external iliac vein"), shown as given.
     side : {"left", "right", "bilateral"}, optional
     recurrence, unprovoked : bool, optional
         Recurrent thrombosis; thrombosis without a provoking factor.
+    pregnant : bool, optional
+    known_cancer : KnownCancer, optional
+        A known malignancy or an organ mass seen on imaging (present, site, status).
     """
 
     age_years: float | None = Field(default=None, ge=0, le=130)
     sex: Literal["female", "male", "other"] | None = None
     symptom_duration_days: float | None = Field(default=None, ge=0)
-    anticoagulation: Anticoagulation | None = None
-    d_dimer: DDimer | None = None
+    anticoagulation: Anticoagulation | None = Field(default=None, title="Anticoagulation")
+    d_dimer: DDimer | None = Field(default=None, title="D-dimer")
     pt_s: float | None = Field(default=None, gt=0)
     inr: float | None = Field(default=None, gt=0)
     aptt_s: float | None = Field(default=None, gt=0)
     coagulation_screen: Literal["normal", "abnormal", "not-done"] | None = None
     thrombophilia_screen: Literal["normal", "abnormal", "not-done"] | None = None
-    wells: WellsItems | None = None
-    ultrasound: UltrasoundFindings | None = None
-    site: Literal["ivc", "iliac", "femoral", "popliteal", "other"] | None = None
+    wells: WellsItems | None = Field(default=None, title="Wells DVT items")
+    ultrasound: UltrasoundFindings | None = Field(default=None, title="Ultrasound (B-mode and Doppler)")
+    site: Literal["ivc", "common-iliac", "external-iliac", "internal-iliac", "iliac", "femoral", "popliteal",
+                  "calf", "gonadal", "renal", "other"] | None = Field(default=None, title="Site (vein)")
     vein: str | None = Field(default=None, max_length=100)
     side: Literal["left", "right", "bilateral"] | None = None
     recurrence: bool | None = None
     unprovoked: bool | None = None
+    pregnant: bool | None = Field(default=None, title="Pregnant")
+    known_cancer: KnownCancer | None = Field(default=None, title="Known or suspected cancer (or organ mass)")
 
 
 _MODELS: dict[str, type[BaseModel]] = {
     "": ClinicalCase, "anticoagulation": Anticoagulation, "d_dimer": DDimer,
-    "wells": WellsItems, "ultrasound": UltrasoundFindings,
+    "wells": WellsItems, "ultrasound": UltrasoundFindings, "known_cancer": KnownCancer,
 }
 
 

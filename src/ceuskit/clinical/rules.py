@@ -14,40 +14,54 @@ CEUS (only when the intraluminal material was assessable):
 it enhances, the malignant kinetic pattern ``ceus-rapid-wash-in``,
 ``ceus-hyperenhancement``, ``ceus-heterogeneous``, ``ceus-wash-out`` and
 ``ceus-necrosis`` (>= 10 % non-enhancing area, proposed).
-Clinical: ``clin-refractory-anticoagulation`` (worse, or unchanged after
->= 14 days), ``clin-recurrence``, ``clin-unprovoked-young`` (< 50 years,
-proposed), ``clin-unusual-site`` (IVC or a non-leg vein, proposed).
+Clinical: ``clin-refractory-anticoagulation`` (worse; or unchanged after
+>= 14 days together with a mass or an atypical feature, `ATYPICAL_FLAGS`:
+"unchanged" alone is the usual course of a post-thrombotic vein),
+``clin-recurrence``, ``clin-unprovoked-young`` (< 50 years, proposed),
+``clin-unusual-site`` (IVC, gonadal, renal or another non-leg vein, proposed).
 Laboratory: ``lab-normal-d-dimer-chronic`` (symptoms >= 28 days and a normal
-D-dimer, proposed, after the index case).
-Ultrasound: ``us-extraluminal-mass`` (mass, extraluminal component or vein
-compression), ``us-vein-expansion``, ``us-heterogeneous-mass``,
-``us-arterial-waveform`` and the weaker ``us-internal-colour-flow``.
+D-dimer not measured on anticoagulation, proposed, after the index case).
+Ultrasound: ``us-extraluminal-mass`` (a mass, an extraluminal component or
+compression by a mass; not compression by an artery, and not a cystic lesion
+without thrombus or at the knee), ``us-vein-expansion``,
+``us-heterogeneous-mass``, ``us-arterial-waveform`` and the weaker
+``us-internal-colour-flow``.
 
 Strong flags are: refractory anticoagulation, chronic normal D-dimer,
 extraluminal mass, vein expansion, heterogeneous mass, arterial waveform.
 
-Combination rule (ceuskit's own heuristic: no validated score exists for a
+Level rule (ceuskit's own heuristic: no validated score exists for a
 peripheral venous mass)
 ----------------------------------------------------------------------------
-* high: CEUS enhancement together with a malignant kinetic pattern (rapid
-  wash-in, hyper-enhancement, heterogeneity or wash-out) or with any further
-  red flag; or >= 3 items of the peripheral A-VENA adaptation (vein
-  expansion, enhancement on CEUS, arterial neovascularity on Doppler, mass
-  outside the lumen, no response to anticoagulation; adapted from Sherman et
-  al., Liver Transpl 2019).
-* intermediate: CEUS enhancement alone; or, without an assessable CEUS,
-  >= 2 clinical/ultrasound/laboratory flags; or, with a non-enhancing lesion,
-  >= 2 strong clinical/ultrasound/laboratory flags (CEUS of the lumen cannot
-  exclude compression from outside the vein).
-* low otherwise.
-``suspect_neoplasm`` = level is high or intermediate.  Every condition only
-counts flags, so adding a red flag never lowers the level (monotone; tested).
+`LEVEL_TABLE`, read from the top, first condition that holds decides:
+
+* high: CEUS enhancement with a malignant kinetic pattern or any further red
+  flag; or >= 3 items of the peripheral A-VENA adaptation (adapted from
+  Sherman et al., Liver Transpl 2019; its original accuracy does not carry
+  over).
+* intermediate: CEUS enhancement alone; a solid mass, an extraluminal
+  component or compression by a mass, whatever CEUS shows of the lumen; >= 2
+  strong flags; without an assessable CEUS, >= 2 red flags.
+* low: a non-enhancing lesion on CEUS; or, with no red flag, an ultrasound
+  without a mass and a clinical picture that positively supports a benign
+  cause (`_bland_support`).
+* indeterminate otherwise, naming what is needed (never low by default).
+
+``suspect_neoplasm`` = level is high or intermediate.  Adding a red flag never
+lowers the level (monotone; tested).
 
 Differential ranking
 --------------------
 Each candidate starts from a prior weight (bland DVT 1, rare entities -0.5,
 the rest 0); each supporting fact adds its weight and each fact against
-subtracts its weight (weights in `DIFFERENTIAL`).  Candidates are ranked by
+subtracts its weight (weights in `DIFFERENTIAL`).  Sex is weak evidence: it
+never lifts an entity above bland DVT on its own.  Site-specific entities
+score only where they can occur (Baker cyst: popliteal or calf; May-Thurner:
+the left common iliac vein).  A known or suspected renal, adrenal or hepatic
+primary, or such an organ mass beside the vein, ranks tumour thrombus above
+primary leiomyosarcoma; the recommendations then refer for staging
+(``rec-primary-staging``) instead of to the sarcoma team, and FNCLCC grading
+is offered only when a sarcoma leads.  Candidates are ranked by
 this score, ties in catalogue order.  The weights are ceuskit's heuristic; the
 facts they weigh come from the cited sources.
 """
@@ -59,8 +73,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ceuskit import DISCLAIMER
-from ceuskit.clinical.case import ClinicalCase
-from ceuskit.clinical.scores import WELLS_ITEMS, d_dimer_assessment, wells_score
+from ceuskit.clinical.case import ILIAC_SITES, ClinicalCase
+from ceuskit.clinical.scores import WELLS_ITEMS, d_dimer_assessment, wells_score, wells_two_level
 
 _WELLS_WORDING = {item: text for item, _, text in WELLS_ITEMS}
 
@@ -68,18 +82,31 @@ _WELLS_WORDING = {item: text for item, _, text in WELLS_ITEMS}
 #: given where too little could be assessed to say low, and never reassures.
 LEVELS = ("low", "indeterminate", "intermediate", "high")
 
-SRC_META = "Eur Radiol 2020 meta-analysis, doi:10.1007/s00330-019-06649-z (sens 0.94, spec 0.99, n=425)"
+SRC_META = ("Eur Radiol 2020 meta-analysis, doi:10.1007/s00330-019-06649-z (sens 0.94, spec 0.99, n=425; "
+            "portal-vein thrombus in liver cancer: applied to limb veins by extrapolation)")
 SRC_LIRADS_TIV = "CEUS LI-RADS 'tumour in vein' definition (LR-TIV; definition only)"
-SRC_SORRENTINO = "Sorrentino et al., World J Gastroenterol 2009;15:2245, doi:10.3748/wjg.15.2245"
+SRC_SORRENTINO = ("Sorrentino et al., World J Gastroenterol 2009;15:2245, doi:10.3748/wjg.15.2245 "
+                  "(portal-vein thrombosis in hepatocellular carcinoma; extrapolated to limb veins)")
 SRC_CASE_SERIES = "Case Rep Med 2011:123041; Phlebology 2025, doi:10.1177/02683555251348784"
-SRC_DODD = "Dodd et al., AJR 1995;165:573 (pulsatile flow: sens 0.62, spec 0.95)"
-SRC_AVENA = "Sherman et al., Liver Transpl 2019;25:207 (A-VENA >= 3: sens 1.00, spec 0.936, n=59)"
-SRC_INDEX = "ceuskit clinical reference: index case (venous leiomyosarcoma treated as DVT)"
+SRC_DODD = ("Dodd et al., AJR 1995;165:573 (pulsatile flow: sens 0.62, spec 0.95; portal-vein thrombus in "
+            "cirrhosis, extrapolated to limb veins)")
+SRC_AVENA = ("Sherman et al., Liver Transpl 2019;25:207 (A-VENA, portal-vein tumour thrombus in "
+             "hepatocellular carcinoma; its accuracy does not carry over to the peripheral adaptation)")
+SRC_INDEX = ("published case report: venous leiomyosarcoma of the external iliac vein treated as DVT "
+             "(the index case)")
 SRC_DIFF = "ceuskit clinical reference: differential of a venous mass"
 SRC_SARCOMA = "ESMO-EURACAN-GENTURIS sarcoma guideline, Gronchi et al., Ann Oncol 2021;32:1348"
 SRC_FNCLCC = "FNCLCC grade (Trojani et al., Int J Cancer 1984;33:37); necrosis 0 none, 1 < 50 %, 2 >= 50 %"
-SRC_WELLS = "Wells et al., NEJM 2003;349:1227"
+SRC_WELLS = "Wells et al., NEJM 2003;349:1227; prevalences by category: Wells et al., JAMA 2006;295:199"
 SRC_HEURISTIC = "ceuskit heuristic (proposed)"
+SRC_RCC_IVC = "Cancer Imaging 2019, doi:10.1186/s40644-019-0265-x (renal cell carcinoma IVC thrombus)"
+SRC_CONTRAST_PREGNANCY = ("SonoVue (sulphur hexafluoride microbubbles) EU SmPC and Lumason US prescribing "
+                          "information: no data in pregnant women")
+#: Appended to every recommendation that involves a contrast agent when the patient is pregnant.
+PREGNANCY_CONTRAST_CAVEAT = (
+    " -- Pregnancy: ultrasound contrast agents are not recommended in pregnancy (no safety data in pregnant "
+    "women; SonoVue/Lumason labelling); weigh any contrast study (ultrasound, CT or MRI) with the obstetric "
+    "and radiology teams, and prefer non-contrast MRI where cross-sectional imaging is needed")
 
 #: Necrosis (percent of the lesion area) above which it counts as a red flag (proposed).
 NECROSIS_FLAG_PERCENT = 10.0
@@ -162,23 +189,95 @@ _SHORT = {
 }
 _RULES = tuple(replace(r, short=_SHORT[r.id]) for r in _RULES)
 RED_FLAG_RULES: dict[str, FlagRule] = {r.id: r for r in _RULES}
+#: Flags that make "unchanged on anticoagulation" count as refractory (a mass or an atypical feature).
+ATYPICAL_FLAGS = frozenset({"us-extraluminal-mass", "us-vein-expansion", "us-heterogeneous-mass",
+                            "us-arterial-waveform", "ceus-enhancement"})
+
+#: The level rule as a decision table: (condition, level floor, reason).  The rows are read
+#: top to bottom; the first condition that holds gives the level, and every row of that level
+#: that holds gives a reason.  Only the last two rows give "low" or "indeterminate", so a
+#: documented mass, extraluminal component or compression by a mass is at least
+#: "intermediate" whatever CEUS shows of the lumen.  ceuskit's own heuristic: no validated
+#: score exists for a peripheral venous mass.
+LEVEL_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("enhancing-with-kinetics", "high",
+     "CEUS enhancement with a malignant kinetic pattern ({kinetic})"),
+    ("enhancing-plus-flag", "high", "CEUS enhancement plus {further} further red flag(s)"),
+    ("avena", "high", "{n_avena} of 5 items of the peripheral A-VENA adaptation (proposed): {avena}"),
+    ("enhancing", "intermediate",
+     "CEUS enhancement of the intraluminal material without a further red flag"),
+    ("mass-outside-lumen", "intermediate",
+     "a solid mass, a component outside the lumen or compression by a mass: CEUS of the lumen cannot "
+     "exclude a tumour outside it, so cross-sectional imaging is needed whatever the lumen shows"),
+    ("two-strong-flags", "intermediate",
+     "{n_strong} strong clinical/ultrasound/laboratory red flags ({strong}): a bland lumen on CEUS cannot "
+     "exclude a mass compressing the vein from outside"),
+    ("two-flags-without-ceus", "intermediate",
+     "{n_other} clinical/ultrasound/laboratory red flags without an assessable CEUS"),
+    ("non-enhancing", "low", "no intraluminal enhancement on CEUS (bland-thrombus pattern){fewer}"),
+    ("benign-clinical-picture", "low",
+     "no red flag, no mass on ultrasound, and the clinical picture supports a benign cause: {support}"),
+    ("too-little-known", "indeterminate",
+     "too little is known to call the suspicion low{only}: needed: an assessable CEUS of the intraluminal "
+     "material (contrast mode, from before the injection through wash-out, with a reference ROI in adjacent "
+     "muscle) or, failing that, the ultrasound features and a clinical picture that supports a bland "
+     "thrombus"),
+)
 
 COMBINATION_RULE_TEXT = (
-    "ceuskit's own heuristic (no validated score exists for a peripheral venous mass). "
-    "High: CEUS enhancement of the intraluminal material together with a malignant kinetic pattern "
-    "(rapid wash-in, hyper-enhancement, heterogeneity or wash-out) or any further red flag; or >= 3 items of "
-    "the peripheral A-VENA adaptation (vein expansion, CEUS enhancement, arterial neovascularity on Doppler, "
-    "mass outside the lumen, no response to anticoagulation). Intermediate: CEUS enhancement alone; without "
-    "an assessable CEUS, >= 2 clinical/ultrasound/laboratory red flags; with a non-enhancing lesion, >= 2 "
-    "strong clinical/ultrasound/laboratory flags (CEUS of the lumen cannot exclude extrinsic compression). "
-    "Low only when CEUS assessed the material as non-enhancing; without an assessable CEUS (none given, or "
-    "one that could not tell) and fewer red flags: indeterminate, never low. "
-    "Adding a red flag never lowers the level."
+    "ceuskit's own heuristic (no validated score exists for a peripheral venous mass), read as a table from "
+    "the top, first match decides. High: CEUS enhancement of the intraluminal material together with a "
+    "malignant kinetic pattern (rapid wash-in, hyper-enhancement, heterogeneity or wash-out) or any further "
+    "red flag; or >= 3 items of the peripheral A-VENA adaptation (vein expansion, CEUS enhancement, arterial "
+    "neovascularity on Doppler, mass outside the lumen, no response to anticoagulation). Intermediate: CEUS "
+    "enhancement alone; a solid mass, an extraluminal component or compression by a mass, whatever the lumen "
+    "shows on CEUS (compression by an artery, as in May-Thurner, and a cystic lesion without thrombus do "
+    "not count); >= 2 strong clinical/ultrasound/laboratory flags; without an assessable CEUS, >= 2 red "
+    "flags. Low: a non-enhancing lesion on CEUS; or, with no red flag, an ultrasound without a mass and a "
+    "clinical picture that positively supports a benign cause. Otherwise indeterminate (never low), naming "
+    "what is needed. Adding a red flag never lowers the level."
 )
 
 
-def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False) -> tuple[str, list[str]]:
-    """The level of suspicion from a set of red-flag ids (the combination rule).
+def _level_conditions(flags: list[FlagRule], ceus_non_enhancing: bool,
+                      bland_support: Collection[str]) -> dict[str, dict[str, Any] | None]:
+    """Each condition of `LEVEL_TABLE` -> the values for its reason, or None when it does not hold."""
+    ids = {f.id for f in flags}
+    enhancing = "ceus-enhancement" in ids
+    kinetic = [f for f in flags if f.kinetic]
+    other = [f for f in flags if f.category != "ceus"]
+    ceus_other = [f for f in flags if f.category == "ceus" and f.id != "ceus-enhancement" and not f.kinetic]
+    strong = [f for f in other if f.strong]
+    avena = sorted({f.avena for f in flags if f.avena})
+
+    def when(ok: bool, **values: Any) -> dict[str, Any] | None:
+        return values if ok else None
+
+    negative = ceus_non_enhancing and not enhancing
+    return {
+        "enhancing-with-kinetics": when(enhancing and bool(kinetic),
+                                        kinetic=", ".join(f.short for f in kinetic)),
+        "enhancing-plus-flag": when(enhancing and bool(other or ceus_other),
+                                    further=len(other) + len(ceus_other)),
+        "avena": when(len(avena) >= AVENA_THRESHOLD, n_avena=len(avena), avena=", ".join(avena)),
+        "enhancing": when(enhancing),
+        "mass-outside-lumen": when("us-extraluminal-mass" in ids),
+        "two-strong-flags": when(len(strong) >= 2, n_strong=len(strong),
+                                 strong=", ".join(f.short for f in strong)),
+        "two-flags-without-ceus": when(not ceus_non_enhancing and len(other) >= 2, n_other=len(other)),
+        "non-enhancing": when(negative, fewer=(f"; {len(other)} clinical/ultrasound flag(s), fewer than 2 "
+                                               "strong ones and no mass" if other else "")),
+        "benign-clinical-picture": when(not flags and bool(bland_support), support="; ".join(bland_support)),
+        "too-little-known": when(True, only=(f" (only {len(other)} red flag(s) and no assessable CEUS)"
+                                             if other else " (no red flag among the inputs, but no "
+                                             "assessable CEUS and no clinical picture that supports a bland "
+                                             "thrombus)")),
+    }
+
+
+def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False,
+                  bland_support: Collection[str] = ()) -> tuple[str, list[str]]:
+    """The level of suspicion from a set of red-flag ids (`LEVEL_TABLE`).
 
     Parameters
     ----------
@@ -187,55 +286,27 @@ def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False) -
     ceus_non_enhancing : bool
         True when CEUS assessed the intraluminal material and it did not
         enhance (ignored when ``ceus-enhancement`` is among the flags).
+    bland_support : collection of str
+        Sentences from the clinical picture that positively support a benign
+        cause (improving on anticoagulation, an acute provoked thrombosis with a
+        raised D-dimer, a cyst, compression by an artery), given only when the
+        ultrasound recorded no mass.  They allow "low" without CEUS, and only
+        with no red flag at all.
 
     Returns
     -------
     (level, reasons)
-        ``level`` is "high", "intermediate", "indeterminate" (no assessable
-        CEUS and too few red flags to say more) or "low" (only with a
-        non-enhancing CEUS); ``reasons`` says which
-        condition decided it.
+        ``level`` is one of `LEVELS`; ``reasons`` are the reasons of the rows
+        of that level that hold.
     """
     flags = [RED_FLAG_RULES[f] for f in flag_ids if f in RED_FLAG_RULES]
-    ids = {f.id for f in flags}
-    enhancing = "ceus-enhancement" in ids
-    kinetic = [f for f in flags if f.kinetic]
-    other = [f for f in flags if f.category != "ceus"]
-    ceus_other = [f for f in flags if f.category == "ceus" and f.id != "ceus-enhancement" and not f.kinetic]
-    strong = [f for f in other if f.strong]
-    avena = sorted({f.avena for f in flags if f.avena})
-    reasons: list[str] = []
-    if enhancing and kinetic:
-        reasons.append("CEUS enhancement with a malignant kinetic pattern ("
-                       + ", ".join(f.short for f in kinetic) + ")")
-    if enhancing and (other or ceus_other):
-        reasons.append(f"CEUS enhancement plus {len(other) + len(ceus_other)} further red flag(s)")
-    if len(avena) >= AVENA_THRESHOLD:
-        reasons.append(f"{len(avena)} of 5 items of the peripheral A-VENA adaptation (proposed): "
-                       + ", ".join(avena))
-    if reasons:
-        return "high", reasons
-    if enhancing:
-        return "intermediate", ["CEUS enhancement of the intraluminal material without a further red flag"]
-    if not ceus_non_enhancing and len(other) >= 2:
-        return "intermediate", [f"{len(other)} clinical/ultrasound/laboratory red flags "
-                                "without an assessable CEUS"]
-    if ceus_non_enhancing and len(strong) >= 2:
-        return "intermediate", [f"non-enhancing on CEUS but {len(strong)} strong clinical/ultrasound "
-                                "red flags: CEUS of the lumen cannot exclude a mass compressing the vein "
-                                "from outside"]
-    if ceus_non_enhancing:
-        why = "no intraluminal enhancement on CEUS (bland-thrombus pattern)"
-        if other:
-            why += f"; {len(other)} clinical/ultrasound flag(s), fewer than 2 strong ones"
-        return "low", [why]
-    # Without an assessed CEUS (none given, or one that could not tell), a
-    # missing red flag is not evidence of its absence: never "low".
-    if other:
-        return "indeterminate", [f"only {len(other)} red flag(s) and no assessable CEUS of the "
-                                 "intraluminal material: too little to call the suspicion low"]
-    return "indeterminate", ["no red flag among the inputs given, but no assessable CEUS of the "
-                             "intraluminal material either: too little to call the suspicion low"]
+    held = _level_conditions(flags, ceus_non_enhancing, bland_support)
+    level = next(floor for name, floor, _ in LEVEL_TABLE if held[name] is not None)
+    reasons = [reason.format(**values) for name, floor, reason in LEVEL_TABLE
+               if floor == level and (values := held[name]) is not None]
+    if level == "indeterminate" or level == "low":
+        reasons = reasons[:1]
+    return level, reasons
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -327,31 +398,42 @@ def _findings_flags(findings: Mapping[str, Any] | None, flags: dict[str, str], f
             RED_FLAG_RULES[k].short for k in kinetic)
 
 
+#: Sites where a Baker (popliteal) cyst can lie.
+BAKER_SITES = ("popliteal", "calf")
+#: Sites that count as unusual for a DVT (proposed).
+UNUSUAL_SITES = ("ivc", "gonadal", "renal", "other")
+#: Primaries whose tumour thrombus grows into the IVC and its tributaries.
+VENOUS_INVASIVE_PRIMARIES = ("renal", "adrenal", "hepatic")
+
+
+def _primary(case: ClinicalCase) -> tuple[str | None, str]:
+    """(site, where it is known from) of a known or suspected primary / adjacent organ mass."""
+    us = case.ultrasound
+    kc = case.known_cancer
+    if kc is not None and kc.present is not False and kc.site is not None:
+        status = f" ({kc.status})" if kc.status else ""
+        return kc.site, f"known cancer: {kc.site}{status}"
+    if us is not None and us.adjacent_organ_mass not in (None, "none"):
+        return us.adjacent_organ_mass, f"ultrasound: {us.adjacent_organ_mass} mass beside the vein"
+    return None, ""
+
+
 def _case_flags(case: ClinicalCase | None, dd: Mapping[str, Any], wells: Mapping[str, Any],
                 flags: dict[str, str], facts: dict[str, str]) -> None:
     if case is None:
         return
-    ac = case.anticoagulation
-    if ac is not None and ac.response is not None:
-        dur = f" after {_fmt_days(ac.duration_days)}" if ac.duration_days is not None else ""
-        drug = f" ({ac.drug})" if ac.drug else ""
-        if ac.response == "worse" or (ac.response == "unchanged" and (
-                ac.duration_days is None or ac.duration_days >= ANTICOAG_MIN_DAYS)):
-            flags["clin-refractory-anticoagulation"] = f"anticoagulation{drug}: {ac.response}{dur}"
-            facts["refractory"] = flags["clin-refractory-anticoagulation"]
-        elif ac.response == "improved":
-            facts["improved"] = f"improving on anticoagulation{drug}{dur}"
     chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
     if case.symptom_duration_days is not None and not chronic:
         facts["acute"] = f"symptoms for {_fmt_days(case.symptom_duration_days)} (acute)"
-    if chronic and dd.get("result") == "normal":
+    on_ac = case.d_dimer is not None and case.d_dimer.on_anticoagulation is True
+    if chronic and dd.get("result") == "normal" and not on_ac:
         assert case.symptom_duration_days is not None
         flags["lab-normal-d-dimer-chronic"] = (
             f"symptoms for {_fmt_days(case.symptom_duration_days)} with a normal D-dimer ("
             + (f"{dd['value_ug_l_feu']:g} ug/L FEU, cut-off {dd['cutoff_ug_l_feu']:g}"
                if dd.get("value_ug_l_feu") is not None else "laboratory report") + ")")
         facts["chronic_normal_dd"] = flags["lab-normal-d-dimer-chronic"]
-    if dd.get("result") == "raised":
+    if dd.get("result") == "raised" and not case.pregnant:
         facts["raised_dd"] = (
             f"D-dimer raised ({dd['value_ug_l_feu']:g} ug/L FEU > {dd['cutoff_ug_l_feu']:g})"
             if dd.get("value_ug_l_feu") is not None else "D-dimer raised (laboratory report)")
@@ -359,25 +441,41 @@ def _case_flags(case: ClinicalCase | None, dd: Mapping[str, Any], wells: Mapping
         flags["clin-recurrence"] = "recurrent thrombosis reported"
     if case.unprovoked and case.age_years is not None and case.age_years < YOUNG_YEARS:
         flags["clin-unprovoked-young"] = f"unprovoked, age {case.age_years:g} years"
-    if case.site in ("ivc", "other"):
+    if case.unprovoked is False:
+        facts["provoked"] = "provoked thrombosis"
+    if case.site in UNUSUAL_SITES:
         flags["clin-unusual-site"] = f"site: {case.vein or case.site}"
     us = case.ultrasound
     if us is not None:
-        named = (("mass", us.mass), ("extraluminal component", us.extraluminal_component),
-                 ("compression of the vein", us.compression_of_vein))
+        compressed = us.compressed_by()
+        cyst = us.lesion_content == "cystic" and (us.thrombus_seen is False or case.site in BAKER_SITES)
+        if cyst:
+            facts["cystic_lesion"] = ("ultrasound: cystic lesion"
+                                      + (", no thrombus in the vein" if us.thrombus_seen is False else ""))
+        named = (("mass" + (f" ({us.lesion_content})" if us.lesion_content else ""), us.mass),
+                 ("extraluminal component", us.extraluminal_component),
+                 ("compression of the vein by a mass", compressed == "mass"))
         parts = [name for name, v in named if v]
-        if parts:
+        if parts and not cyst:
             flags["us-extraluminal-mass"] = "ultrasound: " + ", ".join(parts)
-        if us.mass or us.extraluminal_component:
-            facts["mass"] = "ultrasound: " + ", ".join(p for p in parts if p != "compression of the vein")
-        if us.mass is False and us.extraluminal_component is False and not us.compression_of_vein:
-            facts["no_mass"] = "ultrasound: no mass and no extraluminal component"
-        if us.extraluminal_component:
+            if us.mass or us.extraluminal_component:
+                facts["mass"] = "ultrasound: " + ", ".join(
+                    p for p in parts if not p.startswith("compression"))
+        if cyst or (not us.mass and not us.extraluminal_component and compressed != "mass" and (
+                us.mass is False or compressed == "artery")):
+            facts["no_mass"] = "ultrasound: no solid mass and no extraluminal component"
+        if us.extraluminal_component and not cyst:
             facts["extraluminal"] = "ultrasound: extraluminal component"
         if us.extraluminal_component is False:
             facts["no_extraluminal"] = "ultrasound: no extraluminal component"
-        if us.compression_of_vein:
-            facts["compression"] = "ultrasound: the vein is compressed"
+        if compressed == "mass" and not cyst:
+            facts["compression"] = "ultrasound: the vein is compressed by a mass"
+        if compressed == "artery":
+            facts["artery_compression"] = "ultrasound: the vein is compressed by an artery"
+        if us.thrombus_seen is False:
+            facts["no_thrombus"] = "ultrasound: no thrombus in the vein"
+        if us.post_thrombotic_changes:
+            facts["post_thrombotic"] = "ultrasound: post-thrombotic changes"
         if us.vein_expansion:
             flags["us-vein-expansion"] = "ultrasound: the vein is expanded"
             facts["vein_expansion"] = flags["us-vein-expansion"]
@@ -390,12 +488,38 @@ def _case_flags(case: ClinicalCase | None, dd: Mapping[str, Any], wells: Mapping
         elif us.internal_color_doppler_flow:
             flags["us-internal-colour-flow"] = ("colour Doppler: flow inside the lesion "
                                                 "(waveform not arterial or not reported)")
-    if wells.get("two_level") == "likely":
+    ac = case.anticoagulation
+    if ac is not None and ac.response is not None:
+        dur = f" after {_fmt_days(ac.duration_days)}" if ac.duration_days is not None else ""
+        drug = f" ({ac.drug})" if ac.drug else ""
+        # Unchanged is the usual course of a post-thrombotic vein: it counts as refractory only
+        # over a stated period and together with a mass or an atypical feature.
+        atypical = sorted(RED_FLAG_RULES[k].short for k in flags if k in ATYPICAL_FLAGS)
+        if ac.response == "worse":
+            flags["clin-refractory-anticoagulation"] = f"anticoagulation{drug}: worse{dur}"
+        elif (ac.response == "unchanged" and ac.duration_days is not None
+              and ac.duration_days >= ANTICOAG_MIN_DAYS and atypical):
+            flags["clin-refractory-anticoagulation"] = (f"anticoagulation{drug}: unchanged{dur}, with "
+                                                        + ", ".join(atypical))
+        elif ac.response == "improved":
+            facts["improved"] = f"improving on anticoagulation{drug}{dur}"
+        if "clin-refractory-anticoagulation" in flags:
+            facts["refractory"] = flags["clin-refractory-anticoagulation"]
+    if wells.get("two_level") == "likely" and wells_two_level(wells["points_range"][0]) == "likely":
         facts["wells_likely"] = f"Wells {wells['points']} points: DVT likely"
     if case.thrombophilia_screen == "abnormal":
         facts["thrombophilia"] = "thrombophilia screen abnormal"
-    if case.wells is not None and case.wells.active_cancer:
+    kc = case.known_cancer
+    if (case.wells is not None and case.wells.active_cancer) or (
+            kc is not None and kc.present is not False and kc.status == "active"):
         facts["active_cancer"] = "active cancer"
+    primary, where = _primary(case)
+    if primary in VENOUS_INVASIVE_PRIMARIES:
+        facts["invasive_primary"] = where
+    elif primary == "uterine":
+        facts["uterine_mass"] = where
+    elif primary is not None:
+        facts["other_primary"] = where
     if case.sex == "female":
         facts["female"] = "female"
     elif case.sex == "male":
@@ -403,20 +527,37 @@ def _case_flags(case: ClinicalCase | None, dd: Mapping[str, Any], wells: Mapping
     site_name = case.vein or case.site
     if case.site == "ivc":
         facts["site_ivc"] = f"site: {site_name}"
-    if case.site == "iliac":
+    if case.site in ILIAC_SITES:
         facts["site_iliac"] = f"site: {site_name}"
-        if case.side == "left":
-            facts["site_iliac_left"] = f"site: left {site_name}"
+        if case.side == "left" and case.site == "common-iliac":
+            facts["site_left_common_iliac"] = f"site: left {site_name}"
+        elif case.side == "left" and case.site == "iliac":
+            facts["site_iliac_left"] = f"site: left {site_name} (segment not given)"
     if case.side == "right":
         facts["side_right"] = "right side"
-    if case.site in ("femoral", "popliteal"):
+    if case.site in ("femoral", "popliteal", "calf"):
         facts["site_peripheral"] = f"site: {site_name} (far from a renal, hepatic or adrenal primary)"
-    if case.site == "popliteal":
+    if case.site in BAKER_SITES:
         facts["site_popliteal"] = f"site: {site_name}"
     elif case.site is not None:
-        facts["site_not_popliteal"] = f"site: {site_name}, not popliteal"
-    if case.site in ("ivc", "popliteal", "other"):
+        facts["site_not_popliteal"] = f"site: {site_name}: no Baker cyst there"
+    if case.site is not None and case.site not in ILIAC_SITES and case.site != "femoral":
         facts["site_not_iliofemoral"] = f"site: {site_name}, not iliofemoral"
+    if case.site in ("external-iliac", "internal-iliac"):
+        facts["site_not_common_iliac"] = f"site: {site_name}, not the common iliac vein"
+
+
+def _bland_support(f: _Facts, case: ClinicalCase | None) -> list[str]:
+    """Facts of the clinical picture that positively support a benign cause (see `combine_flags`).
+
+    Given only when the ultrasound recorded no solid mass and no extraluminal component.
+    """
+    if case is None or "no_mass" not in f.facts:
+        return []
+    out = [f.facts[k] for k in ("improved", "cystic_lesion", "artery_compression") if k in f.facts]
+    if "acute" in f.facts and "raised_dd" in f.facts and ("wells_likely" in f.facts or "provoked" in f.facts):
+        out.append("an acute provoked or Wells-likely thrombosis with a raised D-dimer")
+    return out
 
 
 def _facts(findings: Mapping[str, Any] | None, case: ClinicalCase | None,
@@ -447,75 +588,100 @@ class Candidate:
 DIFFERENTIAL: tuple[Candidate, ...] = (
     Candidate("ddx-bland-dvt", "Bland deep-vein thrombosis", 1.0,
               (("ceus_non_enhancing", 3), ("improved", 2), ("raised_dd", 1), ("wells_likely", 1),
-               ("thrombophilia", 1), ("acute", 0.5)),
+               ("thrombophilia", 1), ("acute", 0.5), ("post_thrombotic", 1), ("provoked", 0.5)),
               (("ceus_enhancing", 3), ("refractory", 1.5), ("chronic_normal_dd", 1), ("mass", 1),
-               ("heterogeneous_mass", 1), ("arterial_flow", 1)),
+               ("heterogeneous_mass", 1), ("arterial_flow", 1), ("no_thrombus", 2), ("cystic_lesion", 1)),
               f"{SRC_META} (no enhancement = bland thrombus); {SRC_WELLS}"),
     Candidate("ddx-tumour-thrombus",
               "Tumour thrombus from a distant primary (renal, hepatocellular, adrenal)", 0.0,
               (("ceus_enhancing", 2), ("active_cancer", 1.5), ("site_ivc", 1), ("vein_expansion", 0.5),
-               ("arterial_flow", 0.5)),
+               ("arterial_flow", 0.5), ("invasive_primary", 3), ("other_primary", 1), ("uterine_mass", 0.5)),
               (("ceus_non_enhancing", 3), ("site_peripheral", 1), ("improved", 1)),
               f"Cancer Imaging 2019, doi:10.1186/s40644-019-0265-x; {SRC_AVENA}; {SRC_DIFF}"),
     Candidate("ddx-venous-leiomyosarcoma", "Primary venous leiomyosarcoma", 0.0,
               (("ceus_enhancing", 2), ("malignant_kinetics", 1), ("necrosis", 0.5), ("mass", 1),
                ("heterogeneous_mass", 1), ("female", 0.5), ("refractory", 0.5), ("chronic_normal_dd", 0.5),
                ("site_ivc", 0.5)),
-              (("ceus_non_enhancing", 3), ("improved", 1)),
+              (("ceus_non_enhancing", 3), ("improved", 1), ("invasive_primary", 1.5), ("cystic_lesion", 2)),
               f"{SRC_DIFF} (women ~3:1, median age ~52, IVC > iliac/femoral); {SRC_INDEX}; "
               "Mingoli et al. 1996"),
     Candidate("ddx-intravascular-leiomyomatosis", "Intravascular leiomyomatosis", -0.5,
               (("female", 0.5), ("ceus_enhancing", 1.5), ("site_ivc", 0.5), ("site_iliac", 0.5),
-               ("no_extraluminal", 0.5)),
-              (("male", 3), ("ceus_non_enhancing", 3), ("extraluminal", 1)),
+               ("no_extraluminal", 0.5), ("uterine_mass", 1.5)),
+              (("male", 3), ("ceus_non_enhancing", 3), ("extraluminal", 1), ("invasive_primary", 1.5),
+               ("cystic_lesion", 2)),
               f"{SRC_DIFF} (women, uterine origin, intraluminal, non-invasive)"),
     Candidate("ddx-extrinsic-compression", "Extrinsic compression by a sarcoma or lymphadenopathy", 0.0,
-              (("compression", 1.5), ("mass", 1), ("extraluminal", 0.5), ("refractory", 0.5)),
-              (("no_mass", 1), ("ceus_enhancing", 0.5)),
+              (("compression", 1.5), ("mass", 1), ("extraluminal", 0.5), ("refractory", 0.5),
+               ("other_primary", 1)),
+              (("no_mass", 1), ("ceus_enhancing", 0.5), ("artery_compression", 1)),
               SRC_DIFF),
     Candidate("ddx-vascular-tumour",
               "Other vascular tumour (intravascular epithelioid haemangioma, angiosarcoma)", -0.5,
               (("ceus_enhancing", 1.5), ("malignant_kinetics", 0.5), ("arterial_flow", 0.5)),
-              (("ceus_non_enhancing", 3),),
+              (("ceus_non_enhancing", 3), ("invasive_primary", 1)),
               SRC_DIFF),
     Candidate("ddx-may-thurner",
               "May-Thurner syndrome (left common iliac vein compressed by the right common iliac artery)",
               0.0,
-              (("site_iliac_left", 2), ("female", 0.5), ("compression", 0.5)),
-              (("side_right", 2), ("site_not_iliofemoral", 1), ("mass", 1.5), ("ceus_enhancing", 1)),
-              SRC_DIFF),
+              (("site_left_common_iliac", 2.5), ("site_iliac_left", 2), ("artery_compression", 2),
+               ("female", 0.5)),
+              (("side_right", 2), ("site_not_iliofemoral", 3), ("site_not_common_iliac", 1), ("mass", 1.5),
+               ("ceus_enhancing", 1), ("compression", 1)),
+              f"{SRC_DIFF}; the compression lies at the left common iliac vein"),
     Candidate("ddx-baker-cyst", "Baker cyst (ruptured or dissecting)", 0.0,
-              (("site_popliteal", 2),),
-              (("site_not_popliteal", 3), ("ceus_enhancing", 2)),
-              SRC_DIFF),
+              (("site_popliteal", 2), ("cystic_lesion", 2), ("no_thrombus", 1)),
+              (("site_not_popliteal", 5), ("ceus_enhancing", 2)),
+              f"{SRC_DIFF}; a Baker cyst lies at the knee: popliteal fossa, dissecting into the calf"),
     Candidate("ddx-venous-aneurysm", "Venous aneurysm", -0.5,
               (("vein_expansion", 1), ("site_popliteal", 0.5)),
               (("mass", 1), ("ceus_enhancing", 1)),
               SRC_DIFF),
 )
 
+#: Weak facts (sex): they may order entities but never lift one above bland DVT on their own.
+WEAK_FACTS = frozenset({"female", "male"})
+#: Entities that are neoplasms (the leading one decides where the recommendations refer).
+NEOPLASMS = ("ddx-tumour-thrombus", "ddx-venous-leiomyosarcoma", "ddx-intravascular-leiomyomatosis",
+             "ddx-extrinsic-compression", "ddx-vascular-tumour")
+#: Neoplasms for which a sarcoma team (and FNCLCC grading) is the referral.
+SARCOMA_GRADED = ("ddx-venous-leiomyosarcoma", "ddx-extrinsic-compression", "ddx-vascular-tumour")
+
 
 def rank_differential(facts: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Score and rank `DIFFERENTIAL` from fact ids (see the module docstring)."""
-    rows = []
+    """Score and rank `DIFFERENTIAL` from fact ids (see the module docstring).
+
+    Weak support (`WEAK_FACTS`, sex) counts in full only where the rest of the evidence already
+    puts the entity above bland DVT; otherwise it is capped at bland DVT's score (ties rank in
+    catalogue order, bland DVT first), so sex never lifts an entity above bland DVT on its own.
+    """
+    scored = []
     for order, cand in enumerate(DIFFERENTIAL):
-        score = cand.prior
+        score, weak = cand.prior, 0.0
         support, against = [], []
         for fact, weight in cand.support:
             if fact in facts:
-                score += weight
+                if fact in WEAK_FACTS:
+                    weak += weight
+                else:
+                    score += weight
                 support.append(f"{facts[fact]} (+{weight:g})")
         for fact, weight in cand.against:
             if fact in facts:
                 score -= weight
                 against.append(f"{facts[fact]} (-{weight:g})")
-        rows.append((-score, order, {"id": cand.id, "name": cand.name, "score": score, "prior": cand.prior,
+        scored.append((cand, order, score, weak, support, against))
+    bland = next(sc for c, _, sc, w, _, _ in scored if c.id == "ddx-bland-dvt") + next(
+        w for c, _, _, w, _, _ in scored if c.id == "ddx-bland-dvt")
+    rows = []
+    for cand, order, score, weak, support, against in scored:
+        total = score + weak
+        if cand.id != "ddx-bland-dvt" and weak > 0 and score <= bland < total:
+            total = bland
+        rows.append((-total, order, {"id": cand.id, "name": cand.name, "score": total, "prior": cand.prior,
                                      "support": support, "against": against, "source": cand.source}))
     rows.sort(key=lambda r: (r[0], r[1]))
-    out = []
-    for rank, (_, _, row) in enumerate(rows, start=1):
-        out.append({**row, "rank": rank})
-    return out
+    return [{**row, "rank": rank} for rank, (_, _, row) in enumerate(rows, start=1)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -532,9 +698,26 @@ def _fnclcc_necrosis(findings: Mapping[str, Any] | None, ceus: str | None) -> di
             "proposed": True, "source": f"{SRC_FNCLCC}; pre-filling it from imaging: {SRC_HEURISTIC}"}
 
 
+def _leading_neoplasm(differential: list[dict[str, Any]]) -> str | None:
+    """The highest-ranked entity of `NEOPLASMS` in the ranked differential."""
+    return next((d["id"] for d in differential if d["id"] in NEOPLASMS), None)
+
+
+_STAGING_TEAMS = {
+    "renal": "urology and oncology", "adrenal": "endocrine surgery/urology and oncology",
+    "hepatic": "hepatology/hepatobiliary surgery and oncology", "uterine": "gynaecological oncology",
+    "testicular": "urology and oncology", "retroperitoneal": "oncology (retroperitoneal mass)",
+    "other": "oncology",
+}
+
+
 def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: ClinicalCase | None,
-               wells: Mapping[str, Any], dd: Mapping[str, Any]) -> list[dict[str, Any]]:
+               wells: Mapping[str, Any], dd: Mapping[str, Any],
+               differential: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     recs: list[dict[str, Any]] = []
+    leading = _leading_neoplasm(differential or [])
+    primary_led = leading == "ddx-tumour-thrombus"
+    primary_site = _primary(case)[0] if case is not None else None
 
     def add(id_: str, text: str, reason: str, source: str, proposed: bool = False) -> None:
         recs.append({"id": id_, "text": text, "reason": reason, "source": source, "proposed": proposed})
@@ -564,23 +747,34 @@ def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: 
             "Contrast-enhanced CT or MRI to characterise the lesion (intra- and extraluminal extent, wall "
             "invasion, a primary elsewhere) and to stage it", reason,
             f"{SRC_INDEX} (CECT confirmed and staged); {SRC_SARCOMA}")
-        add("rec-sarcoma-team", "Refer to a multidisciplinary sarcoma team, before biopsy or resection",
-            f"suspicion {level} of a venous neoplasm", f"{SRC_SARCOMA}; {SRC_INDEX}")
-        if f.ceus == "enhancing":
-            add("rec-biopsy",
-                "Image-guided biopsy of enhancing tissue (avoid the non-enhancing, necrotic part), "
-                "planned with the sarcoma team", "the lesion enhances on CEUS",
-                f"{SRC_SARCOMA}; targeting enhancing tissue: {SRC_HEURISTIC}", proposed=True)
+        if primary_led:
+            team = _STAGING_TEAMS.get(primary_site or "other", "oncology")
+            where = f"the {primary_site} primary" if primary_site else "a primary elsewhere"
+            add("rec-primary-staging",
+                f"Refer to {team} for staging of {where} (CT of chest, abdomen and pelvis) and for the "
+                "treatment of a tumour thrombus; tissue, if needed, as that team decides (not a biopsy of "
+                "the thrombus before it)",
+                "tumour thrombus from a known or suspected primary leads the differential",
+                f"{SRC_RCC_IVC}; {SRC_DIFF}")
         else:
-            add("rec-biopsy", "Image-guided biopsy if cross-sectional imaging shows a mass, planned with the "
-                "sarcoma team", f"suspicion {level}", SRC_SARCOMA)
+            add("rec-sarcoma-team", "Refer to a multidisciplinary sarcoma team, before biopsy or resection",
+                f"suspicion {level} of a venous neoplasm", f"{SRC_SARCOMA}; {SRC_INDEX}")
+        if not primary_led:
+            if f.ceus == "enhancing":
+                add("rec-biopsy",
+                    "Image-guided biopsy of enhancing tissue (avoid the non-enhancing, necrotic part), "
+                    "planned with the sarcoma team", "the lesion enhances on CEUS",
+                    f"{SRC_SARCOMA}; targeting enhancing tissue: {SRC_HEURISTIC}", proposed=True)
+            else:
+                add("rec-biopsy", "Image-guided biopsy if cross-sectional imaging shows a mass, planned with "
+                    "the sarcoma team", f"suspicion {level}", SRC_SARCOMA)
         if case is not None and case.anticoagulation is not None:
             add("rec-reassess-anticoagulation",
                 "Reassess the anticoagulation with the team: a tumour does not respond to it, and a "
                 "thrombotic component may still need treatment",
                 "on anticoagulation while a neoplasm is suspected", SRC_CASE_SERIES)
     necro = _fnclcc_necrosis(findings, f.ceus)
-    if necro is not None and suspect:
+    if necro is not None and suspect and leading in SARCOMA_GRADED:
         add("rec-fnclcc-necrosis",
             f"Imaging necrosis ~{necro['necrosis_percent']:.0f} %: the FNCLCC necrosis component would be "
             f"{necro['component_score']} (estimate from imaging only; pre-fill for the pathologist, who "
@@ -607,11 +801,18 @@ def _recommend(level: str, f: _Facts, findings: Mapping[str, Any] | None, case: 
                 "Measure D-dimer and read it against the age-adjusted cut-off (age x 10 ug/L FEU over 50); "
                 "a normal value with a chronic persistent 'thrombus' is a red flag",
                 "no D-dimer in the case file", f"{dd['source']}; chronic case: {SRC_HEURISTIC}")
-        if wells.get("missing") and not wells.get("determined"):
+        chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
+        if wells.get("missing") and not wells.get("determined") and not chronic:
             lo, hi = wells["points_range"]
             missing = "; ".join(_WELLS_WORDING[m].lower() for m in wells["missing"])
             add("rec-complete-wells", "Record the missing Wells items: " + missing,
                 f"the Wells category is undetermined: anything from {lo} to {hi} points", SRC_WELLS)
+        if case.pregnant:
+            for rec in recs:
+                words = rec["text"].lower()
+                if "contrast" in words or "ceus" in words:
+                    rec["text"] += PREGNANCY_CONTRAST_CAVEAT
+                    rec["source"] += f"; {SRC_CONTRAST_PREGNANCY}"
     return recs
 
 
@@ -632,7 +833,8 @@ def _missing(findings: Mapping[str, Any] | None, case: ClinicalCase | None, well
     if case is None:
         missing.append("no case file")
         return missing
-    for item in wells["missing"]:
+    chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
+    for item in ([] if chronic else wells["missing"]):  # Wells is for a suspected acute DVT
         missing.append(f"Wells item not given: {_WELLS_WORDING[item]}")
     if not dd.get("given"):
         missing.append("D-dimer not given")
@@ -658,16 +860,24 @@ def _clinical_summary(case: ClinicalCase | None, dd: Mapping[str, Any],
     elif who:
         who.append("patient")
     parts = [" ".join(who)] if who else []
+    if case.pregnant:
+        parts.append("pregnant")
+    primary, where = _primary(case)
+    if primary is not None:
+        parts.append(where)
     if case.symptom_duration_days is not None:
         parts.append(f"symptoms for {_fmt_days(case.symptom_duration_days)}")
     ac = case.anticoagulation
     if ac is not None and ac.response is not None:
         parts.append(f"{ac.response} on anticoagulation")
     if dd.get("result"):
-        parts.append(f"D-dimer {dd['result']}")
-    if not wells["missing"]:
+        on_ac = case.d_dimer is not None and case.d_dimer.on_anticoagulation
+        parts.append(f"D-dimer {dd['result']}" + (" (measured on anticoagulation)" if on_ac else ""))
+    chronic = case.symptom_duration_days is not None and case.symptom_duration_days >= CHRONIC_DAYS
+    # Wells applies to a suspected acute DVT: an incomplete one is left out of a chronic presentation.
+    if not wells["missing"] or (wells["determined"] and wells["items"]):
         parts.append(f"Wells {wells['points']} ({wells['three_level']})")
-    elif wells["items"]:
+    elif wells["items"] and not chronic:
         lo, hi = wells["points_range"]
         given = len(WELLS_ITEMS) - len(wells["missing"])
         parts.append(f"Wells {wells['points']} from {given} of {len(WELLS_ITEMS)} items "
@@ -692,7 +902,7 @@ def assess(findings: Mapping[str, Any] | None, case: ClinicalCase | None) -> dic
     Returns
     -------
     dict
-        ``suspect_neoplasm`` (bool), ``level`` (high|intermediate|low),
+        ``suspect_neoplasm`` (bool), ``level`` (one of `LEVELS`),
         ``reasons``, ``red_flags`` (id, text, evidence, source, proposed,
         category), ``combination_rule``, ``avena_adapted``, ``differential``
         (ranked; id, name, rank, score, support, against, source),
@@ -703,7 +913,8 @@ def assess(findings: Mapping[str, Any] | None, case: ClinicalCase | None) -> dic
     wells = wells_score(case)
     dd = d_dimer_assessment(case)
     f = _facts(findings, case, dd, wells)
-    level, reasons = combine_flags(f.flags, ceus_non_enhancing=f.ceus == "non-enhancing")
+    level, reasons = combine_flags(f.flags, ceus_non_enhancing=f.ceus == "non-enhancing",
+                                   bland_support=_bland_support(f, case))
     if findings is None and case is None:
         reasons = ["nothing to assess: neither CEUS findings nor a case was given"]
     red_flags = []
@@ -713,6 +924,7 @@ def assess(findings: Mapping[str, Any] | None, case: ClinicalCase | None) -> dic
                               "evidence": f.flags[rule.id], "source": rule.source, "proposed": rule.proposed,
                               "category": rule.category, "strong": rule.strong})
     avena = sorted({a for i in f.flags if (a := RED_FLAG_RULES[i].avena) is not None})
+    differential = rank_differential(f.facts)
     inputs = (["ceus"] if findings is not None else []) + (["case"] if case is not None else [])
     return {
         "suspect_neoplasm": level in ("high", "intermediate"),
@@ -725,10 +937,10 @@ def assess(findings: Mapping[str, Any] | None, case: ClinicalCase | None) -> dic
                           "source": f"adapted from {SRC_AVENA}: AFP and adjacent tumour replaced by mass "
                                     "outside the lumen and no response to anticoagulation"},
         "ceus": f.ceus or "not assessed",
-        "differential": rank_differential(f.facts),
+        "differential": differential,
         "differential_note": "ranked by a weighted count of the evidence for and against (ceuskit heuristic; "
                              "weights in ceuskit.clinical.rules.DIFFERENTIAL)",
-        "recommendations": _recommend(level, f, findings, case, wells, dd),
+        "recommendations": _recommend(level, f, findings, case, wells, dd, differential),
         "wells": wells,
         "d_dimer": dd,
         "fnclcc_necrosis_estimate": _fnclcc_necrosis(findings, f.ceus),

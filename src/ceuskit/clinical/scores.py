@@ -13,9 +13,13 @@ from typing import Any
 from ceuskit.clinical.case import FEU_NOTE, ClinicalCase, WellsItems
 
 WELLS_SOURCE = "Wells et al., Lancet 1997;350:1795; Wells et al., NEJM 2003;349:1227"
+#: The ~5 / 17 / 53 % prevalences of the three Wells categories.
+WELLS_PREVALENCE_SOURCE = "Wells et al., JAMA 2006;295:199 (prevalence of DVT by Wells category)"
 D_DIMER_SOURCE = (
-    "Schouten et al., BMJ 2013;346:f2492 (age-adjusted cut-off, 13 cohorts, n=12,497); "
-    "Righini et al., ADJUST-PE, JAMA 2014;311:1117; Wells et al., NEJM 2003;349:1227"
+    "Schouten et al., BMJ 2013;346:f2492 (age-adjusted cut-off for suspected venous thromboembolism, "
+    "13 cohorts, n=12,497); Righini et al., ADJUST-PE, JAMA 2014;311:1117 (a study of pulmonary embolism: "
+    "its support for the age-adjusted cut-off is extrapolated to DVT); Wells et al., NEJM 2003;349:1227 "
+    "(D-dimer with the Wells score rules out DVT; it used a conventional, not age-adjusted, cut-off)"
 )
 
 #: Points of each Wells item, in the order of the original score.
@@ -65,7 +69,10 @@ def wells_score(case: ClinicalCase | None) -> dict[str, Any]:
         ``prevalence_note``, ``missing`` (item ids not given),
         ``points_range`` ([min, max] over the missing items), ``complete``
         (bool), ``determined`` (whether both categories hold over that range),
-        ``source``.
+        ``category`` (the three-level category, or None when not determined),
+        ``display`` (one honest line: the category only when determined,
+        otherwise which items are missing and the range they allow),
+        ``source``, ``prevalence_source``.
     """
     wells = case.wells if case is not None else None
     counted: list[dict[str, Any]] = []
@@ -85,13 +92,24 @@ def wells_score(case: ClinicalCase | None) -> dict[str, Any]:
     determined = (wells_three_level(lo) == wells_three_level(hi)
                   and wells_two_level(lo) == wells_two_level(hi))
     three = wells_three_level(points)
+    prevalence = {"low": "~5 % DVT prevalence", "moderate": "~17 % DVT prevalence",
+                  "high": "~53 % DVT prevalence"}
+    if determined:
+        display = (f"{points} points: {three} ({prevalence[three]}); DVT {wells_two_level(points)}"
+                   + (f" (whatever the {len(missing)} missing item(s))" if missing else ""))
+    else:
+        display = (f"category undetermined: {len(WELLS_ITEMS) - len(missing)} of {len(WELLS_ITEMS)} items "
+                   f"given ({points} points); the missing items allow {lo} to {hi} points "
+                   f"({wells_three_level(lo)} to {wells_three_level(hi)})")
     return {
         "points": points,
         "items": counted,
         "three_level": three,
         "two_level": wells_two_level(points),
-        "prevalence_note": {"low": "~5 % DVT prevalence", "moderate": "~17 % DVT prevalence",
-                            "high": "~53 % DVT prevalence"}[three],
+        "prevalence_note": prevalence[three],
+        "category": three if determined else None,
+        "display": display,
+        "prevalence_source": WELLS_PREVALENCE_SOURCE,
         "missing": missing,
         "points_range": [lo, hi],
         "complete": not missing,
@@ -171,6 +189,13 @@ def d_dimer_assessment(case: ClinicalCase | None) -> dict[str, Any]:
         out["result"] = dd.result
         out["result_basis"] = "laboratory report"
         notes.append("qualitative result only (no value): the laboratory's own cut-off was used")
+    if case is not None and case.pregnant:
+        notes.append("pregnant: D-dimer rises physiologically through pregnancy, so a raised value against "
+                     "the non-pregnant cut-off is expected and does not support DVT; no pregnancy-specific "
+                     "cut-off is applied")
+    if dd.on_anticoagulation:
+        notes.append("measured on anticoagulation, which lowers D-dimer: a normal value is expected and is "
+                     "neither reassurance nor the chronic normal-D-dimer red flag")
     wells = wells_score(case)
     if out["result"] == "normal":
         if wells["three_level"] == "high":
