@@ -63,6 +63,9 @@ def test_analyze_writes_contract_keys(study, tmp_path, capsys):
     assert res["panels"]["contrast"]["bounds_xyxy"] == list(phantom.contrast_panel.bounds)
     assert res["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio"] > 1.0
     assert str(out / "report.html") in stdout
+    # The answer and the disclaimer, before the paths; the report's path last.
+    assert "finding: the lesion enhances on CEUS" in stdout and "level of suspicion" in stdout
+    assert "not a diagnosis" in stdout and stdout.strip().splitlines()[-1].endswith("report.html")
     html = (out / "report.html").read_text()
     assert "not a diagnosis" in html and "Time to peak" in html and "data:image/png;base64" in html
 
@@ -77,6 +80,11 @@ def test_refuses_to_overwrite_then_overwrites(study, tmp_path, capsys):
     assert_usage_error(code, err, "already holds", "--overwrite")
     assert (out / "results.json").read_bytes() == before
     assert run([*args, "--overwrite"], capsys)[0] == 0
+    assert (out / "maps").is_dir()
+    # --overwrite replaces the whole set: no maps/ left beside results that say none were made.
+    assert run([*args, "--overwrite", "--no-maps"], capsys)[0] == 0
+    assert not (out / "maps").exists()
+    assert json.loads((out / "results.json").read_text())["maps"]["computed"] is False
 
 
 def test_simulate_cli_and_bland_is_not_enhancing(tmp_path, capsys):
@@ -258,3 +266,32 @@ def test_installed_console_script(tmp_path):
     assert exe is not None, "the ceuskit console script is not on PATH (pip install -e .)"
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("ceuskit ")
+
+
+def test_two_references_say_which_is_used(study, tmp_path, capsys):
+    _, files = study
+    doc = json.loads(Path(files["rois"]).read_text())
+    ref = next(r for r in doc["rois"] if r["role"] == "reference")
+    doc["rois"].append({**ref, "name": "second muscle"})
+    roi = tmp_path / "rois.json"
+    roi.write_text(json.dumps(doc))
+    code, _, err = run(["analyze", files["cine"], "--roi", roi, "--out", tmp_path / "r", "--quiet",
+                        "--no-maps"], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    w = next(w for w in res["warnings"] if w["code"] == "several-reference-rois")
+    assert f"'{ref['name']}', is used" in w["message"] and "second muscle" in w["message"]
+    assert res["findings"]["reference_roi"] == ref["name"]
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from ceuskit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, command in sub.choices.items() for action in command._actions
+               if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]
+    assert not missing, missing

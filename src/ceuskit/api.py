@@ -13,6 +13,7 @@ from ceuskit.io import load_cine
 from ceuskit.outputs import (
     check_out_dir,
     make_out_dir,
+    remove_stale,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -157,6 +158,9 @@ def analyze_to_dir(
     paths["report"] = write_text_atomic(out / "report.html", html)
     if pdf_bytes is not None:
         paths["pdf"] = write_bytes_atomic(out / "report.pdf", pdf_bytes)
+    # The set is replaced as a whole: nothing of an earlier run stays beside it.
+    remove_stale(out, (*RESULT_FILES, DICOM_DIR) if dicom else RESULT_FILES,
+                 [p.relative_to(out).parts[0] for p in paths.values()])
     return analysis, paths
 
 

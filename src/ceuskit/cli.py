@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ceuskit import DISCLAIMER, __version__
 from ceuskit.errors import InputError
@@ -97,17 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="write a phantom cine with known ground truth")
     s.add_argument("out", type=Path, help="output directory")
-    s.add_argument("--scenario", choices=("tumor", "bland"), default="tumor")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--necrosis", type=float, default=0.3, help="necrotic share of the mass, 0..0.9")
-    s.add_argument("--motion", type=float, default=0.0, help="breathing motion amplitude (px)")
+    s.add_argument("--scenario", choices=("tumor", "bland"), default="tumor",
+                   help="venous tumour with a necrotic core, or bland thrombus (default tumor)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of every random draw; the same options give the same files (default 0)")
+    s.add_argument("--necrosis", type=float, default=0.3,
+                   help="necrotic share of the mass, 0..0.9 (default 0.3; tumour only)")
+    s.add_argument("--motion", type=float, default=0.0,
+                   help="breathing motion amplitude (px, axial; lateral 0.4 of it; period 4 s; default 0)")
     s.add_argument("--drift", type=_non_negative, default=0.0,
                    help="steady probe drift (px/s; default 0)")
     s.add_argument("--out-of-plane", type=_non_negative_int, default=0, metavar="N",
                    help="number of out-of-plane frames at random times (default 0)")
-    s.add_argument("--fps", type=_positive(float), default=8.0, help="frame rate (frames/s)")
-    s.add_argument("--duration", type=_positive(float), default=90.0, help="cine length (s)")
-    s.add_argument("--format", choices=("dicom", "mp4", "npz"), default="dicom")
+    s.add_argument("--fps", type=_positive(float), default=8.0,
+                   help="frame rate (frames/s, 0.5..60; default 8)")
+    s.add_argument("--duration", type=_positive(float), default=90.0,
+                   help="time of the last frame (s, 1..900; default 90)")
+    s.add_argument("--format", choices=("dicom", "mp4", "npz"), default="dicom",
+                   help="cine format: DICOM US multi-frame, H.264 MP4 or NumPy archive (default dicom)")
     s.add_argument("--kinetics", default="malignant", metavar="NAME",
                    help="tumour kinetics family: malignant (default), marked-washout, late-washout "
                         "(give --duration 150), synchronous-iso or slow-hypo; ignored for bland")
@@ -239,8 +246,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         case = load_case(args.case)  # checked before the long work
     analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
                                      progress=_progress(args.quiet), case=case, dicom=args.dicom)
+    results = json.loads(paths["results"].read_text(encoding="utf-8"))
+    print(finding_line(results))
+    print(DISCLAIMER)
     _print_outputs(analysis, paths)
     return 0
+
+
+def finding_line(results: dict[str, Any]) -> str:
+    """One line: does the lesion enhance (or why that cannot be told), and the level of suspicion."""
+    f = results.get("findings") or {}
+    a = results.get("assessment") or {}
+    value = f.get("intraluminal_enhancement")
+    if value is True:
+        what = "the lesion enhances on CEUS (tumour in vein rather than bland thrombus)"
+    elif value is False:
+        what = "the lesion does not enhance on CEUS (bland-thrombus pattern)"
+    elif f.get("lesion_roi") is None:
+        what = "no lesion ROI: nothing to assess"
+    else:
+        why = str((f.get("not_assessable") or {}).get("intraluminal_enhancement") or "")
+        what = "whether the lesion enhances cannot be assessed: " + why.removeprefix("not assessable: ")
+    return f"finding: {what}; level of suspicion of a venous neoplasm: {a.get('level', 'not assessed')}"
 
 
 def cmd_assess(args: argparse.Namespace) -> int:

@@ -115,3 +115,33 @@ def write_text_atomic(path: str | PathLike[str], text: str) -> Path:
 
 def write_json_atomic(path: str | PathLike[str], doc: Any) -> Path:
     return write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def remove_stale(out_dir: str | PathLike[str], names: Iterable[str], written: Iterable[str]) -> list[str]:
+    """Remove earlier outputs of a result set that this run did not write again.
+
+    With ``--overwrite`` a run replaces the whole set: a ``maps/`` or a
+    ``report.pdf`` left from an earlier run beside a results.json that says
+    no maps (or no PDF) were made would be read as this run's.  Called after
+    the new outputs are in place.
+
+    Returns
+    -------
+    list of str
+        The names removed.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    keep = set(written)
+    removed = []
+    for name in names:
+        path = out / name
+        if name in keep or not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(name)
+    return removed

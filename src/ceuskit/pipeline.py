@@ -998,6 +998,16 @@ def analyze_cine(
         valid_frames=None if motion is None else ~motion.rejected,
     )
     warnings = list(cine.warnings) + motion_warnings + qc_warnings + warnings
+    for role, use in (("reference", "for the ratios and the findings"),
+                      ("lesion", "for the findings and the assessment")):
+        named = [r.name for r in rois if r.role == role]
+        if len(named) > 1:
+            warnings.append(AnalysisWarning(
+                f"several-{role}-rois",
+                f"{len(named)} ROIs have role '{role}' ({', '.join(repr(n) for n in named)}): the first, "
+                f"'{named[0]}', is used {use}; the others are measured but not compared; give them "
+                "role 'other' to say so",
+            ))
     if options.panel is None and panels.method == "whole-frame":
         warnings.append(AnalysisWarning(
             "panel-whole-frame",

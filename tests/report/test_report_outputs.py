@@ -298,3 +298,17 @@ def test_report_gives_the_reason_a_finding_cannot_be_assessed(tmp_path):
     assert "Contrast bolus seen: no" in html and "not assessable" in html
     assert results["assessment"]["level"] == "indeterminate"
     assert "INDETERMINATE" in html.upper()
+
+
+def test_overwrite_replaces_the_whole_set(phantom_files, tmp_path):
+    """--overwrite --no-maps after a run with maps leaves no stale maps/ beside the new results."""
+    _, files = phantom_files
+    out = tmp_path / "out"
+    analyze_to_dir(files["cine"], files["rois"], out, pdf=False)
+    assert (out / "maps").is_dir()
+    analyze_to_dir(files["cine"], files["rois"], out, AnalysisOptions(maps=False), overwrite=True,
+                   pdf=False)
+    results = json.loads((out / "results.json").read_text())
+    assert results["maps"]["computed"] is False
+    assert not (out / "maps").exists() and not (out / "report.pdf").exists()
+    assert (out / "report.html").exists()

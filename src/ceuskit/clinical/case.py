@@ -107,6 +107,10 @@ def d_dimer_to_ug_l_feu(value: float, unit: str) -> float:
     return float(value) * factor
 
 
+#: Problems of a bad case file listed in its one-line error (the rest counted).
+MAX_LISTED_PROBLEMS = 10
+
+
 class _Strict(BaseModel):
     # No NaN or infinity: they are not JSON (PostgreSQL refuses them in a JSON column).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -365,8 +369,8 @@ def parse_case(data: Mapping[str, Any], source: str) -> ClinicalCase:
     Raises
     ------
     InputError
-        Naming the first offending field (dotted path, e.g. ``d_dimer.unit``)
-        and how to fix it; the count of further problems is appended.
+        Naming every offending field (dotted path, e.g. ``d_dimer.unit``) and
+        how to fix it, on one line (at most `MAX_LISTED_PROBLEMS`).
     """
     if not isinstance(data, Mapping):
         raise InputError(source, f"a case must be a mapping of fields, got {type(data).__name__}",
@@ -375,9 +379,16 @@ def parse_case(data: Mapping[str, Any], source: str) -> ClinicalCase:
         return ClinicalCase.model_validate(dict(data))
     except ValidationError as exc:
         errors = exc.errors()
-        problem, fix = _describe(errors[0])
-        if len(errors) > 1:
-            problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        described = [_describe(e) for e in errors[:MAX_LISTED_PROBLEMS]]
+        if len(described) == 1:
+            problem, fix = described[0]
+        else:
+            # Every problem on the one line, each with its fix, so one edit fixes the file.
+            problem = f"{len(errors)} problems: " + "; ".join(
+                f"({i}) {p} - {f}" for i, (p, f) in enumerate(described, start=1))
+            if len(errors) > len(described):
+                problem += f"; and {len(errors) - len(described)} more"
+            fix = "fix each field named"
         raise InputError(source, problem, fix) from None
 
 
