@@ -39,6 +39,17 @@ def _progress(quiet: bool) -> Callable[[str], None] | None:
     return say
 
 
+def _say_if_compiling(say: Callable[[str], None] | None) -> None:
+    """On a terminal, say that the first run compiles the kernels (instead of sitting silent)."""
+    if say is None:
+        return
+    from ceuskit.compiled import first_run_notice
+
+    notice = first_run_notice()
+    if notice is not None:
+        say(notice)
+
+
 def _panel_arg(text: str) -> tuple[int, int, int, int] | None:
     if text == "auto":
         return None
@@ -244,8 +255,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from ceuskit.clinical.case import load_case
 
         case = load_case(args.case)  # checked before the long work
+    say = _progress(args.quiet)
+    _say_if_compiling(say)
     analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
-                                     progress=_progress(args.quiet), case=case, dicom=args.dicom)
+                                     progress=say, case=case, dicom=args.dicom)
     results = json.loads(paths["results"].read_text(encoding="utf-8"))
     print(finding_line(results))
     print(DISCLAIMER)
@@ -313,8 +326,10 @@ def cmd_map(args: argparse.Namespace) -> int:
                               reference_frame=args.reference_frame)
     map_options = MapOptions(block_px=args.block or BLOCK_PX, model=args.model)
     out = args.out or Path(f"{args.cine.stem}-maps")
+    say = _progress(args.quiet)
+    _say_if_compiling(say)
     study, paths = map_to_dir(args.cine, args.roi, out, options, map_options,
-                              overwrite=args.overwrite, progress=_progress(args.quiet),
+                              overwrite=args.overwrite, progress=say,
                               scheduler=args.scheduler, png=not args.no_png)
     res = study.result
     print(f"ceuskit map: {res.n_curves} block curves ({res.options.block_px} x "
@@ -370,6 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say = _progress(args.quiet)
     out = args.out if args.out is not None else _free_dir(Path("ceuskit-demo"))
     check_out_dir(out, (*RESULT_FILES, "phantom"), overwrite=args.overwrite)
+    _say_if_compiling(say)
     if say:
         say("simulating a venous tumour with a necrotic core (ground truth in phantom/)")
     phantom = simulate(SimulationSpec(scenario="tumor", seed=args.seed))
