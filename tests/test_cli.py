@@ -295,3 +295,23 @@ def test_every_option_of_every_command_has_help() -> None:
                for name, command in sub.choices.items() for action in command._actions
                if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]
     assert not missing, missing
+
+
+def test_injection_time_moves_the_wash_out_clock(study, tmp_path, capsys):
+    _, files = study
+    base = ["analyze", files["cine"], "--roi", files["rois"], "--quiet", "--no-maps"]
+    assert run([*base, "--out", tmp_path / "a"], capsys)[0] == 0
+    code, _, err = run([*base, "--out", tmp_path / "b", "--injection-time", "-40"], capsys)
+    assert code == 0, err
+    a = json.loads((tmp_path / "a" / "results.json").read_text())
+    b = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert b["analysis"]["injection_time_s"] == -40.0
+    assert b["findings"]["definitions"]["injection_time_s"] == -40.0
+    wa, wb = a["findings"]["wash_out"], b["findings"]["wash_out"]
+    assert wa["present"] is True and wa["onset_s"] == wb["onset_s"]
+    # The same onset, 40 s later after the injection: early becomes late once past 60 s.
+    assert wa["timing"] == ("early" if wa["onset_s"] < 60 else "late")
+    assert wb["timing"] == ("early" if wb["onset_s"] + 40 < 60 else "late")
+    assert (wa["timing"], wb["timing"]) == ("early", "late")  # this phantom: onset 22.5 s
+    code, _, err = run([*base, "--out", tmp_path / "c", "--injection-time", "nan"], capsys)
+    assert_usage_error(code, err, "--injection-time")

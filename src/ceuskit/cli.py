@@ -215,6 +215,10 @@ def _add_study_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("--reference-frame", type=_non_negative_int, default=None, metavar="N",
                    help="frame (from 0) that motion is measured against: the frame the ROIs were "
                         "drawn on (default: chosen automatically and reported)")
+    p.add_argument("--injection-time", type=float, default=0.0, metavar="S",
+                   help="when the contrast was injected, in s on the cine clock (default 0: the "
+                        "recording starts with the injection; negative if it started later); wash-out "
+                        "timing and degree count from it")
     p.add_argument("--block", type=_block_arg, default=None, metavar="N",
                    help="parametric maps' block size in pixels: each N x N block's mean linear power "
                         "is fitted (default 4: about one resolution cell, so that speckle does not "
@@ -248,7 +252,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
                               reference_frame=args.reference_frame, maps=not args.no_maps,
-                              block_px=args.block)
+                              block_px=args.block, injection_time_s=args.injection_time)
     out = args.out or Path(f"{args.cine.stem}-ceuskit")
     case = None
     if args.case is not None:
@@ -323,7 +327,8 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
-                              reference_frame=args.reference_frame)
+                              reference_frame=args.reference_frame,
+                              injection_time_s=args.injection_time)
     map_options = MapOptions(block_px=args.block or BLOCK_PX, model=args.model)
     out = args.out or Path(f"{args.cine.stem}-maps")
     say = _progress(args.quiet)

@@ -395,7 +395,7 @@ def _evidence(text: str, statistic: str, value: float | None, unit: str, thresho
             "threshold": threshold, "source": source}
 
 
-def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0) -> dict[str, Any]:
+def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | None = None) -> dict[str, Any]:
     """CEUS findings of the lesion, with the evidence behind each.
 
     Parameters
@@ -405,9 +405,10 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         ``rois.<name>`` (``role``, ``enhancing``, ``enhancement_test``,
         ``perfusion``, ``fit``, ``tic``, ``necrosis_fraction`` and, when
         present, ``map.heterogeneity``).
-    injection_time_s : float
-        Injection time on the cine clock (s); default 0 (the cine starts at
-        the injection).
+    injection_time_s : float, optional
+        Injection time on the cine clock (s); default: the analysis's own
+        (``results["analysis"]["injection_time_s"]``), else 0 (the cine starts
+        at the injection).
 
     Returns
     -------
@@ -418,6 +419,11 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float = 0.0
         ``necrosis_percent``, ``evidence``, ``missing``, ``definitions``.
         None means not assessable; ``missing`` says why.
     """
+    if injection_time_s is None:
+        # The analysis records when the contrast was injected (results.json analysis).
+        analysis = results.get("analysis") if isinstance(results, Mapping) else None
+        recorded = analysis.get("injection_time_s") if isinstance(analysis, Mapping) else None
+        injection_time_s = float(recorded) if isinstance(recorded, int | float) else 0.0
     inj = float(injection_time_s)
     if not math.isfinite(inj):
         raise ValueError(f"injection_time_s must be finite, got {injection_time_s!r}")

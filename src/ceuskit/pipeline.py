@@ -120,6 +120,10 @@ class AnalysisOptions:
     block_px : int or None
         Block size of the maps (pixels per side); None = the maps' default
         (`ceuskit.maps.BLOCK_PX`, 4 px: about one resolution cell).
+    injection_time_s : float
+        When the contrast was injected, on the cine clock (s from the first
+        frame; negative when the recording started after the injection).
+        Wash-out timing (early < 60 s) and degree (within 120 s) count from it.
     """
 
     dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
@@ -130,8 +134,15 @@ class AnalysisOptions:
     reference_frame: int | None = None
     maps: bool = True
     block_px: int | None = None
+    injection_time_s: float = 0.0
 
     def __post_init__(self) -> None:
+        inj = self.injection_time_s
+        if isinstance(inj, bool) or not isinstance(inj, int | float) or not math.isfinite(inj) \
+                or not -3600.0 <= inj <= 3600.0:
+            raise InputError("--injection-time", f"{inj!r} is not a time on the cine clock",
+                             "give seconds from the first frame, e.g. --injection-time -5 for an "
+                             "injection 5 s before the recording started")
         try:
             check_dynamic_range(self.dynamic_range_db)
         except ValueError as exc:
@@ -1136,6 +1147,7 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         },
         "analysis": {
             "model": analysis.options.model,
+            "injection_time_s": float(analysis.options.injection_time_s),
             "peak_frame_index": analysis.peak_frame_index,
             "peak_frame_time_s": float(t[analysis.peak_frame_index]),
         },

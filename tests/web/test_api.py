@@ -300,6 +300,11 @@ def test_settings_are_validated_and_change_the_panels(make_client: AppFactory, p
     assert study["settings"]["dynamic_range_db"] == 50.0 and study["settings"]["model"] == "gamma"
     assert study["info"]["panels"]["contrast"]["bounds_xyxy"] == [8, 16, 200, 208]
     assert study["info"]["panels"]["method"] == "user"
+    r = client.put(f"/api/studies/{sid}/settings", json={"injection_time_s": -12.5})
+    assert r.status_code == 200 and r.json()["settings"]["injection_time_s"] == -12.5
+    from ceuskit.web.jobs import options_from_settings
+
+    assert options_from_settings(r.json()["settings"]).injection_time_s == -12.5
     r = client.put(f"/api/studies/{sid}/settings", json={"fps": 2.0})
     assert r.status_code == 200
     # The DICOM declares its frame time, which wins over a frame rate given for untimed files.
@@ -320,6 +325,8 @@ def test_settings_are_validated_and_change_the_panels(make_client: AppFactory, p
     ({"reference_frame": 100000}, "reference_frame"),
     ({"reference_frame": -1}, "reference"),
     ({"colour": "red"}, "unknown setting"),
+    ({"injection_time_s": "soon"}, "number"),
+    ({"injection_time_s": 1e9}, "injection"),
 ])
 def test_bad_settings_are_refused_with_a_message(shared_study: tuple[Any, dict[str, Any]],
                                                  body: dict[str, Any], words: str) -> None:

@@ -91,6 +91,7 @@ def options_from_settings(settings: dict[str, Any]) -> Any:
         motion=str(settings.get("motion", "auto")),
         reference_frame=None if settings.get("reference_frame") is None
         else int(settings["reference_frame"]),
+        injection_time_s=float(settings.get("injection_time_s") or 0.0),
     )
 
 

@@ -29,7 +29,7 @@ from ceuskit.outputs import atomic_path
 #: Settings a study starts with (the CLI's defaults).
 DEFAULT_SETTINGS: dict[str, Any] = {
     "dynamic_range_db": 60.0, "fps": None, "panel": None, "model": "lognormal", "motion": "auto",
-    "reference_frame": None,
+    "reference_frame": None, "injection_time_s": 0.0,
 }
 SETTING_KEYS = tuple(DEFAULT_SETTINGS)
 #: Frames converted to uint8 at a time while writing ``frames.npy``.
@@ -63,7 +63,7 @@ def check_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
                                          and math.isfinite(v) for v in panel)):
         raise InputError("panel", f"{panel!r} is not [x0, y0, x1, y1]",
                          "give four frame pixel coordinates, or null for automatic")
-    for key in ("dynamic_range_db", "fps"):
+    for key in ("dynamic_range_db", "fps", "injection_time_s"):
         v = settings.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
             raise InputError(key, f"{v!r} is not a number", "give a number")
@@ -79,6 +79,7 @@ def check_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         "panel": None if options.panel is None else list(options.panel),
         "model": options.model, "motion": options.motion,
         "reference_frame": options.reference_frame,
+        "injection_time_s": options.injection_time_s,
     }
 
 

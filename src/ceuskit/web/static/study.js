@@ -36,6 +36,7 @@
     f.model.value = s.model;
     f.motion.value = s.motion;
     f.reference_frame.value = s.reference_frame === null ? "" : s.reference_frame;
+    f.injection_time_s.value = s.injection_time_s === undefined ? 0 : s.injection_time_s;
   }
 
   $("settings-form").addEventListener("submit", async (ev) => {
@@ -48,6 +49,7 @@
       panel: panelText === "" || panelText === "auto" ? null : panelText.split(",").map(Number),
       model: f.model.value, motion: f.motion.value,
       reference_frame: f.reference_frame.value === "" ? null : Number(f.reference_frame.value),
+      injection_time_s: f.injection_time_s.value === "" ? 0 : Number(f.injection_time_s.value),
     };
     ceus.status($("settings-status"), "checking the cine with these settings ...");
     try {
