@@ -343,3 +343,19 @@ def test_roi_names_with_html_stay_text_in_the_plot_legend(server: Server, page: 
     assert page.locator("#tic-preview a[href*='evil.example']").count() == 0
     legend = " ".join(page.locator("#tic-preview .legendtext").all_text_contents())
     assert evil in legend, legend
+
+
+def test_a_study_is_deleted_after_confirmation(server: Server, page: Any) -> None:
+    sid = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 9}).json()["id"]
+    assert (server.data_dir / "studies" / sid).is_dir()
+    page.goto(server.url + "/")
+    button = page.locator(f"button.delete-study[data-id='{sid}']")
+    page.once("dialog", lambda d: d.dismiss())  # "Cancel" keeps it
+    button.click()
+    page.wait_for_timeout(300)
+    assert httpx.get(f"{server.url}/api/studies/{sid}").status_code == 200
+    page.once("dialog", lambda d: d.accept())
+    button.click()
+    page.wait_for_selector(f"button.delete-study[data-id='{sid}']", state="detached")
+    assert httpx.get(f"{server.url}/api/studies/{sid}").status_code == 404
+    assert not (server.data_dir / "studies" / sid).exists()

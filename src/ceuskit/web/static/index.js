@@ -41,6 +41,16 @@
     }
   });
 
+  // Deleting removes the study's files and analyses from disk and database: ask first.
+  for (const b of document.querySelectorAll("button.delete-study")) {
+    b.addEventListener("click", async () => {
+      if (!window.confirm("Delete the study '" + b.dataset.name + "' with its cine, ROIs, case and every " +
+                          "analysis? This cannot be undone.")) return;
+      try { await ceus.api("DELETE", "/api/studies/" + b.dataset.id); b.closest("tr").remove(); }
+      catch (e) { ceus.status(status, e.message, true); }
+    });
+  }
+
   for (const b of document.querySelectorAll("button.import")) {
     b.addEventListener("click", async () => {
       ceus.status(status, "reading the cine ...");
