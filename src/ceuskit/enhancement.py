@@ -177,8 +177,13 @@ def margins() -> dict[str, Any]:
 # --------------------------------------------------------------------------- curves
 
 
-def _smooth(t: FloatArray, y: FloatArray, window_s: float) -> FloatArray:
-    """Centred moving average over ``window_s`` (edges padded with the end values)."""
+def smooth_over(t: FloatArray, y: FloatArray, window_s: float) -> FloatArray:
+    """Centred moving average of ``y`` over ``window_s`` seconds.
+
+    The window is an odd number of samples at the median frame interval; the
+    edges are padded with the end values; a copy of ``y`` when the window is
+    one sample or longer than the curve.
+    """
     dt = float(np.median(np.diff(t))) if t.size > 1 else 1.0
     k = max(1, round(window_s / dt) | 1) if dt > 0 else 1
     if k <= 1 or y.size < k:
@@ -255,7 +260,7 @@ def bolus_evidence(times_s: ArrayLike, curve: ArrayLike, valid: ArrayLike | None
     if duration < MIN_CINE_S:
         return BolusEvidence(None, f"the cine lasts {duration:.1f} s, less than the {MIN_CINE_S:g} s "
                                    "a contrast wash-in needs")
-    s = _smooth(t, y, BOLUS_SMOOTH_S)
+    s = smooth_over(t, y, BOLUS_SMOOTH_S)
     early = t <= t[0] + BASELINE_MIN_S
     base = float(np.median(y[early]))
     i_peak = int(np.argmax(s))
@@ -279,8 +284,7 @@ def bolus_evidence(times_s: ArrayLike, curve: ArrayLike, valid: ArrayLike | None
         return BolusEvidence(False, "the curve never rises above its first frames", rise_db)
     above = s >= base + 0.5 * rise
     half_width = _longest_run_s(t, above)
-    reach = np.flatnonzero(s >= base + ARRIVAL_SHARE * rise)
-    arrival = float(t[reach[0]]) if reach.size else None
+    arrival = _arrival(t, s, base)
     ev = {"rise_db": rise_db, "half_width_s": half_width, "baseline_share": share, "arrival_s": arrival}
     if rise_db < BOLUS_MIN_RISE_DB:
         return BolusEvidence(False, f"the curve, smoothed over {BOLUS_SMOOTH_S:g} s, rises only "
@@ -457,7 +461,7 @@ def leakage_fit(times_s: ArrayLike, lesion: ArrayLike, neighbour: ArrayLike,
     """
     t, yl = _prepared(times_s, lesion, valid)
     _, yn = _prepared(times_s, neighbour, valid)
-    sl, sn = _smooth(t, yl, ENHANCEMENT_SMOOTH_S), _smooth(t, yn, ENHANCEMENT_SMOOTH_S)
+    sl, sn = smooth_over(t, yl, ENHANCEMENT_SMOOTH_S), smooth_over(t, yn, ENHANCEMENT_SMOOTH_S)
     early = t <= t[0] + BASELINE_MIN_S
     bl, bn = float(np.median(yl[early])), float(np.median(yn[early]))
     el, en = sl - bl, sn - bn

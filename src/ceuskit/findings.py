@@ -82,7 +82,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ceuskit.enhancement import CORE_MARGIN_PX, MIN_RISE_VS_REFERENCE_DB
+from ceuskit.enhancement import CORE_MARGIN_PX, MIN_RISE_VS_REFERENCE_DB, smooth_over
 from ceuskit.kinetics.fit import ENHANCEMENT_Z
 from ceuskit.outputs import finite_or_none
 
@@ -131,7 +131,6 @@ WASH_OUT_MARKED_WITHIN_S = 120.0
 SMOOTH_S = 3.0
 
 PROPOSED = "ceuskit heuristic (proposed)"
-ENHANCEMENT_Z_TEXT = f"{ENHANCEMENT_Z:g}"
 #: Findings that depend on the intraluminal-enhancement verdict.
 _DEPENDENT = ("wash_in", "enhancement", "enhancement_whole_roi", "homogeneity", "wash_out",
               "necrosis_percent")
@@ -352,16 +351,6 @@ def _first_with_role(rois: Mapping[str, Any], role: str) -> str | None:
                 None)
 
 
-def _moving_average(y: NDArray[np.float64], t: NDArray[np.float64], window_s: float) -> NDArray[np.float64]:
-    dt = float(np.median(np.diff(t))) if t.size > 1 else 1.0
-    k = max(1, round(window_s / dt) | 1)
-    if k == 1 or y.size < k:
-        return y
-    pad = k // 2
-    padded = np.pad(y, pad, mode="edge")
-    return np.asarray(np.convolve(padded, np.ones(k) / k, mode="valid"))
-
-
 def _enhancement_curve(roi: Mapping[str, Any]) -> tuple[NDArray[np.float64], NDArray[np.float64], str] | None:
     """(times, curve above baseline, which curve) of one ROI, or None."""
     tic = roi.get("tic")
@@ -386,7 +375,7 @@ def _enhancement_curve(roi: Mapping[str, Any]) -> tuple[NDArray[np.float64], NDA
     if np.count_nonzero(good) < 2:
         return None
     y = np.interp(t, t[good], y[good])
-    return t, _moving_average(y, t, SMOOTH_S) - base, "smoothed measured"
+    return t, smooth_over(t, y, SMOOTH_S) - base, "smoothed measured"
 
 
 def _evidence(text: str, statistic: str, value: float | None, unit: str, threshold: str,
@@ -470,7 +459,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
         core = v.get("core") if isinstance(v.get("core"), Mapping) else None
         z = finite_or_none(whole.get("z"))
         rel = finite_or_none((core or whole).get("rise_vs_reference_db"))
-        thr = (f"the statistical test (z > {ENHANCEMENT_Z_TEXT}), a sustained bolus-shaped rise no more "
+        thr = (f"the statistical test (z > {ENHANCEMENT_Z:g}), a sustained bolus-shaped rise no more "
                f"than {-MIN_RISE_VS_REFERENCE_DB:g} dB below the reference's, in the ROI's core "
                f"{CORE_MARGIN_PX:g} px from brighter neighbours, and not a copy of the neighbour's curve")
         if value is None:

@@ -467,6 +467,13 @@ def coded_power_chunks(
         yield sl, CodedPower(np.asarray(cine.frames[(sl, *panels.contrast.slices)], dtype=np.uint8), table)
 
 
+def mask_curves(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
+                motion: MotionEstimate | None, masks: list[NDArray[np.bool_]]) -> NDArray[np.float64]:
+    """Mean linear power per frame in each mask (a.u.), shape (len(masks), T): one streaming pass."""
+    return np.concatenate([roi_means(power, masks) for _, power in
+                           contrast_power_chunks(cine, panels, options, motion)], axis=1)
+
+
 def _motion_frames(motion: MotionEstimate, sl: slice) -> MotionEstimate:
     """The estimate restricted to frames ``sl`` (for aligning a chunk of frames)."""
     return replace(motion, **{name: getattr(motion, name)[sl] for name in (
@@ -613,9 +620,8 @@ def _with_verdicts(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
             if int(core.sum()) >= CORE_MIN_PX:
                 index[(name, "core")] = len(extra)
                 extra.append(core)
-    extra_curves = (np.concatenate([roi_means(power, extra) for _, power in
-                                    contrast_power_chunks(cine, panels, options, motion)], axis=1)
-                    if extra else np.zeros((0, t.size)))
+    extra_curves = (mask_curves(cine, panels, options, motion, extra) if extra
+                    else np.zeros((0, t.size)))
     ref = next((r for r in results if r.roi.role == "reference" and r.enhancing), None)
     reference_rise = None
     if ref is not None:
@@ -723,8 +729,7 @@ def with_viable_part(results: list[RoiResult], viable: dict[str, NDArray[np.bool
         return results
     t = cine.times_s
     masks = [viable[r.roi.name] for r in todo]
-    curves = np.concatenate([roi_means(power, masks) for _, power in
-                             contrast_power_chunks(cine, panels, options, motion)], axis=1)
+    curves = mask_curves(cine, panels, options, motion, masks)
     if motion is not None and motion.rejected.any():
         curves[:, motion.rejected] = np.nan
     out = {}

@@ -13,6 +13,7 @@ import re
 import secrets
 import unicodedata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: Study and analysis ids: UUID4 hex, as `ceuskit.web.db.new_id` makes them.
 ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -151,8 +152,6 @@ SECURITY_HEADERS = {
 
 def origin_of(url: str) -> str | None:
     """``scheme://host[:port]`` of a URL (lower case), or None when it has none."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url.strip())
     except ValueError:
