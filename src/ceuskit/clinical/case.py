@@ -119,18 +119,22 @@ class _Strict(BaseModel):
 class Anticoagulation(_Strict):
     """Anticoagulant treatment given for the presumed thrombosis."""
 
-    drug: str | None = Field(default=None, max_length=100)
-    duration_days: float | None = Field(default=None, ge=0)
-    response: Literal["improved", "unchanged", "worse"] | None = None
+    drug: str | None = Field(default=None, max_length=100, title="Drug")
+    duration_days: float | None = Field(default=None, ge=0, title="Duration of treatment (days)")
+    response: Literal["improved", "unchanged", "worse"] | None = Field(
+        default=None, title="Response of the symptoms and the thrombus")
 
 
 class DDimer(_Strict):
     """A D-dimer result: a value with its unit, or only the laboratory's verdict."""
 
-    value: float | None = Field(default=None, ge=0)
-    unit: str | None = Field(default=None, validate_default=True)
-    result: Literal["normal", "raised"] | None = None
-    lab_cutoff: float | None = Field(default=None, gt=0)
+    value: float | None = Field(default=None, ge=0, title="Value")
+    unit: str | None = Field(default=None, validate_default=True,
+                             title="Unit (e.g. ug/L FEU, mg/L DDU)")
+    result: Literal["normal", "raised"] | None = Field(default=None,
+                                                       title="Laboratory's verdict")
+    lab_cutoff: float | None = Field(default=None, gt=0,
+                                     title="Laboratory cut-off (in the unit above)")
     on_anticoagulation: bool | None = Field(
         default=None, title="Measured while on anticoagulation (which lowers D-dimer)")
 
@@ -288,24 +292,28 @@ class ClinicalCase(_Strict):
         A known malignancy or an organ mass seen on imaging (present, site, status).
     """
 
-    age_years: float | None = Field(default=None, ge=0, le=130)
-    sex: Literal["female", "male", "other"] | None = None
-    symptom_duration_days: float | None = Field(default=None, ge=0)
+    age_years: float | None = Field(default=None, ge=0, le=130, title="Age (years)")
+    sex: Literal["female", "male", "other"] | None = Field(default=None, title="Sex")
+    symptom_duration_days: float | None = Field(default=None, ge=0,
+                                                title="Duration of symptoms (days)")
     anticoagulation: Anticoagulation | None = Field(default=None, title="Anticoagulation")
     d_dimer: DDimer | None = Field(default=None, title="D-dimer")
-    pt_s: float | None = Field(default=None, gt=0)
-    inr: float | None = Field(default=None, gt=0)
-    aptt_s: float | None = Field(default=None, gt=0)
-    coagulation_screen: Literal["normal", "abnormal", "not-done"] | None = None
-    thrombophilia_screen: Literal["normal", "abnormal", "not-done"] | None = None
+    pt_s: float | None = Field(default=None, gt=0, title="PT, prothrombin time (s)")
+    inr: float | None = Field(default=None, gt=0, title="INR")
+    aptt_s: float | None = Field(default=None, gt=0,
+                                 title="APTT, activated partial thromboplastin time (s)")
+    coagulation_screen: Literal["normal", "abnormal", "not-done"] | None = Field(
+        default=None, title="Coagulation screen")
+    thrombophilia_screen: Literal["normal", "abnormal", "not-done"] | None = Field(
+        default=None, title="Thrombophilia screen")
     wells: WellsItems | None = Field(default=None, title="Wells DVT items")
     ultrasound: UltrasoundFindings | None = Field(default=None, title="Ultrasound (B-mode and Doppler)")
     site: Literal["ivc", "common-iliac", "external-iliac", "internal-iliac", "iliac", "femoral", "popliteal",
                   "calf", "gonadal", "renal", "other"] | None = Field(default=None, title="Site (vein)")
-    vein: str | None = Field(default=None, max_length=100)
-    side: Literal["left", "right", "bilateral"] | None = None
-    recurrence: bool | None = None
-    unprovoked: bool | None = None
+    vein: str | None = Field(default=None, max_length=100, title="Vein (as named in the report)")
+    side: Literal["left", "right", "bilateral"] | None = Field(default=None, title="Side")
+    recurrence: bool | None = Field(default=None, title="Recurrence after treatment")
+    unprovoked: bool | None = Field(default=None, title="Unprovoked (no risk factor found)")
     pregnant: bool | None = Field(default=None, title="Pregnant")
     known_cancer: KnownCancer | None = Field(default=None, title="Known or suspected cancer (or organ mass)")
 

@@ -36,6 +36,8 @@ def schema() -> dict[str, Any]:
 
 def _label(name: str, spec: Mapping[str, Any]) -> str:
     title = str(spec.get("title") or name.replace("_", " "))
+    if title.endswith(")"):
+        return title  # the case model's own label, with its unit
     # Units are in the field names (_days, _s, _years): say them in the label.
     for suffix, unit in (("_days", "days"), ("_years", "years"), ("_s", "s")):
         if name.endswith(suffix):
