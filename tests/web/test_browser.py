@@ -254,6 +254,41 @@ def test_roi_editing_and_scrubbing(server: Server, page: Any) -> None:
     page.screenshot(path=str(ARTIFACTS / "roi_editing.png"), full_page=True)
 
 
+def test_study_header_is_compact_and_roi_labels_stay_readable_on_the_canvas(server: Server,
+                                                                            page: Any) -> None:
+    r = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 0, "with_rois": True}, timeout=60)
+    assert r.status_code == 201, r.text
+    page.goto(f"{server.url}/studies/{r.json()['id']}")
+    page.wait_for_selector("#meta-table tr >> nth=4")
+    rows = page.eval_on_selector_all("#meta-table tr", "rs => rs.map(r => r.innerText)")
+    assert len(rows) <= 6
+    text = "\n".join(rows)
+    # Said once: the format, the frame count, the frame size.
+    n = round(DEMO["duration_s"] * DEMO["fps"]) + 1
+    assert text.count("DICOM") == 1 and text.count(f"{n} frames") == 1
+    assert text.count("544 x 216") == 1
+    assert f"{DEMO['fps']:g} frames/s" in text and "0.2 x 0.2 mm" in text
+    extra = page.eval_on_selector_all("#panel-table th", "hs => hs.map(h => h.innerText)")
+    assert not {"format", "n frames", "rows", "cols"} & set(extra)
+    # The cine starts within the first screen (it was pushed ~1000 px down).
+    top = page.evaluate("document.getElementById('roi-canvas').getBoundingClientRect().top")
+    assert top < 900
+    # ROI labels sit on a plate inside the canvas, also for ROIs at its edges.
+    boxes = page.evaluate("""() => {
+        const c = document.createElement("canvas"); c.width = 300; c.height = 200;
+        const ed = new RoiEditor(c, [100, 150], [], null);
+        const z = ed.zoom, ctx = c.getContext("2d");
+        c.width = Math.round(150 * z); c.height = Math.round(100 * z);
+        const rois = [{name: "a long lesion name at the top", polygon: [[0, 0], [20, 0], [20, 10]]},
+                      {name: "right edge", ellipse: [148, 50, 4, 4]},
+                      {name: "bottom", polygon: [[60, 95], [70, 99], [65, 99]]}];
+        return rois.map((roi) => ({...ed.labelBox(ctx, roi, z), cw: c.width, ch: c.height}));
+    }""")
+    for b in boxes:
+        assert 0 <= b["left"] and b["left"] + b["w"] <= b["cw"] + 0.5
+        assert 0 <= b["top"] and b["top"] + b["h"] <= b["ch"] + 0.5
+
+
 def test_a_page_on_another_origin_cannot_create_studies(server: Server, browser: Any,
                                                          tmp_path: Path) -> None:
     """A hostile page the user visits tries the cross-origin POSTs a browser sends without asking.

@@ -211,6 +211,38 @@ class RoiEditor {
     }
   }
 
+  // The ROI's name on a dark plate (speckle behind coloured text is unreadable), centred
+  // above the outline, or below it when there is no room, and kept inside the canvas.
+  labelBox(ctx, roi, zoom) {
+    const [x0, y0, x1, y1] = this.bounds(roi).map((v) => (v + 0.5) * zoom);
+    ctx.font = "bold 13px sans-serif";
+    const w = ctx.measureText(roi.name).width + 8, h = 18;
+    const cw = ctx.canvas.width, ch = ctx.canvas.height;
+    let top = y0 - h - 3;
+    if (top < 0) top = Math.min(y1 + 3, ch - h);
+    return { left: Math.max(0, Math.min((x0 + x1) / 2 - w / 2, cw - w)), top: Math.max(0, top), w, h };
+  }
+
+  label(ctx, roi, zoom, colour) {
+    const { left, top, w, h } = this.labelBox(ctx, roi, zoom);
+    ctx.textBaseline = "middle";
+    ctx.fillStyle = "rgba(0, 0, 0, 0.72)";
+    ctx.fillRect(left, top, w, h);
+    ctx.fillStyle = colour;
+    ctx.fillText(roi.name, left + 4, top + h / 2 + 0.5);
+    ctx.textBaseline = "alphabetic";
+  }
+
+  // Panel-pixel bounding box [x0, y0, x1, y1] of an ROI.
+  bounds(roi) {
+    if (roi.ellipse) {
+      const [cx, cy, rx, ry] = roi.ellipse;
+      return [cx - rx, cy - ry, cx + rx, cy + ry];
+    }
+    const xs = roi.polygon.map((p) => p[0]), ys = roi.polygon.map((p) => p[1]);
+    return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+  }
+
   // Outlines and names on any context (the B-mode canvas uses this too).
   drawOutlines(ctx, zoom, withHandles) {
     ctx.lineWidth = 2;
@@ -222,9 +254,8 @@ class RoiEditor {
       this.path(ctx, roi, zoom);
       ctx.stroke();
       ctx.setLineDash([]);
-      const [lx, ly] = roi.ellipse ? roi.ellipse : roi.polygon[0];
+      this.label(ctx, roi, zoom, colour);
       ctx.fillStyle = colour;
-      ctx.fillText(roi.name, (lx + 0.5) * zoom + 4, (ly + 0.5) * zoom - 4);
       if (withHandles && i === this.selected) {
         for (const h of this.handles(roi)) {
           ctx.fillRect((h.at[0] + 0.5) * zoom - 3, (h.at[1] + 0.5) * zoom - 3, 6, 6);

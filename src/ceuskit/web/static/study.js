@@ -14,20 +14,33 @@
     table.replaceChildren(...rows.map(([k, v]) => ceus.el("tr", {}, ceus.el("th", { text: k }), ceus.el("td", { text: v }))));
   }
 
+  // Reader metadata the compact header already says in words (or that repeat the file's shape).
+  const SHOWN_META = new Set(["source_name", "format", "n_frames", "rows", "cols", "frame_time_ms",
+    "timing_source", "sop_class", "transfer_syntax", "manufacturer", "modality", "photometric"]);
+
+  function joined(parts) {
+    return parts.filter((x) => x !== undefined && x !== null && x !== "").join(", ");
+  }
+
   function renderInfo() {
-    const info = study.info;
-    kvTable($("meta-table"), [
-      ["name", study.display_name], ["format", study.format],
-      ["frames", String(info.n_frames)], ["duration", ceus.fmt(info.duration_s) + " s"],
-      ["frame rate", ceus.fmt(info.frame_rate_hz) + " frames/s"],
-      ["frame size", info.frame_shape[1] + " x " + info.frame_shape[0] + " px"],
-      ["pixel size", info.spacing_mm ? info.spacing_mm.map((v) => ceus.fmt(v)).join(" x ") + " mm" : "not declared"],
-      ...Object.entries(info.meta).filter(([k]) => k !== "source_name").map(([k, v]) => [k.replace(/_/g, " "), String(v)]),
-    ]);
+    const info = study.info, meta = info.meta;
+    const fileKind = joined([String(study.format).toUpperCase(), meta.sop_class, meta.transfer_syntax]);
+    const timing = ceus.fmt(info.frame_rate_hz) + " frames/s" + (meta.timing_source ? " (" + meta.timing_source + ")" : "");
     const p = info.panels;
-    $("panel-reason").textContent = p.reason + " (" + p.method + ")";
-    const fmtPanel = (q) => (q ? q.bounds_xyxy.join(", ") + " (" + q.source + ")" : "none");
-    kvTable($("panel-table"), [["contrast x0,y0,x1,y1", fmtPanel(p.contrast)], ["B-mode x0,y0,x1,y1", fmtPanel(p.bmode)]]);
+    const fmtPanel = (q) => (q ? "x " + q.bounds_xyxy[0] + "–" + q.bounds_xyxy[2] + ", y " + q.bounds_xyxy[1] + "–"
+      + q.bounds_xyxy[3] + " px" : "none");
+    kvTable($("meta-table"), [
+      ["file", fileKind],
+      ["cine", info.n_frames + " frames over " + ceus.fmt(info.duration_s) + " s at " + timing],
+      ["frame", info.frame_shape[1] + " x " + info.frame_shape[0] + " px; pixel "
+        + (info.spacing_mm ? info.spacing_mm.map((v) => ceus.fmt(v)).join(" x ") + " mm" : "size not declared")],
+      ["scanner", joined([meta.manufacturer, meta.modality, meta.photometric]) || "not recorded"],
+      ["panels", "contrast " + fmtPanel(p.contrast) + "; B-mode " + fmtPanel(p.bmode)],
+    ]);
+    $("panel-reason").textContent = "Panels: " + p.reason + " (" + p.method + ").";
+    const rest = Object.entries(meta).filter(([k]) => !SHOWN_META.has(k));
+    kvTable($("panel-table"), rest.map(([k, v]) => [k.replace(/_/g, " "), String(v)]));
+    $("more-meta").hidden = rest.length === 0;
     $("reader-warnings").replaceChildren(...info.warnings.map((w) => ceus.el("li", { text: w.message })));
     const f = $("settings-form"), s = study.settings;
     f.dynamic_range_db.value = s.dynamic_range_db;
