@@ -24,7 +24,8 @@ HEX = "0123456789abcdef" * 2
 
 
 def _demo(client: Any, with_rois: bool = True) -> dict[str, Any]:
-    r = client.post("/api/studies/demo", json={"seed": 0, "with_rois": with_rois})
+    # A fresh copy each time: tests that need two studies call this twice.
+    r = client.post("/api/studies/demo", json={"seed": 0, "with_rois": with_rois, "new": True})
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -96,6 +97,24 @@ def test_tic_preview_is_the_mean_linear_power_in_each_roi(shared_study: tuple[An
     for name, mask in phantom.roi_masks.items():
         expected = to_linear_power(contrast[:, mask], 60.0).astype(np.float64).mean(axis=1)
         np.testing.assert_allclose(tic["rois"][name]["intensity"], expected, rtol=1e-4)
+
+
+def test_loading_the_demo_again_opens_the_same_study(make_client: AppFactory) -> None:
+    client = make_client()
+    first = _demo(client)
+    again = client.post("/api/studies/demo", json={"seed": 0, "with_rois": True})
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    # Another variant is another study; "new" asks for a fresh copy.
+    bare = _demo(client, with_rois=False)
+    assert bare["id"] != first["id"] and bare["display_name"] != first["display_name"]
+    fresh = client.post("/api/studies/demo", json={"seed": 0, "with_rois": True, "new": True})
+    assert fresh.status_code == 201 and fresh.json()["id"] not in {first["id"], bare["id"]}
+    listing = client.get("/api/studies").json()
+    assert len(listing) == 3
+    # Once deleted, loading the demo simulates it again.
+    for sid in (first["id"], fresh.json()["id"]):
+        assert client.delete(f"/api/studies/{sid}").status_code in (200, 204)
+    assert client.post("/api/studies/demo", json={"seed": 0}).status_code == 201
 
 
 def test_delete_study_removes_it_and_its_files(make_client: AppFactory, tmp_path: Path) -> None:

@@ -121,6 +121,8 @@ class DemoRequest(BaseModel):
 
     seed: int = Field(0, ge=0, le=2**31 - 1)
     with_rois: bool = Field(True, description="start with the phantom's own ROIs")
+    new: bool = Field(False, description="simulate a new copy even when this demo study exists "
+                                         "(by default the existing one is returned, status 200)")
 
 
 class ImportRequest(BaseModel):
@@ -409,8 +411,18 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.post("/api/studies/demo", tags=["studies"], status_code=201,
               summary="Create a study from a simulated venous tumour (needs no input)")
-    async def demo_study(req: Annotated[DemoRequest | None, Body()] = None) -> dict[str, Any]:
-        req = req or DemoRequest(seed=0, with_rois=True)
+    async def demo_study(response: Response,
+                         req: Annotated[DemoRequest | None, Body()] = None) -> dict[str, Any]:
+        req = req or DemoRequest(seed=0, with_rois=True, new=False)
+        name = f"demo (simulated tumour, seed {req.seed}{'' if req.with_rois else ', no ROIs'})"
+        if not req.new:
+            # One demo study per variant: loading it again opens it instead of piling up copies.
+            with store.session() as s:
+                existing = s.scalars(select(Study).where(Study.display_name == name)
+                                     .order_by(Study.created)).first()
+                if existing is not None:
+                    response.status_code = 200
+                    return study_json(existing, s)
 
         def build() -> dict[str, Any]:
             from ceuskit.simulate import SimulationSpec, simulate, write_phantom
@@ -422,8 +434,7 @@ def create_app(config: WebConfig) -> FastAPI:
             files = write_phantom(phantom, sdir / "phantom", "dicom")
             target = stored_cine(sdir, "dicom")
             files["cine"].rename(target)
-            return create_study(target, "dicom", f"demo (simulated tumour, seed {req.seed})", sid,
-                                phantom.rois if req.with_rois else None)
+            return create_study(target, "dicom", name, sid, phantom.rois if req.with_rois else None)
 
         return await run_in_threadpool(build)
 

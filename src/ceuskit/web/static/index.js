@@ -34,6 +34,7 @@
     ceus.status(status, "simulating the demo study ...");
     try {
       const withRois = document.getElementById("demo-with-rois").checked;
+      // The server returns the existing demo study of this variant rather than a second copy.
       open(await ceus.api("POST", "/api/studies/demo", { seed: 0, with_rois: withRois }));
     } catch (e) {
       ceus.status(status, e.message, true);
