@@ -3,6 +3,8 @@
 import hashlib
 import json
 import math
+import shutil
+import subprocess
 
 import highdicom as hd
 import numpy as np
@@ -12,7 +14,16 @@ import pytest
 from ceuskit.api import analyze_to_dir
 from ceuskit.cli import main
 from ceuskit.errors import InputError
-from ceuskit.io.dicom_derived import PMAP_PARAMETERS, PRIVATE_SCHEME, SERIES_DESCRIPTION, SR_FILE, pmap_file
+from ceuskit.io.dicom_derived import (
+    PMAP_PARAMETERS,
+    PRIVATE_SCHEME,
+    SERIES_DESCRIPTION,
+    SERIES_KINDS,
+    SR_FILE,
+    derived_frame_index,
+    pmap_file,
+    write_dicom_derived,
+)
 from ceuskit.maps import MAP_UNITS
 from ceuskit.simulate import SimulationSpec, simulate, write_phantom
 
@@ -69,7 +80,7 @@ def test_seg_segments_equal_roi_and_necrosis_masks(run):
     assert labels == [r.roi.name for r in analysis.rois] + [
         f"{r.name} necrosis (non-enhancing)" for r in lesions]
     got = seg.get_pixels_by_source_frame(
-        source.SOPInstanceUID, source_frame_numbers=[analysis.peak_frame_index + 1],
+        source.SOPInstanceUID, source_frame_numbers=[derived_frame_index(analysis) + 1],
         combine_segments=False)
     assert got.shape == (1, *shape, len(labels))
     for i, r in enumerate(analysis.rois):
@@ -118,14 +129,22 @@ def test_references_uids_and_descriptions(run):
     source = pydicom.dcmread(files["cine"], stop_before_pixels=True)
     # The image objects (the SR's references are checked in test_structured_report_*).
     objs = [pydicom.dcmread(p) for p in sorted(paths["dicom"].iterdir()) if p.name != SR_FILE]
-    frame = analysis.peak_frame_index + 1
+    frame = derived_frame_index(analysis) + 1
+    # The masks are in the motion reference frame's coordinates: that frame is referenced.
+    assert analysis.motion is not None and frame == analysis.motion.reference_index + 1
+    kinds = {"1.2.840.10008.5.1.4.1.1.66.4": "seg", "1.2.840.10008.5.1.4.1.1.30": "pmap"}
     for ds in objs:
+        kind = kinds[ds.SOPClassUID]
+        assert int(ds.SeriesNumber) == SERIES_KINDS[kind][0]
+        assert ds.SeriesDescription.startswith(f"ceuskit {SERIES_KINDS[kind][1]}, ")
+        assert ds.SeriesDescription.endswith(SERIES_DESCRIPTION) and len(ds.SeriesDescription) <= 64
+        assert len(ds.SeriesDate) == 8 and len(ds.SeriesTime) == 6
         assert ds.StudyInstanceUID == source.StudyInstanceUID
         assert ds.PatientID == source.PatientID and ds.PatientName == source.PatientName
         assert ds.SeriesInstanceUID != source.SeriesInstanceUID
         assert ds.SOPInstanceUID != source.SOPInstanceUID
-        assert ds.SeriesDescription == SERIES_DESCRIPTION
-        assert ds.Manufacturer == "ceuskit" and str(ds.ContentCreatorName) == "ceuskit"
+        assert ds.Manufacturer == "ceuskit" and str(ds.ContentCreatorName) == ""
+        assert "ReferencedFrameNumber" not in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
         ref = ds.SourceImageSequence[0]
         assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert ref.ReferencedSOPClassUID == source.SOPClassUID
@@ -277,13 +296,21 @@ def test_structured_report_references_and_context(run):
     assert sr.PatientID == source.PatientID and sr.PatientName == source.PatientName
     assert sr.SeriesInstanceUID not in (source.SeriesInstanceUID, seg.SeriesInstanceUID)
     assert sr.SOPInstanceUID not in (source.SOPInstanceUID, seg.SOPInstanceUID)
-    assert sr.SeriesDescription == SERIES_DESCRIPTION and sr.Manufacturer == "ceuskit"
-    frame = analysis.peak_frame_index + 1
+    assert sr.SeriesDescription.startswith(f"ceuskit {SERIES_KINDS['sr'][1]}, ")
+    assert sr.Manufacturer == "ceuskit" and int(sr.SeriesNumber) == SERIES_KINDS["sr"][0]
+    scheme = sr.CodingSchemeIdentificationSequence[0]
+    assert scheme.CodingSchemeDesignator == PRIVATE_SCHEME and scheme.CodingSchemeName
+    frame = derived_frame_index(analysis) + 1
     for number, r in enumerate(analysis.rois, start=1):
         ref = _sr_groups(sr)[r.roi.name].referenced_segmentation_frame
         assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
         assert ref.referenced_sop_class_uid == seg.SOPClassUID
-        assert list(ref.referenced_segment_numbers) == [number]
+        # The SEG frame is referenced, not the segment number (PS3.3 C.18.3.1: not both);
+        # that frame is the segment's.
+        assert ref.referenced_segment_numbers is None
+        (seg_frame,) = ref.referenced_frame_numbers
+        item = seg.PerFrameFunctionalGroupsSequence[seg_frame - 1]
+        assert int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == number
         assert seg.SegmentSequence[number - 1].SegmentLabel == r.roi.name
         src = ref.source_image_for_segmentation
         assert src.referenced_sop_instance_uid == source.SOPInstanceUID
@@ -294,5 +321,72 @@ def test_structured_report_references_and_context(run):
                 for item in series.ReferencedSOPSequence}
     assert evidence == {source.SOPInstanceUID, seg.SOPInstanceUID}
     root = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
-    assert root["Comment"].TextValue == "ceuskit — decision support, not a diagnosis"
+    assert root["Comment"].TextValue == "ceuskit: decision support, not a diagnosis"
     assert root["Device Observer Name"].TextValue == "ceuskit"
+
+
+# --------------------------------------------------------------------------- conformance (dciodvfy)
+
+#: dciodvfy warnings docs/dicom.md lists as acceptable, with the reason for each.
+ACCEPTED_WARNINGS = (
+    "would be needed to build DICOMDIR - Study Date",
+    "would be needed to build DICOMDIR - Study Time",
+    "would be needed to build DICOMDIR - Study ID",
+    "is only permitted to be empty when actually unknown; should be absent (not empty) if an "
+    "unpaired body part, and have a value if a paired body part - attribute <Laterality>",
+    "Unrecognized defined term <QUANTITY> for value 4 of attribute <Frame Type>",
+    "Unrecognized defined term <QUANTITY> for value 4 of attribute <Image Type>",
+    f"Unrecognized defined term <{PRIVATE_SCHEME}> for value 1 of attribute <Coding Scheme Designator>",
+)
+
+
+def _dciodvfy(path):
+    """(errors, warnings not accepted) of dicom3tools' validator on one file."""
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()]
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    warnings = [ln for ln in lines if ln.startswith("Warning")
+                and not any(ok in ln for ok in ACCEPTED_WARNINGS)]
+    return errors, warnings
+
+
+needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,
+                                    reason="dicom3tools' dciodvfy is not installed "
+                                           "(apt-get install dicom3tools; scripts/test.sh does)")
+
+
+@needs_dciodvfy
+def test_every_object_passes_dciodvfy(run):
+    files, _before, _analysis, paths = run
+    objects = [files["cine"], *sorted(paths["dicom"].iterdir())]
+    assert len(objects) == 1 + 2 + len(PMAP_PARAMETERS)  # cine, SEG, SR, the maps
+    report = {p.name: _dciodvfy(p) for p in objects}
+    assert all(errors == [] for errors, _w in report.values()), report
+    assert all(warnings == [] for _e, warnings in report.values()), report
+
+
+@needs_dciodvfy
+def test_source_laterality_is_carried_and_validates(run, tmp_path):
+    """A source that says which leg: the maps say it too (Type 2C, not empty)."""
+    files, _before, analysis, _paths = run
+    ds = pydicom.dcmread(files["cine"])
+    ds.Laterality = "L"
+    source = tmp_path / "left.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    written = write_dicom_derived(analysis, source, tmp_path / "dicom")
+    pm = pydicom.dcmread(written["pmap_time_to_peak_s"], stop_before_pixels=True)
+    assert pm.Laterality == "L"
+    for path in written.values():
+        errors, warnings = _dciodvfy(path)
+        assert errors == [] and not any("Laterality" in w for w in warnings), (path.name, errors)
+
+
+def test_reruns_get_new_series(run, tmp_path):
+    files, _before, analysis, paths = run
+    again = write_dicom_derived(analysis, files["cine"], tmp_path / "again")
+    for name in ("seg", "sr", "pmap_peak_enhancement"):
+        first = pydicom.dcmread(paths["dicom"] / again[name].name, stop_before_pixels=True)
+        second = pydicom.dcmread(again[name], stop_before_pixels=True)
+        assert first.SeriesInstanceUID != second.SeriesInstanceUID
+        assert first.SeriesNumber == second.SeriesNumber  # the kind of object, not the run

@@ -54,16 +54,31 @@ the source header only**; the user's file is read, never written:
   in that same plane (true of a 2-D cine).
 
 Single-frame geometry: each object has one plane and references **one**
-source frame, the peak frame the analysis used (``analysis.peak_frame_index``,
-0-based; DICOM Referenced Frame Number = index + 1).  With motion correction
-the masks and maps are in the coordinates of the motion reference frame (the
-frame the ROIs were drawn on), as in the HTML report.
+source frame, the frame its masks and maps belong to (`derived_frame_index`;
+DICOM Referenced Frame Number = index + 1): with motion correction the motion
+reference frame (the frame the ROIs were drawn on, in whose coordinates the
+masks and maps are), else the lesion's peak frame.
+
+Series
+------
+Each kind of object has its own series (SEG 9101, Parametric Maps 9102, SR
+9103; `SERIES_KINDS`), new Series Instance UIDs per run, Series Date/Time =
+the run's time, and a Series Description saying what it holds and when, e.g.
+"ceuskit SEG: ROIs, necrosis, 2026-12-02 07:10; not a diagnosis"
+(`series_description`).
+
+Conformance
+-----------
+Checked with dicom3tools' ``dciodvfy`` (tests/io/test_dicom_conformance.py):
+no errors; the warnings that remain, and why they are acceptable, are listed
+in docs/dicom.md.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,24 +94,32 @@ if TYPE_CHECKING:
 
     from ceuskit.pipeline import Analysis
 
-__all__ = ["PMAP_PARAMETERS", "PRIVATE_SCHEME", "SEG_FILE", "SERIES_DESCRIPTION", "SR_FILE",
-           "SR_MEASUREMENTS", "check_dicom_source", "pmap_file", "write_dicom_derived"]
+__all__ = ["PMAP_PARAMETERS", "PRIVATE_SCHEME", "SEG_FILE", "SERIES_DESCRIPTION", "SERIES_KINDS",
+           "SR_FILE", "SR_MEASUREMENTS", "check_dicom_source", "derived_frame_index", "pmap_file",
+           "series_description", "write_dicom_derived"]
 
-#: Series Description of every derived object.
-SERIES_DESCRIPTION = "ceuskit — decision support, not a diagnosis"
+#: What every derived object's Series Description ends with (the SR's comment
+#: says it in full: decision support, not a diagnosis).
+SERIES_DESCRIPTION = "not a diagnosis"
+#: Series Number and what the series holds, per kind of object: a PACS lists
+#: them apart, and the run time in the description tells reruns apart.
+SERIES_KINDS = {
+    "seg": (9101, "SEG: ROIs, necrosis"),
+    "pmap": (9102, "PM: perfusion maps"),
+    "sr": (9103, "SR: measurements"),
+}
 SEG_FILE = "seg.dcm"
 SR_FILE = "sr.dcm"
-#: Coding scheme designator of ceuskit's private concepts in the SR.
+#: Coding scheme designator of ceuskit's private concepts in the SR ("99" prefix:
+#: a private scheme, PS3.16 8.2), registered in each SR's Coding Scheme
+#: Identification Sequence (`PRIVATE_SCHEME_NAME`).
 PRIVATE_SCHEME = "99CEUSKIT"
+PRIVATE_SCHEME_NAME = "ceuskit private concepts (CEUS descriptors without a standard code)"
 #: ``perfusion`` values of results.json written as SR measurements, in this order.
 SR_MEASUREMENTS = ("arrival_time_s", "time_to_peak_s", "rise_time_s", "mean_transit_time_s",
                    "fall_time_s", "peak_enhancement", "auc")
 #: Parameters written as Parametric Maps (names of `ceuskit.maps.MAP_PARAMETERS`).
 PMAP_PARAMETERS = ("peak_enhancement", "time_to_peak_s", "arrival_time_s", "mean_transit_time_s")
-# Series numbers: well above what scanners use for the acquisition itself.
-_SEG_SERIES_NUMBER = 9001
-_PMAP_SERIES_NUMBER = 9002
-_SR_SERIES_NUMBER = 9003
 # Nominal values for what an ultrasound cine does not declare (see module docstring).
 _NOMINAL_SLICE_THICKNESS_MM = 1.0
 _NOMINAL_SPACING_MM = 1.0
@@ -107,6 +130,33 @@ _ROW_COL_COSINES = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 def pmap_file(param: str) -> str:
     """File name of a parameter's Parametric Map (``pmap_<param>.dcm``)."""
     return f"pmap_{param}.dcm"
+
+
+def series_description(kind: str, run_time: datetime) -> str:
+    """Series Description of a derived object: what it holds, the run's time, the disclaimer.
+
+    At most 64 characters (the LO limit), e.g. ``"ceuskit SEG: ROIs,
+    necrosis, 2026-12-02 07:10; not a diagnosis"``.
+    """
+    what = SERIES_KINDS[kind][1]
+    text = f"ceuskit {what}, {run_time:%Y-%m-%d %H:%M}; {SERIES_DESCRIPTION}"
+    # Validators count the LO limit in bytes of the character set (UTF-8 here).
+    if len(text.encode("utf-8")) > 64:
+        text = f"ceuskit {what}, {run_time:%Y-%m-%d %H:%M}"
+    return text
+
+
+def derived_frame_index(analysis: Analysis) -> int:
+    """The source frame (0-based) the derived objects' masks and maps belong to.
+
+    With motion correction the ROIs, masks and maps are in the coordinates
+    of the motion reference frame (the frame the ROIs were drawn on);
+    without it every frame shares the ROIs' coordinates and the lesion's
+    peak frame is the one shown.
+    """
+    if analysis.motion is not None:
+        return int(analysis.motion.reference_index)
+    return int(analysis.peak_frame_index)
 
 
 def check_dicom_source(source_path: str | PathLike[str]) -> None:
@@ -252,6 +302,16 @@ def _keep_frame_reference(obj: Dataset, source: Dataset, frame_number: int) -> N
     for item in obj.get("SourceImageSequence", []):
         if item.ReferencedSOPInstanceUID == uid:
             item.ReferencedFrameNumber = frame_number
+    # The Common Instance Reference module names instances, not frames (PS3.3
+    # C.12.2): a frame number there is not part of the IOD.
+    for series in obj.get("ReferencedSeriesSequence", []):
+        items = []
+        for ref in series.ReferencedInstanceSequence:
+            ref = copy.deepcopy(ref)
+            if "ReferencedFrameNumber" in ref:
+                del ref.ReferencedFrameNumber
+            items.append(ref)
+        series.ReferencedInstanceSequence = items
 
 
 def _in_frame(panel_array: NDArray[Any], frame_shape: tuple[int, int], slices: tuple[slice, slice],
@@ -262,13 +322,24 @@ def _in_frame(panel_array: NDArray[Any], frame_shape: tuple[int, int], slices: t
     return full
 
 
-def _finish(obj: Dataset) -> None:
-    """Descriptions every derived object carries (the em dash needs UTF-8)."""
+def _finish(obj: Dataset, source: Dataset, kind: str, run_time: datetime) -> None:
+    """Descriptions every derived object carries (UTF-8: ROI names may need it)."""
     obj.SpecificCharacterSet = "ISO_IR 192"
-    obj.SeriesDescription = SERIES_DESCRIPTION
-    # Set here, not through highdicom, which warns on a one-component person name.
-    obj.ContentCreatorName = "ceuskit"
+    obj.SeriesDescription = series_description(kind, run_time)
+    obj.SeriesDate = f"{run_time:%Y%m%d}"
+    obj.SeriesTime = f"{run_time:%H%M%S}"
+    # Type 2, and a program is not a person: empty (the equipment module names ceuskit).
+    obj.ContentCreatorName = ""
     obj.Manufacturer = "ceuskit"
+    # General Series Laterality is Type 2C for images of paired body parts (a leg):
+    # the source's value, else empty ("not known").
+    if obj.SOPClassUID == _PMAP_SOP_CLASS:
+        obj.Laterality = source.get("Laterality", "") or ""
+
+
+#: Parametric Map Storage: its General Series module asks for Laterality (Type
+#: 2C); the SEG's does not (it has none of the image modules that condition reads).
+_PMAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
 
 
 def _save(obj: Dataset, path: Path) -> Path:
@@ -372,7 +443,8 @@ def write_dicom_derived(
                          f"{panel.y1} x {panel.x1}", "give the DICOM file that was analysed")
     spacing, _spacing_source = _spacing_mm(analysis, source)
     geometry, position = _geometry_copy(source, spacing)
-    frame_number = int(analysis.peak_frame_index) + 1
+    frame_number = derived_frame_index(analysis) + 1
+    run_time = datetime.now().replace(microsecond=0)
     common: dict[str, Any] = {
         "manufacturer": "ceuskit", "manufacturer_model_name": "ceuskit",
         "software_versions": __version__, "device_serial_number": "0",
@@ -387,18 +459,20 @@ def write_dicom_derived(
         source_images=[geometry], pixel_array=stacked,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=generate_uid(),
-        series_number=_SEG_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+        series_number=SERIES_KINDS["seg"][0], sop_instance_uid=generate_uid(), instance_number=1,
         content_label="CEUSKIT_ROIS", content_description="ceuskit ROIs and necrosis",
         # Keep empty segments (an ROI-free necrosis) so segment numbers stay stable.
         omit_empty_frames=False, **common)
     _keep_frame_reference(seg, source, frame_number)
-    _finish(seg)
+    _finish(seg, source, "seg", run_time)
     paths["seg"] = _save(seg, out / SEG_FILE)
 
     say("writing the DICOM structured report")
     doc = results if results is not None else analysis.results()
-    sr = _structured_report(analysis, doc, source, seg)
-    _finish_sr(sr)
+    sr = _structured_report(analysis, doc, source, seg, frame_number)
+    _frames_not_segments(sr.ContentSequence, seg.SOPInstanceUID)
+    _finish(sr, source, "sr", run_time)
+    _register_private_scheme(sr)
     paths["sr"] = _save(sr, out / SR_FILE)
 
     if analysis.maps is None:
@@ -417,25 +491,37 @@ def write_dicom_derived(
             value_range=(lo, hi), slope=1.0, intercept=0.0, quantity_definition=quantity)
         pmap = hd.pm.ParametricMap(
             source_images=[geometry], pixel_array=values[np.newaxis],
-            series_instance_uid=pmap_series, series_number=_PMAP_SERIES_NUMBER,
+            series_instance_uid=pmap_series, series_number=SERIES_KINDS["pmap"][0],
             sop_instance_uid=generate_uid(), instance_number=number,
             contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
+            # LINEAR_EXACT: a window narrower than 1 (peak enhancement in a.u.) is
+            # allowed only with it (PS3.3 C.11.2.1.3), and it maps floats exactly.
             voi_lut_transformations=[hd.VOILUTTransformation(
-                window_center=(lo + hi) / 2.0, window_width=max(hi - lo, 1e-6))],
+                window_center=(lo + hi) / 2.0, window_width=max(hi - lo, 1e-6),
+                voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT)],
             image_flavor=hd.pm.ImageFlavorValues.PERFUSION,
             content_label=label.replace("_", ""), content_description=f"ceuskit {param}"[:64],
             **common)
         _keep_frame_reference(pmap, source, frame_number)
-        _finish(pmap)
+        _finish(pmap, source, "pmap", run_time)
         paths[f"pmap_{param}"] = _save(pmap, out / pmap_file(param))
     return paths
 
 
-def _finish_sr(obj: Dataset) -> None:
-    """Descriptions of the SR (no Content Creator's Name: not in the SR IODs)."""
-    obj.SpecificCharacterSet = "ISO_IR 192"
-    obj.SeriesDescription = SERIES_DESCRIPTION
-    obj.Manufacturer = "ceuskit"
+def _register_private_scheme(obj: Dataset) -> None:
+    """Name ceuskit's private coding scheme in the SR (SOP Common module, PS3.3 C.12.1)."""
+    from pydicom.dataset import Dataset as PdDataset
+
+    from ceuskit import __version__
+
+    if "ContentCreatorName" in obj:
+        del obj.ContentCreatorName  # not in the SR IODs
+    item = PdDataset()
+    item.CodingSchemeDesignator = PRIVATE_SCHEME
+    item.CodingSchemeName = PRIVATE_SCHEME_NAME
+    item.CodingSchemeVersion = __version__
+    item.CodingSchemeResponsibleOrganization = "the ceuskit project (see docs/dicom.md)"
+    obj.CodingSchemeIdentificationSequence = [item]
 
 
 def _qualitative(findings: Mapping[str, Any]) -> list[Any]:
@@ -475,6 +561,8 @@ def _segment_reference(seg: Dataset, segment_number: int, source: Dataset, frame
 
     Built here, not with ``ReferencedSegmentationFrame.from_segmentation``,
     which (highdicom 0.28.2) gives the SEG frame number as the source's.
+    `_frames_not_segments` then drops the segment number the IMAGE item
+    may not carry beside the frame number.
     """
     import highdicom as hd
 
@@ -489,8 +577,23 @@ def _segment_reference(seg: Dataset, segment_number: int, source: Dataset, frame
             source.SOPClassUID, source.SOPInstanceUID, referenced_frame_numbers=[frame_number]))
 
 
+def _frames_not_segments(items: Any, seg_uid: str) -> None:
+    """Drop Referenced Segment Number where a SEG frame is referenced (PS3.3 C.18.3.1).
+
+    An IMAGE item names a segmentation's segments or its frames, not both;
+    ceuskit's SEG has one frame per segment, so the frame names the segment
+    (the SEG's Segment Identification Sequence of that frame).
+    """
+    for item in items or []:
+        for ref in item.get("ReferencedSOPSequence", []):
+            if (ref.get("ReferencedSOPInstanceUID") == seg_uid and "ReferencedFrameNumber" in ref
+                    and "ReferencedSegmentNumber" in ref):
+                del ref.ReferencedSegmentNumber
+        _frames_not_segments(item.get("ContentSequence"), seg_uid)
+
+
 def _structured_report(analysis: Analysis, doc: Mapping[str, Any], source: Dataset,
-                       seg: Dataset) -> Any:
+                       seg: Dataset, frame_number: int) -> Any:
     """The TID 1500 Measurement Report of the ROIs (see the module docstring)."""
     import math
 
@@ -500,7 +603,6 @@ def _structured_report(analysis: Analysis, doc: Mapping[str, Any], source: Datas
     from ceuskit import __version__
 
     c = _codes()
-    frame_number = int(analysis.peak_frame_index) + 1
     rois_doc: Mapping[str, Any] = doc.get("rois") or {}
     findings_any = doc.get("findings")
     findings: Mapping[str, Any] = findings_any if isinstance(findings_any, Mapping) else {}
@@ -537,9 +639,9 @@ def _structured_report(analysis: Analysis, doc: Mapping[str, Any], source: Datas
         procedure_reported=c.SCT.DiagnosticUltrasonography, imaging_measurements=groups,
         title=c.DCM.ImagingMeasurementReport)
     report[0].ContentSequence.append(hd.sr.TextContentItem(
-        name=c.DCM.Comment, value=SERIES_DESCRIPTION,
+        name=c.DCM.Comment, value="ceuskit: decision support, not a diagnosis",
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return hd.sr.Comprehensive3DSR(
         evidence=[source, seg], content=report[0], series_instance_uid=generate_uid(),
-        series_number=_SR_SERIES_NUMBER, sop_instance_uid=generate_uid(), instance_number=1,
+        series_number=SERIES_KINDS["sr"][0], sop_instance_uid=generate_uid(), instance_number=1,
         manufacturer="ceuskit", software_versions=__version__, is_complete=True)

@@ -169,12 +169,14 @@ def _build_dataset(
     ds.StudyDate = ""
     ds.StudyTime = ""
     ds.ReferringPhysicianName = ""
-    ds.StudyID = ""
+    ds.StudyID = "PHANTOM"
     ds.AccessionNumber = ""
     ds.Modality = "US"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 1
     ds.SeriesDescription = description
+    # Type 2C (a leg is a paired body part): empty = not known for a phantom.
+    ds.Laterality = ""
     # Not part of the US IOD, but later derived objects (segmentations,
     # parametric maps) need a frame of reference to point at.
     ds.FrameOfReferenceUID = generate_uid()
@@ -190,7 +192,10 @@ def _build_dataset(
     if n > 1:
         _add_cine_timing(ds, times_s)
 
-    if spacing_mm is not None:
+    # The US IOD carries the pixel size in the ultrasound regions, not in Pixel
+    # Spacing; a file without regions keeps Pixel Spacing (a non-standard
+    # attribute some exporters write) so that its size is not lost.
+    if spacing_mm is not None and not panels:
         ds.PixelSpacing = [_ds(spacing_mm[0]), _ds(spacing_mm[1])]
     if panels:
         ds.SequenceOfUltrasoundRegions = DicomSequence(
@@ -251,8 +256,9 @@ def write_dicom_cine(
         in cm taken from each panel's ``spacing_mm`` (row, col), else from
         `spacing_mm`; a region with neither is written without units.
     spacing_mm : (float, float), optional
-        Pixel size (row, col) in mm of the whole frame, written as Pixel
-        Spacing and used for regions that carry none of their own.
+        Pixel size (row, col) in mm of the whole frame, used for regions that
+        carry none of their own; written as Pixel Spacing only for a file
+        without regions (the US IOD has no Pixel Spacing).
     transfer_syntax : str
         Explicit or Implicit VR Little Endian (uncompressed), RLE Lossless,
         JPEG-LS Lossless or JPEG 2000 Lossless.
