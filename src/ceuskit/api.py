@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path
@@ -41,6 +42,8 @@ RESULT_FILES = ("results.json", "report.html", "report.pdf", "maps")
 MAPS_DIR = "maps"
 #: Sub-directory for the DICOM SEG, Parametric Maps and SR (``analyze_to_dir(dicom=True)``).
 DICOM_DIR = "dicom"
+#: Sub-directory of the FHIR bundle (``--fhir``).
+FHIR_DIR = "fhir"
 DICOM_SEG_ONLY = "dicom-seg-only"
 PDF_NOT_WRITTEN = "pdf-not-written"
 
@@ -56,6 +59,8 @@ def analyze_to_dir(
     pdf: bool = True,
     case: ClinicalCase | None = None,
     dicom: bool = False,
+    fhir: bool = False,
+    fhir_subject: str | None = None,
 ) -> tuple[Analysis, dict[str, Path]]:
     """Analyse a cine and write results.json, report.html, report.pdf and maps/ into a directory.
 
@@ -83,12 +88,20 @@ def analyze_to_dir(
         DICOM input only).  Without parametric maps (``options.maps`` false,
         or no lesion ROI) only the SEG of the ROIs and the SR are written,
         with the warning ``dicom-seg-only``.
+    fhir : bool
+        Also write ``fhir/bundle.json``: a FHIR R4 Bundle of a preliminary
+        DiagnosticReport and its Observations (`ceuskit.fhir.results_bundle`),
+        without patient identifiers.
+    fhir_subject : str, optional
+        A FHIR reference to the patient (``Patient/123``) for the bundle:
+        given explicitly or not at all.
 
     Returns
     -------
     (Analysis, paths)
         ``paths`` has ``"results"``, ``"report"``, and ``"pdf"`` /
-        ``"maps"`` / ``"dicom"`` (the directories) when those were written.
+        ``"maps"`` / ``"dicom"`` (the directories) / ``"fhir"`` (the bundle)
+        when those were written.
 
     Raises
     ------
@@ -99,10 +112,12 @@ def analyze_to_dir(
     from ceuskit.report.html import render_html
     from ceuskit.report.pdf import PdfUnavailableError, pdf_unavailable_reason, render_pdf
 
-    # dicom/ counts as an earlier result only when asked for, so that an old
-    # DICOM output is never replaced silently and plain runs ignore it.
-    out = check_out_dir(out_dir, (*RESULT_FILES, DICOM_DIR) if dicom else RESULT_FILES,
-                        overwrite=overwrite)
+    # dicom/ and fhir/ count as earlier results only when asked for, so that an
+    # old output is never replaced silently and plain runs ignore it.
+    result_set = (*RESULT_FILES, *((DICOM_DIR,) if dicom else ()), *((FHIR_DIR,) if fhir else ()))
+    if fhir_subject is not None:
+        check_fhir_subject(fhir_subject)
+    out = check_out_dir(out_dir, result_set, overwrite=overwrite)
     if dicom:
         from ceuskit.io.dicom_derived import check_dicom_source
 
@@ -154,14 +169,46 @@ def analyze_to_dir(
         results["dicom"] = {"directory": DICOM_DIR,
                             "files": sorted(f"{DICOM_DIR}/{p.name}" for p in written.values())}
         paths["dicom"] = out / DICOM_DIR
+    if fhir:
+        from ceuskit.fhir import FHIR_FILE, results_bundle
+
+        say("writing the FHIR bundle")
+        bundle = results_bundle(results, study_instance_uid=_study_instance_uid(cine_path),
+                                subject=fhir_subject)
+        make_out_dir(out / FHIR_DIR)
+        paths["fhir"] = write_json_atomic(out / FHIR_FILE, bundle)
     paths["results"] = write_json_atomic(out / "results.json", results)
     paths["report"] = write_text_atomic(out / "report.html", html)
     if pdf_bytes is not None:
         paths["pdf"] = write_bytes_atomic(out / "report.pdf", pdf_bytes)
     # The set is replaced as a whole: nothing of an earlier run stays beside it.
-    remove_stale(out, (*RESULT_FILES, DICOM_DIR) if dicom else RESULT_FILES,
-                 [p.relative_to(out).parts[0] for p in paths.values()])
+    remove_stale(out, result_set, [p.relative_to(out).parts[0] for p in paths.values()])
     return analysis, paths
+
+
+#: A FHIR reference to the patient: ``ResourceType/id`` (FHIR ids: 1-64 of A-Z a-z 0-9 - .).
+_FHIR_REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
+
+
+def check_fhir_subject(subject: str) -> None:
+    """Refuse a ``--fhir-subject`` that is not a FHIR reference such as ``Patient/123``."""
+    if not _FHIR_REFERENCE.fullmatch(subject):
+        raise InputError("--fhir-subject", f"{subject[:80]!r} is not a FHIR reference",
+                         "give ResourceType/id, e.g. Patient/123 (the id as the record system has it)")
+
+
+def _study_instance_uid(cine_path: str | PathLike[str]) -> str | None:
+    """The Study Instance UID of a DICOM cine (None for video and NPZ)."""
+    from ceuskit.io import sniff_format
+
+    if sniff_format(cine_path) != "dicom":
+        return None
+    from pydicom import dcmread
+
+    with Path(cine_path).open("rb") as fh:
+        ds = dcmread(fh, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+    uid = ds.get("StudyInstanceUID")
+    return str(uid) if uid else None
 
 
 def _pdf_warning(problem: str, pdf_name: str, others: str) -> AnalysisWarning:

@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dicom", action="store_true",
                    help="also write DICOM SEG (ROIs, necrosis) and Parametric Maps into --out/dicom "
                         "(DICOM input only)")
+    a.add_argument("--fhir", action="store_true",
+                   help="also write --out/fhir/bundle.json: a FHIR R4 Bundle (preliminary "
+                        "DiagnosticReport + an Observation per parameter and finding), no patient "
+                        "identifiers")
+    a.add_argument("--fhir-subject", default=None, metavar="REF",
+                   help="FHIR reference to the patient for the bundle, e.g. Patient/123 (default: none; "
+                        "needs --fhir)")
     a.add_argument("--case", type=Path, default=None, metavar="CASE.yaml",
                    help="clinical case (YAML or JSON; every field optional): the assessment combines it "
                         "with the CEUS findings")
@@ -254,6 +261,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                               reference_frame=args.reference_frame, maps=not args.no_maps,
                               block_px=args.block, injection_time_s=args.injection_time)
     out = args.out or Path(f"{args.cine.stem}-ceuskit")
+    if args.fhir_subject is not None and not args.fhir:
+        raise InputError("--fhir-subject", "names the patient of a FHIR bundle, but --fhir was not given",
+                         "add --fhir, or drop --fhir-subject")
     case = None
     if args.case is not None:
         from ceuskit.clinical.case import load_case
@@ -262,7 +272,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     say = _progress(args.quiet)
     _say_if_compiling(say)
     analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
-                                     progress=say, case=case, dicom=args.dicom)
+                                     progress=say, case=case, dicom=args.dicom, fhir=args.fhir,
+                                     fhir_subject=args.fhir_subject)
     results = json.loads(paths["results"].read_text(encoding="utf-8"))
     print(finding_line(results))
     print(DISCLAIMER)
@@ -314,6 +325,8 @@ def _print_outputs(analysis: Analysis, paths: dict[str, Path]) -> None:
         print(f"report (PDF): {paths['pdf'].resolve()}")
     if "dicom" in paths:
         print(f"dicom: {paths['dicom'].resolve()}")
+    if "fhir" in paths:
+        print(f"fhir: {paths['fhir'].resolve()}")
     for w in analysis.warnings:
         if w.code in ("pdf-not-written", "dicom-seg-only"):
             print(f"ceuskit: warning: {w.message}", file=sys.stderr)
