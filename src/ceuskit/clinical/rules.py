@@ -190,6 +190,7 @@ _SHORT = {
 }
 _RULES = tuple(replace(r, short=_SHORT[r.id]) for r in _RULES)
 RED_FLAG_RULES: dict[str, FlagRule] = {r.id: r for r in _RULES}
+_KINETIC_IDS = frozenset(r.id for r in _RULES if r.kinetic)
 #: Flags that make "unchanged on anticoagulation" count as refractory (a mass or an atypical feature).
 ATYPICAL_FLAGS = frozenset({"us-extraluminal-mass", "us-vein-expansion", "us-heterogeneous-mass",
                             "us-arterial-waveform", "ceus-enhancement"})
@@ -1007,18 +1008,21 @@ def reason_groups(red_flags: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if ceus:
         qualifiers = [str(f.get("short") or f["id"]) for f in ceus if f["id"] != "ceus-enhancement"]
         enhancing = any(f["id"] == "ceus-enhancement" for f in ceus)
-        head = "CEUS enhancement (tumour in vein)" if enhancing else "CEUS"
-        if qualifiers:
-            tail = qualifiers[0] if len(qualifiers) == 1 else (
-                ", ".join(qualifiers[:-1]) + " and " + qualifiers[-1])
-            short = f"{head} with {tail}"
+        kinetic = [f for f in ceus if f["id"] in _KINETIC_IDS]
+        tail = (qualifiers[0] if len(qualifiers) == 1
+                else ", ".join(qualifiers[:-1]) + " and " + qualifiers[-1]) if qualifiers else ""
+        if not enhancing:
+            short = "CEUS: " + tail
+        elif kinetic:
+            short = "CEUS enhancement with a malignant pattern"
         else:
-            short = head
+            short = "CEUS enhancement" + (f" with {tail}" if tail else "")
         sources: list[str] = []
         for f in ceus:
-            for part in str(f.get("source") or "").split("; "):
-                if part and part not in sources:
-                    sources.append(part)
+            source = str(f.get("source") or "")
+            # One reference cited for several descriptors ("...; extrapolated) (mosaic = ...)") once.
+            if source and not any(source.split(") (")[0] == s.split(") (")[0] for s in sources):
+                sources.append(source.split(") (")[0] + (")" if ") (" in source else ""))
         groups.append({"ids": [f["id"] for f in ceus], "category": "ceus", "short": short,
                        "text": "The intraluminal material enhances on CEUS (tumour in vein, not bland "
                                "thrombus)" + (f", with {tail}" if qualifiers else "") + ".",
