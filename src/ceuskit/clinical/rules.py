@@ -270,7 +270,8 @@ def _level_conditions(flags: list[FlagRule], ceus_non_enhancing: bool,
         "non-enhancing": when(negative, fewer=(f"; {_count(len(other), 'clinical/ultrasound red flag')}, "
                                                "fewer than 2 strong ones and no mass" if other else "")),
         "benign-clinical-picture": when(not flags and bool(bland_support), support="; ".join(bland_support)),
-        "too-little-known": when(True, only=(f" (only {_count(len(other), 'red flag')} and no assessable CEUS)"
+        "too-little-known": when(True, only=(f" (only {_count(len(other), 'red flag')} and no assessable "
+                                             "CEUS)"
                                              if other else " (no red flag among the inputs, but no "
                                              "assessable CEUS and no clinical picture that supports a bland "
                                              "thrombus)")),
@@ -1021,8 +1022,9 @@ def reason_groups(red_flags: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for f in ceus:
             source = str(f.get("source") or "")
             # One reference cited for several descriptors ("...; extrapolated) (mosaic = ...)") once.
-            if source and not any(source.split(") (")[0] == s.split(") (")[0] for s in sources):
-                sources.append(source.split(") (")[0] + (")" if ") (" in source else ""))
+            cited = source.split(") (")[0] + (")" if ") (" in source else "")
+            if cited and cited not in sources:
+                sources.append(cited)
         groups.append({"ids": [f["id"] for f in ceus], "category": "ceus", "short": short,
                        "text": "The intraluminal material enhances on CEUS (tumour in vein, not bland "
                                "thrombus)" + (f", with {tail}" if qualifiers else "") + ".",

@@ -201,8 +201,8 @@ def _key_numbers(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dic
         row(f"Peak enhancement relative to {ref}", cells)
     wo = _m(findings.get("wash_out"))
     if wo.get("present") is not None:
-        row("Wash-out", [(f"from {fmt(_num(wo.get('onset_s')), 's')}" if wo.get("present") else "none in the cine")
-                         if n == lesion else "—" for n, _ in rois])
+        onset = f"from {fmt(_num(wo.get('onset_s')), 's')}" if wo.get("present") else "none in the cine"
+        row("Wash-out", [onset if n == lesion else "—" for n, _ in rois])
     nec = _num(findings.get("necrosis_percent"))
     if nec is not None:
         row("Non-enhancing (necrotic) share", [fmt(nec, "%", 2) if n == lesion else "—" for n, _ in rois])
@@ -219,7 +219,7 @@ def _findings_in_words(results: Mapping[str, Any], findings: Mapping[str, Any]) 
     lesion_name = str(findings.get("lesion_roi") or "lesion")
     the_lesion = "The lesion" if lesion_name == "lesion" else f"The lesion ({lesion_name})"
     ref = str(findings.get("reference_roi") or "the reference")
-    les = _m(rois.get(findings.get("lesion_roi")))
+    les = _m(rois.get(str(findings.get("lesion_roi"))))
     out: list[dict[str, str]] = []
 
     def add(key: str, label: str, result: str, sentence: str) -> None:
@@ -247,7 +247,8 @@ def _findings_in_words(results: Mapping[str, Any], findings: Mapping[str, Any]) 
     if wash_in is not None:
         d = _num(_m(ev.get("wash_in")).get("value"))
         ta = _num(_m(les.get("perfusion")).get("arrival_time_s"))
-        tb = _num(_m(_m(rois.get(findings.get("reference_roi"))).get("perfusion")).get("arrival_time_s"))
+        ref_roi = _m(rois.get(str(findings.get("reference_roi"))))
+        tb = _num(_m(ref_roi.get("perfusion")).get("arrival_time_s"))
         if d is not None:
             when = "before" if d < 0 else "after"
             times = f" (at {fmt(ta, 's')} vs {fmt(tb, 's')})" if ta is not None and tb is not None else ""
@@ -314,7 +315,8 @@ def _findings_in_words(results: Mapping[str, Any], findings: Mapping[str, Any]) 
             f"The lesion does not wash out relative to {ref} before the cine ends (a later wash-out "
             "cannot be excluded)")
     elif value is True:
-        add("wash_out", "Wash-out", "not assessable", f"Wash-out cannot be assessed: {not_assessable('wash_out')}")
+        add("wash_out", "Wash-out", "not assessable",
+            f"Wash-out cannot be assessed: {not_assessable('wash_out')}")
 
     nec = _num(findings.get("necrosis_percent"))
     if nec is not None:
@@ -390,10 +392,17 @@ def _clinical(results: Mapping[str, Any], assessment: Mapping[str, Any]) -> list
     return out
 
 
-def _reasons(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"category": _CATEGORY_WORDS.get(str(g["category"]), str(g["category"])),
-             "text": g["text"], "evidence": [e for e in g["evidence"] if e],
-             "sources": g["sources"], "ids": g["ids"]} for g in groups]
+def _reasons(groups: list[dict[str, Any]], words: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Each reason with its evidence in words: the CEUS reason points to the findings it groups."""
+    out = []
+    for g in groups:
+        evidence = [e for e in g["evidence"] if e]
+        if g["category"] == "ceus" and words:
+            evidence = ["CEUS findings above: " + "; ".join(f"{f['label'].lower()} {f['result']}"
+                                                            for f in words)]
+        out.append({"category": _CATEGORY_WORDS.get(str(g["category"]), str(g["category"])),
+                    "text": g["text"], "evidence": evidence, "sources": g["sources"], "ids": g["ids"]})
+    return out
 
 
 def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -414,12 +423,17 @@ def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Pixel size", f"{fmt(_num(spacing[0]))} × {fmt(_num(spacing[1]))} mm (row × column)"
          if isinstance(spacing, list | tuple) and len(spacing) == 2 else "unknown (areas in pixels)"),
         ("Linearisation", f"display dynamic range {fmt(_num(lin.get('dynamic_range_db')), 'dB')}"
-                          f"{' (' + str(lin['dynamic_range_source']) + ')' if lin.get('dynamic_range_source') else ''}"
-                          f"; {lin.get('formula') or ''}"),
-        ("Model", f"{analysis.get('model') or '—'} bolus model fitted to each enhancing ROI's mean linear power"),
+                          + (f" ({lin['dynamic_range_source']})" if lin.get("dynamic_range_source") else "")
+                          + f"; {lin.get('formula') or ''}"),
+        ("Model", f"{analysis.get('model') or '—'} bolus model fitted to each enhancing ROI's mean "
+                  "linear power"),
         ("Injection", f"at {fmt(_num(analysis.get('injection_time_s')), 's')} on the cine clock "
                       "(t = 0 at the first frame)"),
     ]
+    maps = _m(results.get("maps"))
+    rows.append(("Parametric maps", f"{maps.get('block_px')} × {maps.get('block_px')} px blocks, "
+                                    f"{maps.get('model')} model (see below)" if maps.get("computed")
+                 else f"not computed: {maps.get('reason') or '—'}"))
     return rows
 
 
@@ -517,8 +531,8 @@ def _appendix(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[s
               "wash_out": "Wash-out", "wash_out_timing": "Wash-out timing",
               "wash_out_degree": "Wash-out degree", "necrosis_percent": "Necrosis (imaging estimate)"}
     evidence = []
-    for key, e in _m(findings.get("evidence")).items():
-        e = _m(e)
+    for key, raw in _m(findings.get("evidence")).items():
+        e = _m(raw)
         if not e:
             continue
         unit = e.get("unit")
@@ -533,10 +547,26 @@ def _appendix(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[s
                                                             _m(m).get("unit")),
                 "reason": str(_m(m).get("reason") or "")}
                for k, m in _m(verdict.get("margins")).items() if isinstance(m, Mapping)]
-    return {"tests": tests, "evidence": evidence, "margins": margins,
+    rules: list[tuple[str, str]] = []
+    for _, r in _rois_in_order(results)[:1]:
+        rule_text = _m(r.get("enhancement_test")).get("test")
+        if rule_text:
+            rules.append(("ROI enhancement test", str(rule_text).rstrip(".")))
+    map_rules = _m(_m(results.get("maps")).get("rules"))
+    for key, name in (("enhancement_test", "Pixel enhancement test (maps, necrosis)"),
+                      ("heterogeneity", "Heterogeneity"), ("necrosis", "Necrosis"),
+                      ("dvp", "Dynamic vascular pattern"), ("block_averaging", "Block averaging")):
+        if map_rules.get(key):
+            rules.append((name, str(map_rules[key]).rstrip(".")))
+    mo = _m(results.get("motion"))
+    for key, name in (("rejection_rule", "Motion: frame rejection"), ("trust_rule", "Motion: confidence"),
+                      ("plausibility_rule", "Motion: plausibility")):
+        if mo.get(key):
+            rules.append((name, str(mo[key]).rstrip(".")))
+    return {"tests": tests, "evidence": evidence, "margins": margins, "rules": rules,
             "margins_source": _m(verdict.get("margins")).get("source"),
             "verdict_reason": verdict.get("reason"),
-            "bolus": (fmt(verdict.get("contrast_bolus_seen")) if verdict.get("contrast_bolus_seen") is not None
+            "bolus": (fmt(verdict["contrast_bolus_seen"]) if verdict.get("contrast_bolus_seen") is not None
                       else "not assessable", verdict.get("contrast_bolus_reason"))}
 
 
@@ -545,9 +575,9 @@ def _maps(results: Mapping[str, Any]) -> dict[str, Any]:
     info = _m(results.get("maps"))
     if not info.get("computed"):
         return {"computed": False, "reason": info.get("reason")}
-    rois = [{"name": n, "role": str(r.get("role")), "m": _m(r.get("map"))}
-            for n, r in _rois_in_order(results) if isinstance(r.get("map"), Mapping)]
-    has_dvp = any(_m(x["m"].get("dvp")).get("pixel_shares") is not None for x in rois)
+    rois: list[dict[str, Any]] = [{"name": n, "role": str(r.get("role")), "m": _m(r.get("map"))}
+                                  for n, r in _rois_in_order(results) if isinstance(r.get("map"), Mapping)]
+    has_dvp = any(_m(_m(x["m"]).get("dvp")).get("pixel_shares") is not None for x in rois)
     classes = list(_m(info.get("dvp_classes")).keys()) if has_dvp else None
     if classes is not None and "not-available" in classes:
         classes.remove("not-available")
@@ -580,13 +610,14 @@ def report_content(results: Mapping[str, Any]) -> dict[str, Any]:
     missing = _missing_items(assessment)
     has_assessment = bool(assessment)
     rule = _m(assessment.get("combination_rule"))
+    words = _findings_in_words(results, findings) if findings else []
     return {
         "has_assessment": has_assessment,
         "model": str(_m(results.get("analysis")).get("model") or "bolus"),
         "level": assessment.get("level"),
         "answer": _answer(results, assessment, groups, missing) if has_assessment else [],
         "key_numbers": _key_numbers(results, findings),
-        "findings": _findings_in_words(results, findings) if findings else [],
+        "findings": words,
         "clinical": _clinical(results, assessment) if has_assessment else [],
         "next_steps": [{"text": str(_m(r).get("text") or ""), "why": str(_m(r).get("reason") or ""),
                         "source": str(_m(r).get("source") or ""), "proposed": bool(_m(r).get("proposed"))}
@@ -594,10 +625,12 @@ def report_content(results: Mapping[str, Any]) -> dict[str, Any]:
         "differential": [{"rank": _m(d).get("rank"), "name": str(_m(d).get("name") or ""),
                           "support": list(_m(d).get("support") or []),
                           "against": list(_m(d).get("against") or []),
-                          "score": fmt(_num(_m(d).get("score")), sig=2), "source": str(_m(d).get("source") or "")}
+                          "score": fmt(_num(_m(d).get("score")), sig=2),
+                          "source": str(_m(d).get("source") or "")}
                          for d in assessment.get("differential") or []],
-        "differential_note": assessment.get("differential_note"),
-        "reasons": _reasons(groups),
+        "differential_note": (_sentence(str(assessment["differential_note"]))
+                              if assessment.get("differential_note") else None),
+        "reasons": _reasons(groups, words),
         "level_reasons": [_sentence(str(r)) for r in assessment.get("reasons") or []],
         "avena": _m(assessment.get("avena_adapted")),
         "missing": missing,

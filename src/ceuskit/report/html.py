@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -14,7 +15,8 @@ from ceuskit.pipeline import Analysis
 from ceuskit.report.content import PARAMETER_LABELS, report_content
 from ceuskit.report.figures import motion_png, roi_frame, roi_overlay_png, tic_png
 
-__all__ = ["PARAMETER_LABELS", "render_assessment_html", "render_content_html", "render_html"]
+__all__ = ["PARAMETER_LABELS", "render_assessment_html", "render_content_html", "render_html",
+           "render_web_content"]
 
 _env = Environment(
     loader=PackageLoader("ceuskit.report", "templates"),
@@ -97,6 +99,48 @@ def render_content_html(results: dict[str, Any], *, fig: dict[str, Any] | None =
     styles = _env.get_template("_content.css").render()
     body = _env.get_template("_content.html").render(c=content, fig=fig or {"maps": []}, web=web)
     return f"<style>\n{styles}</style>\n{body}"
+
+
+def render_web_content(results: dict[str, Any], files_url: str, files: list[str] | None = None) -> str:
+    """The web app's results section: the report's content for a stored analysis.
+
+    Parameters
+    ----------
+    results : dict
+        The analysis' results.json.
+    files_url : str
+        URL prefix of the analysis' files (``/api/analyses/<id>/files/``).
+    files : list of str, optional
+        The analysis' file names; the map overlays among them (``maps/*.png``)
+        are shown, the report's three first, each a link to the full-size image.
+
+    Returns
+    -------
+    str
+        `render_content_html` with ``web=True``: plotly draws the curves into
+        ``#tic-plot`` (and the motion, when it matters, into ``#motion-plot``).
+    """
+    from ceuskit.maps_io import TITLES
+    from ceuskit.report.figures import REPORT_MAPS
+
+    units = dict(_mapping(_mapping(results.get("maps")).get("units")))
+    pngs = [f for f in (files if files is not None else _mapping(results.get("maps")).get("files") or [])
+            if f.startswith("maps/") and f.endswith(".png")]
+    first = [f"maps/{n}.png" for n in REPORT_MAPS if f"maps/{n}.png" in pngs]
+    ordered = first + [f for f in pngs if f not in first]
+    maps = []
+    for f in ordered:
+        name = f.removeprefix("maps/").removesuffix(".png")
+        title = TITLES.get(name, name.replace("_", " "))
+        unit = units.get(name, "")
+        maps.append({"name": name, "title": title, "unit": unit if unit not in ("1", "") else "",
+                     "caption": "overlay over the frame the maps were drawn on; click to enlarge",
+                     "src": files_url + quote(f), "href": files_url + quote(f)})
+    return render_content_html(results, fig={"maps": maps}, web=True)
+
+
+def _mapping(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
 
 
 def render_html(
