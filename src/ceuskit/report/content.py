@@ -625,7 +625,7 @@ def report_content(results: Mapping[str, Any]) -> dict[str, Any]:
         "differential": [{"rank": _m(d).get("rank"), "name": str(_m(d).get("name") or ""),
                           "support": list(_m(d).get("support") or []),
                           "against": list(_m(d).get("against") or []),
-                          "score": fmt(_num(_m(d).get("score")), sig=2),
+                          "score": f"{_num(_m(d).get('score')) or 0.0:g}",
                           "source": str(_m(d).get("source") or "")}
                          for d in assessment.get("differential") or []],
         "differential_note": (_sentence(str(assessment["differential_note"]))
