@@ -123,8 +123,9 @@ def test_wells_missing_items_are_listed_once() -> None:
     assert len(a["wells"]["missing"]) == 9
     content = report_content({"assessment": a, "clinical_case": case.model_dump(mode="json",
                                                                                  exclude_none=True)})
-    text = " ".join(content["clinical"]) + " " + " ".join(content["missing"]) + " " + " ".join(
-        content["answer"])
+    assert any(r["id"] == "rec-complete-wells" for r in a["recommendations"])  # the rules ask for them
+    text = " ".join([*content["clinical"], *content["missing"], *content["answer"],
+                     *(r["text"] + " " + r["why"] for r in content["next_steps"])])
     wording = "collateral superficial"
     assert text.lower().count(wording) == 1, text
     # The Wells line does not claim a category it cannot know.

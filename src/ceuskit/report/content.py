@@ -18,6 +18,7 @@ appendix.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +91,13 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def _lower_first(text: str) -> str:
+    """``Entire leg swollen`` -> ``entire leg swollen``; an acronym (``DVT``) keeps its capitals."""
+    if len(text) > 1 and text[:2].isupper():
+        return text
+    return text[:1].lower() + text[1:]
+
+
 def _join(words: list[str]) -> str:
     words = [w for w in words if w]
     if len(words) <= 1:
@@ -108,7 +116,7 @@ def _missing_items(assessment: Mapping[str, Any]) -> list[str]:
     for item in assessment.get("missing") or []:
         text = str(item)
         if text.startswith("Wells item not given: "):
-            wells.append(text.removeprefix("Wells item not given: ").rstrip(".").lower())
+            wells.append(_lower_first(text.removeprefix("Wells item not given: ").rstrip(".")))
         else:
             out.append(text)
     if wells:
@@ -337,7 +345,7 @@ def _wells_line(assessment: Mapping[str, Any], case: Mapping[str, Any] | None) -
         return None
     points = w.get("points")
     pts = f"{points} point{'' if points in (1, -1) else 's'}"
-    counted = [str(_m(i).get("text") or "").lower() for i in w.get("items") or []]
+    counted = [_lower_first(str(_m(i).get("text") or "")) for i in w.get("items") or []]
     missing = [m.replace("_", " ") for m in w.get("missing") or []]
     if not counted and len(missing) == len(w.get("missing") or []) and not w.get("complete") \
             and len(missing) >= 9:
@@ -369,9 +377,10 @@ def _d_dimer_line(assessment: Mapping[str, Any], case: Mapping[str, Any] | None)
     if not dd.get("given"):
         return _sentence(f"D-dimer not given (the cut-off that would apply: {dd.get('cutoff_rule')})")
     if dd.get("value") is not None:
-        text = (f"D-dimer {fmt(_num(dd.get('value')))} {dd.get('unit')} "
-                f"(= {fmt(_num(dd.get('value_ug_l_feu')))} ug/L FEU): {dd.get('result')} against "
-                f"{dd.get('cutoff_rule')}")
+        converted = ("" if dd.get("unit") == "ug/L FEU"
+                     else f" (= {fmt(_num(dd.get('value_ug_l_feu')))} ug/L FEU)")
+        text = (f"D-dimer {fmt(_num(dd.get('value')))} {dd.get('unit')}{converted}: {dd.get('result')} "
+                f"(cut-off: {dd.get('cutoff_rule')})")
     else:
         text = f"D-dimer reported by the laboratory as {dd.get('result')} (no value; its own cut-off)"
     return _sentence(text)
@@ -385,10 +394,26 @@ def _clinical(results: Mapping[str, Any], assessment: Mapping[str, Any]) -> list
     out = []
     summary = assessment.get("clinical_summary")
     if summary:
-        out.append(_sentence(str(summary)))
+        # Wells has a line of its own below: the summary's short form would say it twice.
+        summary = re.sub(r", Wells [^,(]*(?:\([^)]*\))?(?=,|$)", "", str(summary))
+        out.append(_sentence(summary))
     for line in (_wells_line(assessment, case), _d_dimer_line(assessment, case)):
         if line:
             out.append(line)
+    return out
+
+
+def _next_steps(assessment: Mapping[str, Any], missing: list[str]) -> list[dict[str, Any]]:
+    """The recommendations; the missing Wells items are named once, under "Not available"."""
+    out = []
+    wells_listed = any(m.startswith("Wells items not given") for m in missing)
+    for r in assessment.get("recommendations") or []:
+        r = _m(r)
+        text = str(r.get("text") or "")
+        if r.get("id") == "rec-complete-wells" and wells_listed:
+            text = "Record the missing Wells items (listed under Not available)"
+        out.append({"text": text, "why": str(r.get("reason") or ""), "source": str(r.get("source") or ""),
+                    "proposed": bool(r.get("proposed"))})
     return out
 
 
@@ -619,9 +644,7 @@ def report_content(results: Mapping[str, Any]) -> dict[str, Any]:
         "key_numbers": _key_numbers(results, findings),
         "findings": words,
         "clinical": _clinical(results, assessment) if has_assessment else [],
-        "next_steps": [{"text": str(_m(r).get("text") or ""), "why": str(_m(r).get("reason") or ""),
-                        "source": str(_m(r).get("source") or ""), "proposed": bool(_m(r).get("proposed"))}
-                       for r in assessment.get("recommendations") or []],
+        "next_steps": _next_steps(assessment, missing),
         "differential": [{"rank": _m(d).get("rank"), "name": str(_m(d).get("name") or ""),
                           "support": list(_m(d).get("support") or []),
                           "against": list(_m(d).get("against") or []),
