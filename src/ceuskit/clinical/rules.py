@@ -984,6 +984,21 @@ def _ceus_sentence(findings: Mapping[str, Any] | None) -> str:
     return text + "."
 
 
+def _lower_first(text: str) -> str:
+    """A name inside a sentence: ``Primary venous ...`` -> ``primary venous ...``.
+
+    Acronyms (``CEUS``) and eponyms (``Baker cyst``, ``May-Thurner syndrome``) keep their capitals.
+    """
+    first = text.split(" ", 1)[0]
+    if (len(text) > 1 and text[:2].isupper()) or first in _EPONYMS:
+        return text
+    return text[:1].lower() + text[1:]
+
+
+#: First words of differential names that are proper names.
+_EPONYMS = frozenset({"Baker", "May-Thurner"})
+
+
 def reason_groups(red_flags: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The red flags as reasons a reader counts: every CEUS flag of one examination is one reason.
 
@@ -1063,9 +1078,9 @@ def summary_paragraph(findings: Mapping[str, Any] | None, assessment: Mapping[st
         parts.append(f"Reasons ({len(groups)}, the CEUS findings counted as one): {names}.")
     ddx = assessment.get("differential") or []
     if ddx and assessment.get("inputs_used"):
-        parts.append("Leading considerations: " + ", ".join(d["name"] for d in ddx[:2]) + ".")
+        parts.append("Leading considerations: " + "; ".join(_lower_first(d["name"]) for d in ddx[:2]) + ".")
     recs = assessment.get("recommendations") or []
     if recs:
-        parts.append("Suggested next step: " + recs[0]["text"].split(":")[0].rstrip(".") + ".")
+        parts.append("Suggested next step: " + _lower_first(recs[0]["text"].split(":")[0].rstrip(".")) + ".")
     parts.append(str(assessment.get("disclaimer") or DISCLAIMER))
     return " ".join(" ".join(parts).split())
