@@ -77,14 +77,14 @@ def test_bland_dvt_case_with_non_enhancing_thrombus_is_not_suspect(bland_run):
 def test_report_shows_the_assessment_first_and_the_pdf_has_it(tumour_run):
     _, paths, _ = tumour_run
     html = paths["report"].read_text()
-    summary_at = html.find("Decision support</h2>")
-    assert 0 < summary_at < html.find('<section id="parametric-maps">')
+    answer_at = html.find('<section id="answer"')
+    assert 0 < answer_at < html.find('<section id="findings">') < html.find('<section id="parametric-maps">')
     assert "clin-refractory-anticoagulation" in html or "no response to anticoagulation" in html.lower()
     if shutil.which("pdftotext") is None:
         pytest.skip("pdftotext (poppler-utils) is not installed")
     text = subprocess.run(["pdftotext", str(paths["pdf"]), "-"], capture_output=True, text=True,
                           check=True).stdout
-    assert "Level of suspicion" in text
+    assert "Suspicion of a venous neoplasm: HIGH" in text
     assert "leiomyosarcoma" in text.lower()
 
 

@@ -489,7 +489,7 @@ def test_results_and_report_show_motion(study, moving) -> None:
     assert len(doc["rois"]["lesion"]["tic"]["intensity"]) == n
     assert "NaN" not in text
     html = render_html(a, doc)
-    assert "<h2>Motion</h2>" in html and "Rejection rule" in html
+    assert "<h3>Motion</h3>" in html and "Motion: frame rejection" in html  # the rule: in the appendix
     # ROIs, curves, motion, and the maps' three overlays when the maps ran.
     n_map_figures = 3 if a.maps is not None else 0
     assert html.count("data:image/png;base64,") == 3 + n_map_figures

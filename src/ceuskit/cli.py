@@ -434,8 +434,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(line)
     # As written (building the document again would redo findings and assessment).
     assessment = json.loads(paths["results"].read_text(encoding="utf-8"))["assessment"]
+    from ceuskit.clinical.rules import reason_groups
+
+    n_reasons = len(reason_groups(assessment["red_flags"]))
     print(f"  with the index case's clinical picture: level of suspicion of a venous neoplasm "
-          f"{assessment['level']}, {len(assessment['red_flags'])} red flags")
+          f"{assessment['level']}, {n_reasons} reason{'' if n_reasons == 1 else 's'} "
+          "(the CEUS findings count as one)")
     print(DISCLAIMER)
     _print_outputs(analysis, paths)
     return 0

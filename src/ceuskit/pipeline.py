@@ -240,6 +240,9 @@ class Analysis:
     case: ClinicalCase | None = None
     #: Whether a contrast bolus was seen anywhere (`ceuskit.enhancement.contrast_bolus_seen`).
     bolus: dict[str, Any] = field(default_factory=dict)
+    #: The frame the ROIs are drawn on when motion compensation ran (the motion reference
+    #: frame): (index, contrast panel, B-mode panel or None); None without motion compensation.
+    roi_frame: tuple[int, NDArray[np.float32], NDArray[np.float32] | None] | None = None
 
     @property
     def reference(self) -> RoiResult | None:
@@ -1041,10 +1044,15 @@ def analyze_cine(
     contrast_frame = np.array(cine.frames[peak][panels.contrast.slices])
     bmode_frame = (np.array(cine.frames[peak][panels.bmode.slices])
                    if panels.bmode is not None else None)
+    roi_frame: tuple[int, NDArray[np.float32], NDArray[np.float32] | None] | None = None
     if motion is not None:
         # Shown under the ROIs, which are drawn in the reference frame's coordinates.
         contrast_frame = warp_frame(contrast_frame, motion, peak)
         bmode_frame = warp_frame(bmode_frame, motion, peak) if bmode_frame is not None else None
+        # The frame the ROIs are drawn on: the motion reference frame, as recorded.
+        ref = int(motion.reference_index)
+        roi_frame = (ref, np.array(cine.frames[ref][panels.contrast.slices]),
+                     np.array(cine.frames[ref][panels.bmode.slices]) if panels.bmode is not None else None)
     return Analysis(
         source_name=source_name,
         cine_meta=dict(cine.meta),
@@ -1060,6 +1068,7 @@ def analyze_cine(
         maps=map_study,
         case=case,
         bolus=bolus,
+        roi_frame=roi_frame,
     )
 
 

@@ -122,7 +122,8 @@ def test_report_html_has_the_maps_section(with_maps):
     assert "Necrosis" in section and "threshold 0.25" in section and "heterogeneous" in section
     nf = next(r for r in analysis.rois if r.roi.role == "lesion").necrosis["necrosis_fraction"]
     assert f"{100 * nf:.1f} %" in section
-    assert "single imaging plane" in section and "Student" in section  # plane and test stated
+    assert "single imaging plane" in section  # the plane is stated; the pixel test's rule ...
+    assert "Student" in html.partition('<section id="appendix"')[2]  # ... is in the appendix
     assert "Dynamic vascular pattern" in section and "unipolar +" in section
     assert "not a diagnosis" in html
 
@@ -247,31 +248,24 @@ def test_pdf_fetches_nothing_but_data_urls():
     assert pdf[:5] == b"%PDF-"
 
 
-def test_assessment_slot_follows_the_study_section(with_maps, monkeypatch):
-    """The report includes _assessment.html after the study table, with its three variables."""
-    from jinja2 import ChoiceLoader, DictLoader
-
+def test_report_reads_answer_first_then_lesion_findings_details(with_maps):
+    """The report's sections in reading order; an explicit assessment replaces the document's."""
     from ceuskit.report import html as html_module
 
-    stub = ('<section id="stub-assessment">{{ summary }}|{{ assessment.level }}|'
-            '{{ findings.wash_in }}</section>')
-    env = html_module._env
-    # A fresh cache, so that neither this stub nor the real template leaks between tests.
-    monkeypatch.setattr(env, "cache", {})
-    monkeypatch.setattr(env, "loader", ChoiceLoader([DictLoader({"_assessment.html": stub}), env.loader]))
     analysis = with_maps[0]
     results = analysis.results()
-    assert results["assessment"]["level"] in ("high", "intermediate", "low")
-    # By default the section shows results.json's own assessment ...
-    assert f"|{results['assessment']['level']}|" in html_module.render_html(analysis, results)
-    # ... and a document without one gets no section.
+    page = html_module.render_html(analysis, results)
+    order = [page.index(f'<section id="{s}"') for s in
+             ("answer", "lesion", "findings", "clinical", "details", "technical", "appendix")]
+    assert order == sorted(order)
+    assert results["assessment"]["level"].upper() in page
+    # A document without an assessment has no answer box and no clinical sections.
     bare = {k: v for k, v in results.items() if k not in ("assessment", "findings")}
-    assert "stub-assessment" not in html_module.render_html(analysis, bare)
-    page = html_module.render_html(analysis, assessment={"level": "high"},
-                                   findings={"wash_in": "rapid"}, summary="A summary.")
-    assert '<section id="stub-assessment">A summary.|high|rapid</section>' in page
-    study = page.index("<h2>Study</h2>")
-    assert study < page.index("stub-assessment") < page.index("<h2>Regions of interest</h2>")
+    plain = html_module.render_html(analysis, bare)
+    assert 'id="answer"' not in plain and 'id="clinical"' not in plain and 'id="lesion"' in plain
+    forced = dict(results["assessment"], level="indeterminate")
+    assert "Suspicion of a venous neoplasm: INDETERMINATE" in html_module.render_html(
+        analysis, results, assessment=forced, findings=results["findings"])
 
 
 def test_report_states_the_enhancement_verdict_and_its_margins(with_maps):
@@ -284,7 +278,7 @@ def test_report_states_the_enhancement_verdict_and_its_margins(with_maps):
     assert "Contrast bolus seen: yes" in html
     assert "Margin of the enhancement verdict" in html and "core margin px" in html
     assert f"{CORE_MARGIN_PX:g} px" in html or f"{CORE_MARGIN_PX:.0f} px" in html
-    assert "Enhancement degree (viable part)" in html and "Enhancement degree (whole ROI)" in html
+    assert "Enhancement degree (enhancing part)" in html and "Enhancement degree (whole ROI)" in html
 
 
 def test_report_gives_the_reason_a_finding_cannot_be_assessed(tmp_path):

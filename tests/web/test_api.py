@@ -414,6 +414,19 @@ def test_analysis_runs_and_failed_rerun_keeps_the_last_results(make_client: AppF
     assert report.status_code == 200 and "attachment" in report.headers["content-disposition"]
     for png in (f for f in first["files"] if f.endswith(".png")):
         assert client.get(f"/api/analyses/{first['id']}/files/{png}").content[:4] == b"\x89PNG"
+    # The results as the report presents them: one fragment, in the report's order, same sentences.
+    fragment = client.get(f"/api/analyses/{first['id']}/report-content")
+    assert fragment.status_code == 200 and fragment.headers["content-type"].startswith("text/html")
+    body = fragment.text
+    assert body.index('id="answer"') < body.index('id="tic-plot"') < body.index('id="findings"') \
+        < body.index('id="details"') < body.index('id="appendix"')
+    from ceuskit.report.content import report_content
+
+    page = " ".join(report.text.split())
+    for line in report_content(results)["answer"]:
+        escaped = line.replace("'", "&#39;")
+        assert escaped in body and escaped in page, line
+    assert client.get(f"/api/analyses/{'0' * 32}/report-content").status_code == 404
 
     # A panel that leaves the ROIs outside: the settings are accepted, the analysis fails...
     assert client.put(f"/api/studies/{sid}/settings", json={"panel": [8, 16, 100, 100]}).status_code == 200

@@ -123,6 +123,11 @@ def _study_rois(server: Server, sid: str) -> list[dict[str, Any]]:
     return rois
 
 
+def sid_analysis(server: Server, sid: str) -> str:
+    analysis_id: str = httpx.get(f"{server.url}/api/studies/{sid}").json()["current_analysis"]["id"]
+    return analysis_id
+
+
 def test_end_to_end_demo_draw_analyse_read(server: Server, page: Any) -> None:
     page.goto(server.url + "/")
     page.uncheck("#demo-with-rois")
@@ -179,7 +184,20 @@ def test_end_to_end_demo_draw_analyse_read(server: Server, page: Any) -> None:
     results = httpx.get(f"{server.url}/api/studies/{sid}/results").json()
     if "assessment" in results:
         level = results["assessment"]["level"]
-        assert level in page.locator("#assessment-level").inner_text()
+        headline = page.locator("#assessment-level").inner_text()
+        assert f"Suspicion of a venous neoplasm: {level.upper()}" in headline
+        # The results read like the report: answer, curves and key numbers, findings, then details.
+        tops = page.evaluate("""['#answer', '#tic-plot', '#key-numbers', '#findings', '#details',
+                                 '#technical', '#appendix'].map(
+                                   (s) => document.querySelector(s).getBoundingClientRect().top)""")
+        assert tops[0] < tops[1] and tops[2] < tops[3] < tops[4] < tops[5] < tops[6], tops
+        answer_lines = page.locator("#answer p.answer-line").all_inner_texts()
+        assert 1 <= len(answer_lines) <= 5
+        # The same sentences as the report the analysis wrote.
+        report_url = f"{server.url}/api/analyses/{sid_analysis(server, sid)}/files/report.html"
+        report_html = httpx.get(report_url).text
+        for line in answer_lines:
+            assert line.strip() in " ".join(report_html.replace("&#39;", "'").split()), line
     analysis = httpx.get(f"{server.url}/api/studies/{sid}").json()["current_analysis"]
     map_pngs = [f for f in analysis["files"] if f.startswith("maps/") and f.endswith(".png")]
     assert page.locator("#maps img").count() == len(map_pngs)
@@ -187,6 +205,15 @@ def test_end_to_end_demo_draw_analyse_read(server: Server, page: Any) -> None:
         first = page.locator("#maps img").first
         first.scroll_into_view_if_needed()
         page.wait_for_function("document.querySelector('#maps img').naturalWidth > 0")
+        # A click enlarges the map in a dialog; Close puts it away.
+        first.click()
+        page.wait_for_selector("#map-dialog[open]")
+        page.wait_for_function("document.getElementById('map-dialog-img').naturalWidth > 0")
+        shown = page.evaluate("document.getElementById('map-dialog-img').getBoundingClientRect().width")
+        small = page.evaluate("document.querySelector('#maps img').getBoundingClientRect().width")
+        assert shown > small, (shown, small)
+        page.click("#map-dialog-close")
+        page.wait_for_selector("#map-dialog:not([open])", state="attached")
     links = page.locator("#downloads a.download").all_inner_texts()
     assert {"report.html", "results.json", "rois.json"} <= set(links)
     assert "decision support" in page.locator("#results-disclaimer").inner_text()

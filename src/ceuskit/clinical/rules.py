@@ -75,6 +75,7 @@ from typing import Any
 from ceuskit import DISCLAIMER
 from ceuskit.clinical.case import ILIAC_SITES, ClinicalCase
 from ceuskit.clinical.scores import WELLS_ITEMS, d_dimer_assessment, wells_score, wells_two_level
+from ceuskit.fmt import fmt_days
 
 _WELLS_WORDING = {item: text for item, _, text in WELLS_ITEMS}
 
@@ -189,6 +190,7 @@ _SHORT = {
 }
 _RULES = tuple(replace(r, short=_SHORT[r.id]) for r in _RULES)
 RED_FLAG_RULES: dict[str, FlagRule] = {r.id: r for r in _RULES}
+_KINETIC_IDS = frozenset(r.id for r in _RULES if r.kinetic)
 #: Flags that make "unchanged on anticoagulation" count as refractory (a mass or an atypical feature).
 ATYPICAL_FLAGS = frozenset({"us-extraluminal-mass", "us-vein-expansion", "us-heterogeneous-mass",
                             "us-arterial-waveform", "ceus-enhancement"})
@@ -202,7 +204,7 @@ ATYPICAL_FLAGS = frozenset({"us-extraluminal-mass", "us-vein-expansion", "us-het
 LEVEL_TABLE: tuple[tuple[str, str, str], ...] = (
     ("enhancing-with-kinetics", "high",
      "CEUS enhancement with a malignant kinetic pattern ({kinetic})"),
-    ("enhancing-plus-flag", "high", "CEUS enhancement plus {further} further red flag(s)"),
+    ("enhancing-plus-flag", "high", "CEUS enhancement plus further red flags: {further}"),
     ("avena", "high", "{n_avena} of 5 items of the peripheral A-VENA adaptation (proposed): {avena}"),
     ("enhancing", "intermediate",
      "CEUS enhancement of the intraluminal material without a further red flag"),
@@ -258,21 +260,27 @@ def _level_conditions(flags: list[FlagRule], ceus_non_enhancing: bool,
         "enhancing-with-kinetics": when(enhancing and bool(kinetic),
                                         kinetic=", ".join(f.short for f in kinetic)),
         "enhancing-plus-flag": when(enhancing and bool(other or ceus_other),
-                                    further=len(other) + len(ceus_other)),
+                                    further=", ".join(f.short for f in ceus_other + other)),
         "avena": when(len(avena) >= AVENA_THRESHOLD, n_avena=len(avena), avena=", ".join(avena)),
         "enhancing": when(enhancing),
         "mass-outside-lumen": when("us-extraluminal-mass" in ids),
         "two-strong-flags": when(len(strong) >= 2, n_strong=len(strong),
                                  strong=", ".join(f.short for f in strong)),
         "two-flags-without-ceus": when(not ceus_non_enhancing and len(other) >= 2, n_other=len(other)),
-        "non-enhancing": when(negative, fewer=(f"; {len(other)} clinical/ultrasound flag(s), fewer than 2 "
-                                               "strong ones and no mass" if other else "")),
+        "non-enhancing": when(negative, fewer=(f"; {_count(len(other), 'clinical/ultrasound red flag')}, "
+                                               "fewer than 2 strong ones and no mass" if other else "")),
         "benign-clinical-picture": when(not flags and bool(bland_support), support="; ".join(bland_support)),
-        "too-little-known": when(True, only=(f" (only {len(other)} red flag(s) and no assessable CEUS)"
+        "too-little-known": when(True, only=(f" (only {_count(len(other), 'red flag')} and no assessable "
+                                             "CEUS)"
                                              if other else " (no red flag among the inputs, but no "
                                              "assessable CEUS and no clinical picture that supports a bland "
                                              "thrombus)")),
     }
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 red flag``, ``2 red flags``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def combine_flags(flag_ids: Collection[str], ceus_non_enhancing: bool = False,
@@ -344,11 +352,7 @@ def _evidence_text(findings: Mapping[str, Any] | None, key: str, fallback: str) 
 
 
 def _fmt_days(days: float) -> str:
-    if days >= 365:
-        return f"{days / 365:.3g} years"
-    if days >= 60:
-        return f"{days / 30.4:.3g} months"
-    return f"{days:g} days"
+    return fmt_days(days)
 
 
 @dataclass
@@ -980,6 +984,76 @@ def _ceus_sentence(findings: Mapping[str, Any] | None) -> str:
     return text + "."
 
 
+def _lower_first(text: str) -> str:
+    """A name inside a sentence: ``Primary venous ...`` -> ``primary venous ...``.
+
+    Acronyms (``CEUS``) and eponyms (``Baker cyst``, ``May-Thurner syndrome``) keep their capitals.
+    """
+    first = text.split(" ", 1)[0]
+    if (len(text) > 1 and text[:2].isupper()) or first in _EPONYMS:
+        return text
+    return text[:1].lower() + text[1:]
+
+
+#: First words of differential names that are proper names.
+_EPONYMS = frozenset({"Baker", "May-Thurner"})
+
+
+def reason_groups(red_flags: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The red flags as reasons a reader counts: every CEUS flag of one examination is one reason.
+
+    The rules raise one flag per CEUS descriptor (enhancement, then the kinetic
+    pattern and necrosis it qualifies); they all come from one test of one
+    lesion, so they are presented as one reason, the enhancement qualified by
+    its pattern.  Every other flag is a reason of its own.  The level does not
+    change: `combine_flags` still weighs each flag.
+
+    Parameters
+    ----------
+    red_flags : list of mapping
+        ``assessment["red_flags"]`` (id, text, short, evidence, source, category).
+
+    Returns
+    -------
+    list of dict
+        ``ids``, ``category``, ``short`` (a few words), ``text`` (a sentence),
+        ``evidence`` (one per flag) and ``sources`` (unique, in order).
+    """
+    ceus = [f for f in red_flags if f.get("category") == "ceus"]
+    groups: list[dict[str, Any]] = []
+    if ceus:
+        qualifiers = [str(f.get("short") or f["id"]) for f in ceus if f["id"] != "ceus-enhancement"]
+        enhancing = any(f["id"] == "ceus-enhancement" for f in ceus)
+        kinetic = [f for f in ceus if f["id"] in _KINETIC_IDS]
+        tail = (qualifiers[0] if len(qualifiers) == 1
+                else ", ".join(qualifiers[:-1]) + " and " + qualifiers[-1]) if qualifiers else ""
+        if not enhancing:
+            short = "CEUS: " + tail
+        elif kinetic:
+            short = "CEUS enhancement with a malignant pattern"
+        else:
+            short = "CEUS enhancement" + (f" with {tail}" if tail else "")
+        sources: list[str] = []
+        for f in ceus:
+            source = str(f.get("source") or "")
+            # One reference cited for several descriptors ("...; extrapolated) (mosaic = ...)") once.
+            cited = source.split(") (")[0] + (")" if ") (" in source else "")
+            if cited and cited not in sources:
+                sources.append(cited)
+        groups.append({"ids": [f["id"] for f in ceus], "category": "ceus", "short": short,
+                       "text": "The intraluminal material enhances on CEUS (tumour in vein, not bland "
+                               "thrombus)" + (f", with {tail}" if qualifiers else "") + ".",
+                       "evidence": [str(f.get("evidence") or "") for f in ceus], "sources": sources})
+    for f in red_flags:
+        if f.get("category") == "ceus":
+            continue
+        groups.append({"ids": [f["id"]], "category": f.get("category"),
+                       "short": str(f.get("short") or f["id"]), "text": str(f.get("text") or f["id"]),
+                       "evidence": [str(f.get("evidence") or "")],
+                       "sources": [str(f.get("source") or "")]})
+    return groups
+
+
 def summary_paragraph(findings: Mapping[str, Any] | None, assessment: Mapping[str, Any]) -> str:
     """One paragraph for the top of the report: what was found, the level, why, the disclaimer.
 
@@ -998,15 +1072,15 @@ def summary_paragraph(findings: Mapping[str, Any] | None, assessment: Mapping[st
     level = assessment["level"]
     reasons = "; ".join(assessment.get("reasons") or [])
     parts.append(f"Suspicion of a venous neoplasm: {level.upper()}, because {reasons}.")
-    flags = assessment.get("red_flags") or []
-    if flags:
-        names = ", ".join(fl.get("short") or fl["id"] for fl in flags)
-        parts.append(f"Red flags ({len(flags)}): {names}.")
+    groups = reason_groups(assessment.get("red_flags") or [])
+    if groups:
+        names = "; ".join(g["short"] for g in groups)
+        parts.append(f"Reasons ({len(groups)}, the CEUS findings counted as one): {names}.")
     ddx = assessment.get("differential") or []
     if ddx and assessment.get("inputs_used"):
-        parts.append("Leading considerations: " + ", ".join(d["name"] for d in ddx[:2]) + ".")
+        parts.append("Leading considerations: " + "; ".join(_lower_first(d["name"]) for d in ddx[:2]) + ".")
     recs = assessment.get("recommendations") or []
     if recs:
-        parts.append("Suggested next step: " + recs[0]["text"].split(":")[0].rstrip(".") + ".")
+        parts.append("Suggested next step: " + _lower_first(recs[0]["text"].split(":")[0].rstrip(".")) + ".")
     parts.append(str(assessment.get("disclaimer") or DISCLAIMER))
     return " ".join(" ".join(parts).split())

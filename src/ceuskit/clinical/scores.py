@@ -95,11 +95,12 @@ def wells_score(case: ClinicalCase | None) -> dict[str, Any]:
     prevalence = {"low": "~5 % DVT prevalence", "moderate": "~17 % DVT prevalence",
                   "high": "~53 % DVT prevalence"}
     if determined:
-        display = (f"{points} points: {three} ({prevalence[three]}); DVT {wells_two_level(points)}"
-                   + (f" (whatever the {len(missing)} missing item(s))" if missing else ""))
+        display = (f"{_points(points)}: {three} ({prevalence[three]}); DVT {wells_two_level(points)}"
+                   + (f" (whatever the {len(missing)} missing item{'' if len(missing) == 1 else 's'})"
+                      if missing else ""))
     else:
         display = (f"category undetermined: {len(WELLS_ITEMS) - len(missing)} of {len(WELLS_ITEMS)} items "
-                   f"given ({points} points); the missing items allow {lo} to {hi} points "
+                   f"given ({_points(points)}); the missing items allow {lo} to {hi} points "
                    f"({wells_three_level(lo)} to {wells_three_level(hi)})")
     return {
         "points": points,
@@ -116,6 +117,10 @@ def wells_score(case: ClinicalCase | None) -> dict[str, Any]:
         "determined": determined,
         "source": WELLS_SOURCE,
     }
+
+
+def _points(n: int) -> str:
+    return f"{n} point" + ("" if n in (1, -1) else "s")
 
 
 def d_dimer_cutoff_ug_l_feu(age_years: float | None) -> tuple[float, str]:

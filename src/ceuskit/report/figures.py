@@ -37,25 +37,42 @@ def _show_panel(ax: Axes, image: np.ndarray, spacing: tuple[float, float] | None
         ax.set_ylabel("depth (mm)")
     else:
         extent = (-0.5, w - 0.5, h - 0.5, -0.5)
-        ax.set_xlabel("x (px)")
-        ax.set_ylabel("y (px)")
+        ax.set_xlabel("lateral (px)")
+        ax.set_ylabel("depth (px)")
     ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, interpolation="nearest")
     ax.set_title(title, fontsize=10)
     return scale
 
 
+def roi_frame(analysis: Analysis) -> tuple[int, np.ndarray, np.ndarray | None, str]:
+    """The frame the ROIs were drawn on: (index, contrast panel, B-mode panel, why this frame).
+
+    With motion compensation the ROIs live in the motion reference frame's
+    coordinates, so they are shown on that frame as recorded; without it the
+    ROI coordinates hold for every frame and the lesion's peak frame shows them
+    best.
+    """
+    if analysis.roi_frame is not None:
+        index, contrast, bmode = analysis.roi_frame
+        return index, contrast, bmode, ("the motion reference frame: motion compensation aligns every frame "
+                                        "to it, so the ROIs are drawn in its coordinates")
+    return (analysis.peak_frame_index, analysis.contrast_frame, analysis.bmode_frame,
+            "the lesion's peak; without motion compensation the ROIs hold for every frame")
+
+
 def roi_overlay_png(analysis: Analysis) -> bytes:
-    """The ROIs drawn on the contrast panel (and the B-mode panel) at the lesion's peak."""
-    has_b = analysis.bmode_frame is not None
+    """The ROIs drawn on the contrast panel (and the B-mode panel) of the frame they were drawn on
+    (`roi_frame`)."""
+    index, contrast, bmode, _why = roi_frame(analysis)
+    has_b = bmode is not None
     fig, axes = plt.subplots(1, 2 if has_b else 1, figsize=(10 if has_b else 5.5, 4.2), squeeze=False)
-    t_peak = float(analysis.times_s[analysis.peak_frame_index])
+    t_frame = float(analysis.times_s[index])
     spacing = analysis.panels.contrast.spacing_mm
-    _show_panel(axes[0, 0], analysis.contrast_frame, spacing,
-                f"contrast, frame {analysis.peak_frame_index} (t = {t_peak:.1f} s)")
+    _show_panel(axes[0, 0], contrast, spacing, f"contrast, frame {index} (t = {t_frame:.1f} s)")
     panels = [axes[0, 0]]
-    if has_b and analysis.bmode_frame is not None and analysis.panels.bmode is not None:
-        _show_panel(axes[0, 1], analysis.bmode_frame, analysis.panels.bmode.spacing_mm or spacing,
-                    "B-mode, same frame")
+    if bmode is not None and analysis.panels.bmode is not None:
+        _show_panel(axes[0, 1], bmode, analysis.panels.bmode.spacing_mm or spacing,
+                    f"B-mode, frame {index}")
         panels.append(axes[0, 1])
     sy, sx = spacing if spacing is not None else (1.0, 1.0)
     for r in analysis.rois:
@@ -105,9 +122,9 @@ def tic_png(analysis: Analysis) -> bytes:
                     label=f"frames rejected by motion compensation ({int(rejected.sum())}), not fitted")
     ax_lin.set_xlabel("time (s)")
     ax_lin.set_ylabel("mean linear echo power (a.u.)")
-    ax_lin.set_title("time-intensity curves (linear)", fontsize=10)
+    ax_lin.set_title("time-intensity curves (linear power)", fontsize=10)
     ax_db.set_xlabel("time (s)")
-    ax_db.set_ylabel("power (dB re display maximum)")
+    ax_db.set_ylabel("mean echo power (dB re display maximum)")
     ax_db.set_title("same curves in dB", fontsize=10)
     ax_lin.legend(fontsize=7, loc="upper right")
     for ax in (ax_lin, ax_db):

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ceuskit import DISCLAIMER
-from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
-from ceuskit.pipeline import ENHANCEMENT_TEST_TEXT, PERFUSION_KEYS, Analysis
-from ceuskit.report.figures import motion_png, roi_overlay_png, tic_png
+from ceuskit.fmt import fmt
+from ceuskit.pipeline import Analysis
+from ceuskit.report.content import PARAMETER_LABELS, report_content
+from ceuskit.report.figures import motion_png, roi_frame, roi_overlay_png, tic_png
 
-PARAMETER_LABELS = {
-    "arrival_time_s": "Arrival time (TI)",
-    "time_to_peak_s": "Time to peak (TTP)",
-    "rise_time_s": "Rise time (RT)",
-    "mean_transit_time_s": "Mean transit time from arrival (mTTl)",
-    "fall_time_s": "Fall time (FT)",
-    "peak_enhancement": "Peak enhancement (PE)",
-    "auc": "Area under the curve (AUC, acquisition)",
-    "wash_in_rate": "Wash-in rate (WiR)",
-    "wash_out_rate": "Wash-out rate (WoR)",
-    "wash_in_auc": "Wash-in AUC (WiAUC)",
-    "wash_out_auc": "Wash-out AUC (WoAUC)",
-    "wash_in_perfusion_index": "Wash-in perfusion index (WiPI)",
-    "qof": "Quality of fit (QOF)",
-}
+__all__ = ["PARAMETER_LABELS", "render_assessment_html", "render_content_html", "render_html",
+           "render_web_content"]
 
 _env = Environment(
     loader=PackageLoader("ceuskit.report", "templates"),
@@ -37,19 +26,9 @@ _env = Environment(
 )
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        a = abs(value)
-        if a != 0 and (a < 1e-3 or a >= 1e5):
-            return f"{value:.3e}"
-        return f"{value:.4g}"
-    return str(value)
+def _fmt(value: Any, unit: str | None = None, sig: int = 3) -> str:
+    """The report's one number format (`ceuskit.fmt.fmt`): significant figures, no exponent."""
+    return fmt(value, unit, sig)
 
 
 _env.filters["fmt"] = _fmt
@@ -95,6 +74,75 @@ def _maps_context(analysis: Analysis, results: dict[str, Any]) -> dict[str, Any]
             "dvp_classes": [*DVP_CLASSES, "not-available"] if has_dvp else None}
 
 
+def render_content_html(results: dict[str, Any], *, fig: dict[str, Any] | None = None,
+                        web: bool = False) -> str:
+    """The report's content (`ceuskit.report.content`) as one HTML fragment.
+
+    Parameters
+    ----------
+    results : dict
+        A results.json document.
+    fig : dict, optional
+        Figures: ``tic``, ``roi``, ``motion`` (PNG data URLs), ``roi_caption``,
+        ``maps`` (list of name, title, unit, caption, src and, on the web, href).
+    web : bool
+        The web app's results page: plotly draws the curves (and the motion)
+        into the fragment's ``#tic-plot`` / ``#motion-plot``; maps open large
+        on a click.
+
+    Returns
+    -------
+    str
+        The fragment (a ``<div class="cx-report">`` preceded by its styles).
+    """
+    content = report_content(results)
+    styles = _env.get_template("_content.css").render()
+    body = _env.get_template("_content.html").render(c=content, fig=fig or {"maps": []}, web=web)
+    return f"<style>\n{styles}</style>\n{body}"
+
+
+def render_web_content(results: dict[str, Any], files_url: str, files: list[str] | None = None) -> str:
+    """The web app's results section: the report's content for a stored analysis.
+
+    Parameters
+    ----------
+    results : dict
+        The analysis' results.json.
+    files_url : str
+        URL prefix of the analysis' files (``/api/analyses/<id>/files/``).
+    files : list of str, optional
+        The analysis' file names; the map overlays among them (``maps/*.png``)
+        are shown, the report's three first, each a link to the full-size image.
+
+    Returns
+    -------
+    str
+        `render_content_html` with ``web=True``: plotly draws the curves into
+        ``#tic-plot`` (and the motion, when it matters, into ``#motion-plot``).
+    """
+    from ceuskit.maps_io import TITLES
+    from ceuskit.report.figures import REPORT_MAPS
+
+    units = dict(_mapping(_mapping(results.get("maps")).get("units")))
+    pngs = [f for f in (files if files is not None else _mapping(results.get("maps")).get("files") or [])
+            if f.startswith("maps/") and f.endswith(".png")]
+    first = [f"maps/{n}.png" for n in REPORT_MAPS if f"maps/{n}.png" in pngs]
+    ordered = first + [f for f in pngs if f not in first]
+    maps = []
+    for f in ordered:
+        name = f.removeprefix("maps/").removesuffix(".png")
+        title = TITLES.get(name, name.replace("_", " "))
+        unit = units.get(name, "")
+        maps.append({"name": name, "title": title, "unit": unit if unit not in ("1", "") else "",
+                     "caption": "overlay over the frame the maps were drawn on; click to enlarge",
+                     "src": files_url + quote(f), "href": files_url + quote(f)})
+    return render_content_html(results, fig={"maps": maps}, web=True)
+
+
+def _mapping(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
 def render_html(
     analysis: Analysis,
     results: dict[str, Any] | None = None,
@@ -112,43 +160,56 @@ def render_html(
         The results.json document (built from `analysis` when omitted).
     findings, assessment : dict, optional
         The CEUS findings and the decision-support assessment; taken from
-        ``results`` (``findings`` / ``assessment``) when not given, and shown
-        right after the study section.
+        ``results`` (``findings`` / ``assessment``) when not given.
     summary : str, optional
-        A one-paragraph summary shown with the assessment (default: the
-        assessment's ``summary``).
+        Kept for callers of the older signature: the report now shows the
+        answer box and short sentences (`ceuskit.report.content`) instead of
+        one summary paragraph; a summary given here is stored as the
+        assessment's ``summary``.
 
     Returns
     -------
     str
-        One self-contained HTML page (the PDF is printed from it).
+        One self-contained HTML page (the PDF is printed from it): the
+        answer, the lesion's curves and key numbers, the findings in words,
+        the clinical picture, the details and an appendix of statistics
+        (`render_content_html`), with the figures embedded.
     """
-    results = results if results is not None else analysis.results()
-    if assessment is None:
-        assessment = results.get("assessment")
-        findings = findings if findings is not None else results.get("findings")
-    if summary is None and assessment is not None:
-        summary = assessment.get("summary")
-    units = {**DESCRIPTOR_UNITS, "qof": "0..1"}
-    rows = [{"key": k, "label": PARAMETER_LABELS[k], "unit": units.get(k, ""),
-             "cells": [r.perfusion.get(k) for r in analysis.rois]} for k in PERFUSION_KEYS]
+    results = dict(results if results is not None else analysis.results())
+    if assessment is not None:
+        results["assessment"] = {**assessment, **({"summary": summary} if summary else {})}
+        if findings is not None:
+            results["findings"] = findings
+    content = report_content(results)
+    index, _, _, why = roi_frame(analysis)
+    t_roi = float(analysis.times_s[index])
+    fig: dict[str, Any] = {
+        "tic": _b64(tic_png(analysis)),
+        "roi": _b64(roi_overlay_png(analysis)),
+        "roi_caption": (f"The ROIs on frame {index} (t = {fmt(t_roi, 's')}), the frame they were drawn on: "
+                        f"{why}."),
+        "motion": None,
+        "maps": [],
+    }
+    if content["motion"]["matters"]:
+        motion = motion_png(analysis)
+        fig["motion"] = _b64(motion) if motion is not None else None
+    maps = _maps_context(analysis, results)
+    if maps is not None:
+        fig["maps"] = maps["figures"]
     template = _env.get_template("report.html")
-    motion = motion_png(analysis)
     return template.render(
         a=analysis,
         res=results,
+        content=render_content_html_from(content, fig),
         disclaimer=DISCLAIMER,
-        enhancement_test=ENHANCEMENT_TEST_TEXT,
-        rows=rows,
-        roi_png=_b64(roi_overlay_png(analysis)),
-        tic_png=_b64(tic_png(analysis)),
-        motion_png=_b64(motion) if motion is not None else None,
-        maps=_maps_context(analysis, results),
-        findings=findings,
-        assessment=assessment,
-        summary=summary,
         disclaimer_css=_css_string("Decision support, not a diagnosis. " + DISCLAIMER),
     )
+
+
+def render_content_html_from(content: dict[str, Any], fig: dict[str, Any], *, web: bool = False) -> Markup:
+    """`render_content_html` for content already built (the report page's body)."""
+    return Markup(_env.get_template("_content.html").render(c=content, fig=fig, web=web))
 
 
 def render_assessment_html(document: dict[str, Any], *, source: str | None = None) -> str:

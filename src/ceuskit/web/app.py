@@ -620,6 +620,20 @@ def create_app(config: WebConfig) -> FastAPI:
             path = data_dir / row.result_dir / "results.json"
         return FileResponse(path, media_type="application/json")
 
+    @app.get("/api/analyses/{analysis_id}/report-content", tags=["analyses"], response_class=HTMLResponse,
+             summary="The analysis' results as the report presents them (an HTML fragment)")
+    def report_content(analysis_id: Id) -> Response:
+        from ceuskit.report.html import render_web_content
+
+        with store.session() as s:
+            row = s.get(AnalysisRow, analysis_id)
+            if row is None or row.status != DONE or not row.result_dir:
+                raise _error(404, "no finished analysis with this id")
+            base = data_dir / row.result_dir
+        results = json.loads((base / "results.json").read_text(encoding="utf-8"))
+        html = render_web_content(results, f"/api/analyses/{analysis_id}/files/", studies.result_files(base))
+        return HTMLResponse(html)
+
     @app.get("/api/analyses/{analysis_id}/files/{name:path}", tags=["analyses"],
              summary="A file of a finished analysis (results.json, report.html, report.pdf, "
                      "rois.json, maps/...)")

@@ -276,96 +276,38 @@
 
   // ------------------------------------------------------------ analysis and results
 
-  function describe(item) {
-    if (typeof item === "string") return item;
-    if (!item || typeof item !== "object") return String(item);
-    const text = item.text || item.name || item.label || item.diagnosis || item.message || JSON.stringify(item);
-    return text + (item.source ? " [" + item.source + "]" : "");
-  }
-
-  function list(items, cls) {
-    return ceus.el("ul", { class: cls || "" }, ...(items || []).map((x) => ceus.el("li", { text: describe(x) })));
-  }
-
-  function renderAssessment(a) {
-    const box = $("assessment");
-    box.replaceChildren();
-    if (!a) return;
-    box.append(
-      ceus.el("h3", { text: "Assessment" }),
-      ceus.el("p", { class: "level level-" + a.level, id: "assessment-level",
-        text: "Suspicion of a venous neoplasm: " + a.level }));
-    if (a.reasons && a.reasons.length) box.append(list(a.reasons));
-    if (a.red_flags && a.red_flags.length) {
-      box.append(ceus.el("h4", { text: "Red flags" }), ceus.el("ul", { id: "red-flags" },
-        ...a.red_flags.map((f) => ceus.el("li", { "data-id": f.id || "" },
-          ceus.el("strong", { text: f.text || f.id }),
-          f.evidence ? ceus.el("div", { class: "evidence", text: f.evidence }) : "",
-          f.source ? ceus.el("div", { class: "source", text: "Source: " + f.source }) : ""))));
-    }
-    if (a.differential && a.differential.length) {
-      box.append(ceus.el("h4", { text: "Differential" }), ceus.el("ol", { id: "differential" },
-        ...a.differential.map((d) => ceus.el("li", {}, ceus.el("span", { text: describe(d).replace(/ \[.*\]$/, "") }),
-          d.support && d.support.length ? ceus.el("div", { class: "evidence", text: "for: " + d.support.join("; ") }) : "",
-          d.against && d.against.length ? ceus.el("div", { class: "evidence", text: "against: " + d.against.join("; ") }) : "",
-          d.source ? ceus.el("div", { class: "source", text: "Source: " + d.source }) : ""))));
-    }
-    if (a.recommendations && a.recommendations.length) {
-      box.append(ceus.el("h4", { text: "Suggested next steps" }), ceus.el("ul", { id: "recommendations" },
-        ...a.recommendations.map((r) => ceus.el("li", {}, ceus.el("span", { text: typeof r === "string" ? r : r.text }),
-          r.source ? ceus.el("div", { class: "source", text: "Source: " + r.source }) : ""))));
-    }
-    if (a.missing && a.missing.length) box.append(ceus.el("h4", { text: "Not known (would sharpen the assessment)" }), list(a.missing, "missing"));
-    if (a.disclaimer) box.append(ceus.el("p", { class: "disclaimer", text: a.disclaimer }));
-  }
-
-  // The contract's findings first, then the evidence behind each (text and source).
-  function renderFindings(f) {
-    const box = $("findings");
-    box.replaceChildren();
-    if (!f) return;
-    const wo = f.wash_out || {};
-    const rows = [
-      ["intraluminal enhancement", ceus.fmt(f.intraluminal_enhancement)], ["wash-in", ceus.fmt(f.wash_in)],
-      ["enhancement", ceus.fmt(f.enhancement)], ["homogeneity", ceus.fmt(f.homogeneity)],
-      ["wash-out", ceus.fmt(wo.present) + (wo.onset_s !== undefined && wo.onset_s !== null
-        ? " (from " + ceus.fmt(wo.onset_s) + " s, " + wo.timing + ")" : "")],
-      ["necrosis", f.necrosis_percent === undefined || f.necrosis_percent === null ? "n/a" : ceus.fmt(f.necrosis_percent, 3) + " %"],
+  // The results section is the report's own content (one partial, rendered by the server from the
+  // analysis' results.json); this page only adds the interactive plots and the enlarged maps.
+  async function renderMotion(results) {
+    const div = $("motion-plot");
+    const m = results.motion;
+    if (!div || !window.Plotly || !m || !m.dx_px) return;
+    const t = study.info.times_s;
+    const traces = [
+      { x: t, y: m.dx_px, name: "dx (lateral, +right)", mode: "lines", line: { color: "#1f77b4", width: 1 } },
+      { x: t, y: m.dy_px, name: "dy (depth, +down)", mode: "lines", line: { color: "#d62728", width: 1 } },
     ];
-    const table = ceus.el("table", { class: "kv", id: "findings-table" });
-    kvTable(table, rows);
-    box.append(ceus.el("h3", { text: "Findings" }), table);
-    const evidence = Object.values(f.evidence || {}).filter((e) => e && e.text);
-    if (evidence.length) {
-      box.append(ceus.el("ul", { class: "evidence-list" }, ...evidence.map((e) => ceus.el("li", {},
-        ceus.el("span", { text: e.text }), e.source ? ceus.el("div", { class: "source", text: "Source: " + e.source }) : ""))));
-    }
+    const layout = plotLayout("Estimated displacement relative to the reference frame");
+    layout.yaxis = { title: { text: "displacement (px)" } };
+    await Plotly.react(div, traces, layout, { responsive: true, displaylogo: false });
   }
 
-  function renderParams(results) {
-    const names = Object.keys(results.rois).sort((a, b) =>
-      (ROLE_ORDER[results.rois[a].role] ?? 9) - (ROLE_ORDER[results.rois[b].role] ?? 9));
-    const units = results.units || {};
-    const keys = [];
-    for (const n of names) for (const k of Object.keys(results.rois[n].perfusion || {})) if (!keys.includes(k)) keys.push(k);
-    const head = ceus.el("tr", {}, ceus.el("th", { text: "parameter" }), ceus.el("th", { text: "unit" }),
-      ...names.map((n) => ceus.el("th", { text: n + " (" + results.rois[n].role + ")" })));
-    const row = (label, unit, values, key) => ceus.el("tr", { "data-key": key }, ceus.el("th", { text: label }),
-      ceus.el("td", { class: "unit", text: unit }), ...values.map((v) => ceus.el("td", { class: "num", text: v })));
-    const body = [
-      row("enhancing", "", names.map((n) => ceus.fmt(results.rois[n].enhancing)), "enhancing"),
-      row("model", "", names.map((n) => results.rois[n].model), "model"),
-      row("area", "mm2", names.map((n) => ceus.fmt(results.rois[n].area_mm2)), "area_mm2"),
-      ...keys.map((k) => row(k.replace(/_s$/, "").replace(/_/g, " "), units[k] || "",
-        names.map((n) => ceus.fmt((results.rois[n].perfusion || {})[k])), k)),
-    ];
-    if (names.some((n) => results.rois[n].necrosis_fraction !== undefined && results.rois[n].necrosis_fraction !== null)) {
-      body.push(row("necrosis", "%", names.map((n) => {
-        const v = results.rois[n].necrosis_fraction;
-        return v === undefined || v === null ? "" : ceus.fmt(100 * v, 3);
-      }), "necrosis_percent"));
+  function enlargeMaps() {
+    const dialog = $("map-dialog");
+    for (const link of document.querySelectorAll("#report-content a.map-link")) {
+      link.addEventListener("click", (ev) => {
+        if (!dialog || typeof dialog.showModal !== "function") return; // the link opens the image
+        ev.preventDefault();
+        const img = link.querySelector("img");
+        $("map-dialog-img").src = link.href;
+        $("map-dialog-img").alt = img ? img.alt : "";
+        dialog.showModal();
+      });
     }
-    $("param-table").replaceChildren(ceus.el("thead", {}, head), ceus.el("tbody", {}, ...body));
+  }
+  if ($("map-dialog")) {
+    $("map-dialog-close").addEventListener("click", () => $("map-dialog").close());
+    $("map-dialog").addEventListener("click", (ev) => { if (ev.target === $("map-dialog")) $("map-dialog").close(); });
   }
 
   async function renderTic(results) {
@@ -390,16 +332,13 @@
     $("results").hidden = false;
     $("results-when").textContent = "Analysis " + analysis.id.slice(0, 8) + ", finished " +
       (analysis.finished || "").replace("T", " ").slice(0, 19) + " (UTC)";
-    renderAssessment(results.assessment);
-    renderParams(results);
-    renderFindings(results.findings);
+    const resp = await fetch("/api/analyses/" + analysis.id + "/report-content");
+    if (!resp.ok) throw new Error("the results could not be shown (" + resp.status + ")");
+    // Server-rendered with every value escaped (Jinja autoescape): the report's own markup.
+    $("report-content").innerHTML = await resp.text();
     await renderTic(results);
-    const maps = analysis.files.filter((f) => /\.png$/i.test(f) && f.includes("/"));
-    $("maps").replaceChildren(...(maps.length ? maps.map((f) => ceus.el("figure", { class: "map" },
-      ceus.el("img", { src: fileUrl(f), alt: f, loading: "lazy" }), ceus.el("figcaption", { text: f.split("/").pop() })))
-      : [ceus.el("p", { class: "hint", text: "No map overlays in this analysis." })]));
-    $("warnings").replaceChildren(...(results.warnings.length ? results.warnings.map((w) =>
-      ceus.el("li", { text: w.message + " (" + w.code + ")" })) : [ceus.el("li", { text: "none" })]));
+    await renderMotion(results);
+    enlargeMaps();
     const wanted = ["report.html", "report.pdf", "results.json", "rois.json"];
     $("downloads").replaceChildren(...wanted.filter((f) => analysis.files.includes(f)).map((f) =>
       ceus.el("li", {}, ceus.el("a", { href: fileUrl(f) + "?download=1", class: "download", text: f }),
