@@ -154,8 +154,8 @@ def derived_frame_index(analysis: Analysis) -> int:
     without it every frame shares the ROIs' coordinates and the lesion's
     peak frame is the one shown.
     """
-    if analysis.motion is not None:
-        return int(analysis.motion.reference_index)
+    if analysis.roi_frame is not None:  # the frame the report's ROI figure shows, too
+        return int(analysis.roi_frame[0])
     return int(analysis.peak_frame_index)
 
 
