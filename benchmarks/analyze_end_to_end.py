@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,7 @@ def run_load(cine: Path) -> dict[str, float]:
 
 def run_analyze(cine: Path, rois: Path, out: Path) -> dict[str, Any]:
     """``ceuskit analyze`` in a child process: wall time, stage split, results.json time."""
+    shutil.rmtree(out, ignore_errors=True)  # results.json must be this run's
     env = {**os.environ, "CEUSKIT_PROGRESS_TIMES": "1"}
     cmd = [sys.executable, "-m", "ceuskit.cli", "analyze", str(cine), "--roi", str(rois),
            "--out", str(out), "--overwrite"]
