@@ -692,7 +692,7 @@ def _tukey(m: int, alpha: float) -> FloatArray:
     if alpha >= 1:
         raise ValueError("alpha must be below 1")
     n = np.arange(0, m, dtype=np.float64)
-    width = int(math.floor(alpha * (m - 1) / 2.0))
+    width = math.floor(alpha * (m - 1) / 2.0)
     n1, n2, n3 = n[0:width + 1], n[width + 1:m - width - 1], n[m - width - 1:]
     w1 = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * n1 / alpha / (m - 1))))
     w3 = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * n3 / alpha / (m - 1))))
