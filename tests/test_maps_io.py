@@ -116,3 +116,62 @@ def test_cli_map_refuses_bad_options(tmp_path, study_files, capsys, args):
     rc = main(["map", str(cine), "--roi", str(rois), "--out", str(tmp_path / "m"), *args])
     assert rc == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_map_png_is_drawn_large_with_its_colour_scale_from_lesion_and_reference(mapped):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from ceuskit.maps_io import SCALE_PERCENTILES, render_map, scale_pixels
+
+    ph, res, rois = mapped
+    values = res.params["peak_enhancement"].copy()
+    # A bright "lumen" outside the lesion and reference: above the scale, so clipped.
+    outside = np.isfinite(values) & ~scale_pixels(rois, values.shape)
+    values[outside] = np.nanmax(values) * 10
+    image = render_map("peak_enhancement", values, res, rois, ph.frames[40].astype(np.float32),
+                       source_name="synthetic")
+    png = Image.open(BytesIO(image.png))
+    h, w = res.shape
+    assert png.width >= 3 * w and png.height >= 3 * h  # enlarged to be read alone
+    scale = image.scale
+    inside = values[scale_pixels(rois, values.shape) & np.isfinite(values)]
+    lo, hi = np.percentile(inside, SCALE_PERCENTILES)
+    assert scale["kind"] == "continuous" and scale["colour_map"] == "magma"
+    assert (scale["min"], scale["max"]) == pytest.approx((lo, hi))
+    assert "lesion and reference ROIs" in scale["basis"]
+    assert scale["pixels_above_max"] >= int(outside.sum())
+    assert "clipped at" in scale["statement"]
+
+
+def test_categorical_map_png_has_a_legend(mapped):
+    from ceuskit.maps_io import NECROSIS_COLOURS, render_map
+
+    _ph, res, rois = mapped
+    image = render_map("necrosis", res.necrosis.astype(np.uint8), res, rois, None)
+    assert image.scale == {"kind": "categorical",
+                           "legend": {"enhancing": NECROSIS_COLOURS[0],
+                                      "non-enhancing": NECROSIS_COLOURS[1]}}
+    assert image.png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_maps_json_records_each_png_colour_scale(tmp_path, mapped):
+    from ceuskit.maps_io import planned_files
+
+    ph, res, rois = mapped
+    paths = write_map_outputs(tmp_path, res, rois, background=ph.frames[40].astype(np.float32))
+    assert sorted(paths) == sorted(planned_files(res))
+    doc = json.loads((tmp_path / "maps.json").read_text())
+    pe = doc["files"]["maps"]["peak_enhancement"]["png_colours"]
+    assert pe["kind"] == "continuous" and pe["max"] > pe["min"]
+    assert doc["files"]["maps"]["dvp_class"]["png_colours"]["kind"] == "categorical"
+    no_png = write_map_outputs(tmp_path / "nopng", res, rois, png=False)
+    assert sorted(no_png) == sorted(planned_files(res, png=False))
+
+
+def test_map_image_axes_and_ticks():
+    from ceuskit.map_image import nice_ticks
+
+    assert nice_ticks(-0.1, 51.1) == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    assert nice_ticks(0.0023, 0.146) == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.125])

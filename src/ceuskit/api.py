@@ -65,9 +65,14 @@ def analyze_to_dir(
     """Analyse a cine and write results.json, report.html, report.pdf and maps/ into a directory.
 
     The directory is checked before any work (writable; no earlier results
-    unless ``overwrite``).  results.json, the HTML and the PDF are rendered
-    in memory first, and every file is written under a temporary name and
-    renamed, so a failure leaves no half-written file.  ``maps/`` holds the
+    unless ``overwrite``).  results.json is written as soon as the numbers
+    are ready, then report.html, maps/ and report.pdf (the slowest); a step
+    that adds to results.json afterwards (the ``pdf-not-written`` warning
+    of a PDF engine that fails while printing, the ``dicom`` entry) writes
+    it again.  Every file is written under a temporary name and renamed, so
+    a failure leaves no half-written file, and each file is complete when
+    it appears.  The figures and map images are rendered once and shared by
+    the HTML, the PDF and maps/.  ``maps/`` holds the
     parametric maps (`ceuskit.maps_io`: NPY, NIfTI, PNG overlays, maps.json)
     when they were computed (``options.maps`` and a lesion ROI).
 
@@ -131,36 +136,64 @@ def analyze_to_dir(
             "segmentation of the ROIs only (and the SR of their measurements): no necrosis segment and "
             "no Parametric Maps; run without "
             "--no-maps, with a lesion ROI, for those")])
-    say("writing the report")
+    maps_entry: dict[str, Any] = {}
+    if analysis.maps is not None:
+        from ceuskit.maps_io import planned_files
+
+        # Known before anything is written, so that results.json can go first.
+        maps_entry = {"directory": MAPS_DIR,
+                      "files": sorted(f"{MAPS_DIR}/{name}"
+                                      for name in planned_files(analysis.maps.result))}
+
+    def results_of(a: Analysis) -> dict[str, Any]:
+        doc = a.results()
+        doc["maps"].update(maps_entry)
+        return doc
+
+    results = results_of(analysis)
+    make_out_dir(out)
+    paths: dict[str, Path] = {}
+    # results.json first (the numbers are ready); the web app shows it while
+    # the report, the maps and the PDF are still being written.
+    say("writing results.json")
+    paths["results"] = write_json_atomic(out / "results.json", results)
+    written_results = results
+    # Loading WeasyPrint takes a while: after results.json, before the HTML
+    # (which repeats the warning when there can be no PDF).
     pdf_problem = pdf_unavailable_reason() if pdf else None
     if pdf_problem is not None:
         analysis = _with_pdf_warning(analysis, pdf_problem)
-    results = analysis.results()
+        results = results_of(analysis)
+    map_images = None
+    if analysis.maps is not None:
+        from ceuskit.report.figures import map_images as render_map_images
+
+        say("drawing the parametric maps")
+        # One rendering for report.html, report.pdf and maps/.
+        map_images = render_map_images(analysis.maps, analysis.source_name)
+    say("writing the report")
     html = render_html(analysis, results)
-    pdf_bytes = None
-    if pdf and pdf_problem is None:
-        try:
-            pdf_bytes = render_pdf(html)
-        except PdfUnavailableError as exc:
-            # The warning belongs in results.json and the HTML report too.
-            analysis = _with_pdf_warning(analysis, str(exc))
-            results = analysis.results()
-            html = render_html(analysis, results)
-    make_out_dir(out)
-    paths: dict[str, Path] = {}
+    paths["report"] = write_text_atomic(out / "report.html", html)
     if analysis.maps is not None:
         from ceuskit.maps_io import write_map_outputs
 
         say("writing the parametric maps")
         study = analysis.maps
-        written = write_map_outputs(
+        write_map_outputs(
             out / MAPS_DIR, study.result, study.rois, background=study.background,
             background_label=study.background_label, display_max=study.display_max,
             source_name=analysis.source_name,
-            provenance=map_provenance(study, analysis.options))
-        results["maps"]["directory"] = MAPS_DIR
-        results["maps"]["files"] = sorted(f"{MAPS_DIR}/{name}" for name in written)
+            provenance=map_provenance(study, analysis.options), images=map_images)
         paths["maps"] = out / MAPS_DIR
+    if pdf and pdf_problem is None:
+        say("printing the PDF report")
+        try:
+            paths["pdf"] = write_bytes_atomic(out / "report.pdf", render_pdf(html))
+        except PdfUnavailableError as exc:
+            # The warning belongs in results.json and the HTML report too.
+            analysis = _with_pdf_warning(analysis, str(exc))
+            results = results_of(analysis)
+            paths["report"] = write_text_atomic(out / "report.html", render_html(analysis, results))
     if dicom:
         from ceuskit.io.dicom_derived import write_dicom_derived
 
@@ -177,10 +210,8 @@ def analyze_to_dir(
                                 subject=fhir_subject)
         make_out_dir(out / FHIR_DIR)
         paths["fhir"] = write_json_atomic(out / FHIR_FILE, bundle)
-    paths["results"] = write_json_atomic(out / "results.json", results)
-    paths["report"] = write_text_atomic(out / "report.html", html)
-    if pdf_bytes is not None:
-        paths["pdf"] = write_bytes_atomic(out / "report.pdf", pdf_bytes)
+    if results is not written_results or "dicom" in results:
+        paths["results"] = write_json_atomic(out / "results.json", results)
     # The set is replaced as a whole: nothing of an earlier run stays beside it.
     remove_stale(out, result_set, [p.relative_to(out).parts[0] for p in paths.values()])
     return analysis, paths

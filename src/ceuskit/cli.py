@@ -29,12 +29,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ceuskit: {message} (see '{self.prog} --help')\n")
 
 
+#: Environment variable: "1" prints every progress message, even off a terminal,
+#: with its wall-clock time (``ceuskit: [UNIX SECONDS] message ...``); the
+#: stage split of ``benchmarks/analyze_end_to_end.py`` is read from it.
+PROGRESS_TIMES_ENV = "CEUSKIT_PROGRESS_TIMES"
+
+
 def _progress(quiet: bool) -> Callable[[str], None] | None:
-    if quiet or not sys.stderr.isatty():
+    stamped = os.environ.get(PROGRESS_TIMES_ENV) == "1"
+    if quiet or not (stamped or sys.stderr.isatty()):
         return None
 
     def say(message: str) -> None:
-        print(f"ceuskit: {message} ...", file=sys.stderr, flush=True)
+        if stamped:
+            import time
+
+            print(f"ceuskit: [{time.time():.3f}] {message} ...", file=sys.stderr, flush=True)
+        else:
+            print(f"ceuskit: {message} ...", file=sys.stderr, flush=True)
 
     return say
 

@@ -11,11 +11,16 @@ the necrosis mask and the DVP class) `write_map_outputs` writes:
   panel's top-left pixel), units "mm" in the header;
 - ``<name>.png``: the map over the grey frame at the lesion's peak
   (B-mode when the cine has a B-mode panel of the same size, else the
-  contrast panel), with a colour bar with units, the ROI outlines and
-  names, and mm axes when the spacing is known.
+  contrast panel), enlarged, with a colour bar with units (or a legend),
+  the ROI outlines and names, and mm axes ("lateral" / "depth") when the
+  spacing is known; drawn from the arrays (`render_map`, no figure
+  library).  A continuous map's colour scale comes from the lesion and
+  reference ROIs; pixels beyond it (typically the vessel lumen) are clipped
+  to the end colours, and the image says so.
 
 ``maps.json`` holds `MapResult.summary` (rules, windows, per-ROI necrosis,
-heterogeneity and DVP figures), the file list and provenance;
+heterogeneity and DVP figures), the file list (with each PNG's colour scale
+or legend, ``png_colours``) and provenance;
 ``dvp_curves.npy`` (block curves x frames, a.u.) and ``segments.npy``
 (each pixel's row in it) hold the DVP signal.  Every file is written
 atomically (`ceuskit.outputs.atomic_path`).
@@ -25,8 +30,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,16 @@ EXTRA_FILES = ("maps.json", "segments.npy", "dvp_curves.npy")
 def output_names(names: Sequence[str] = MAP_NAMES) -> list[str]:
     """Every file name `write_map_outputs` may write (for `check_out_dir`)."""
     return [f"{n}.{ext}" for n in names for ext in ("npy", "nii.gz", "png")] + list(EXTRA_FILES)
+
+
+def planned_files(result: MapResult, *, png: bool = True) -> list[str]:
+    """The names of the files `write_map_outputs` writes for `result` (known before writing)."""
+    exts = ("npy", "nii.gz", "png") if png else ("npy", "nii.gz")
+    names = [f"{n}.{ext}" for n in map_arrays(result) for ext in exts]
+    names.append("segments.npy")
+    if result.dvp_curves is not None:
+        names.append("dvp_curves.npy")
+    return [*names, "maps.json"]
 
 
 def map_arrays(result: MapResult) -> dict[str, NDArray[Any]]:
@@ -94,70 +109,177 @@ def _categories(name: str, result: MapResult) -> list[tuple[int, str]]:
     return list(enumerate(DVP_CLASSES))
 
 
+#: Percentiles of the continuous maps' colour scale, over the scale's pixels (`scale_pixels`).
+SCALE_PERCENTILES = (2.0, 98.0)
+#: Fewest finite map pixels inside the lesion and reference ROIs for the colour
+#: scale to be taken from them; with fewer, every mapped pixel sets it.
+SCALE_MIN_PX = 16
+#: Colour tables of the continuous maps (`ceuskit._colormaps`): times, amplitudes, fit quality.
+TIME_COLOURS, AMPLITUDE_COLOURS, QOF_COLOURS = "viridis", "magma", "cividis"
+#: Categorical palettes: necrosis (blue = enhancing, red = non-enhancing), else tab10.
+NECROSIS_COLOURS = ("#2c7bb6", "#d7191c")
+OVERLAY_ALPHA = {"continuous": 0.85, "categorical": 0.8}
+
+
+@dataclass(frozen=True)
+class MapImage:
+    """A rendered map: the PNG and how its colours were set.
+
+    Attributes
+    ----------
+    png : bytes
+    scale : dict
+        Continuous maps: ``kind``, ``colour_map``, ``min``, ``max`` (the
+        colour scale's ends, in the map's unit), ``unit``, ``basis`` (which
+        pixels set it), ``pixels_above_max`` / ``pixels_below_min`` (mapped
+        pixels drawn in the end colours: clipped), ``statement`` (the
+        caption's sentence).  Categorical maps: ``kind`` and ``legend``
+        (label -> colour).  Recorded in maps.json.
+    """
+
+    png: bytes
+    scale: dict[str, Any]
+
+
+def scale_pixels(rois: Sequence[Roi], shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """The pixels that set a continuous map's colour scale: the lesion and reference ROIs.
+
+    The vessel lumen, far brighter and earlier than the tissue, would take
+    most of the scale; its values above the scale are drawn in the top
+    colour and said to be clipped.
+    """
+    m = np.zeros(shape, dtype=bool)
+    for r in rois:
+        if r.role in ("lesion", "reference"):
+            m |= r.mask
+    return m
+
+
+def colour_scale(values: NDArray[Any], rois: Sequence[Roi]) -> tuple[float, float, str]:
+    """(lo, hi, basis) of a continuous map's colour scale (see `SCALE_PERCENTILES`)."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    inside = finite & scale_pixels(rois, v.shape)
+    p_lo, p_hi = SCALE_PERCENTILES
+    pct = f"{p_lo:g}nd-{p_hi:g}th percentile" if (p_lo, p_hi) == (2.0, 98.0) else \
+        f"{p_lo:g}-{p_hi:g} percentiles"
+    if int(inside.sum()) >= SCALE_MIN_PX:
+        sel, basis = v[inside], f"{pct} of the values in the lesion and reference ROIs"
+    else:
+        sel, basis = v[finite], f"{pct} of every mapped pixel"
+    lo, hi = (float(x) for x in np.percentile(sel, [p_lo, p_hi])) if sel.size else (0.0, 1.0)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi, basis
+
+
+def _colour_table(name: str) -> tuple[str, NDArray[np.uint8]]:
+    from ceuskit._colormaps import lut
+
+    cmap = TIME_COLOURS if name.endswith("_s") else QOF_COLOURS if name == "qof" else AMPLITUDE_COLOURS
+    return cmap, lut(cmap)
+
+
+def _palette(name: str, n: int) -> list[tuple[int, int, int]]:
+    from ceuskit._colormaps import lut
+    from ceuskit.map_image import parse_hex
+
+    if name == "necrosis":
+        return [parse_hex(c) for c in NECROSIS_COLOURS]
+    tab = lut("tab10")
+    return [(int(tab[i % 10, 0]), int(tab[i % 10, 1]), int(tab[i % 10, 2])) for i in range(n)]
+
+
+def render_map(name: str, values: NDArray[Any], result: MapResult, rois: Sequence[Roi],
+               background: NDArray[Any] | None, display_max: float = 255.0, *,
+               background_label: str = "contrast", source_name: str = "") -> MapImage:
+    """One map as a readable PNG overlay, drawn straight from the arrays.
+
+    The map over the grey frame (nearest-neighbour enlarged), the ROI
+    outlines and names, mm axes ("lateral" / "depth"), and a colour bar with
+    units (continuous maps) or a legend (categorical maps).  A continuous
+    map's colours span the `SCALE_PERCENTILES` of its values inside the
+    lesion and reference ROIs (`colour_scale`); pixels beyond are drawn in
+    the end colours, the bar's ends say so (``≥`` / ``≤``) and the caption
+    counts them.
+    """
+    from ceuskit.map_image import ColourBar, Legend, Outline, blend, compose, fmt_value, hex_colour
+
+    shape = values.shape
+    block = result.options.block_px
+    title = [f"{TITLES[name]} - {source_name}" if source_name else TITLES[name],
+             f"{block} x {block} px blocks, over the {background_label} frame"]
+    outlines = [Outline(np.asarray(r.outline, dtype=np.float64), f"{r.name} ({r.role})")
+                for r in rois if r.outline.size]
+    caption: list[str] = []
+    scale_bar: ColourBar | Legend
+    if name in CATEGORICAL:
+        cats = _categories(name, result)
+        palette = _palette(name, len(cats))
+        codes = np.asarray(values)
+        valid = codes >= 0
+        if name == "necrosis":
+            valid = result.tested & _lesion_mask(rois, shape)
+        lookup = np.zeros((256, 3), dtype=np.uint8)
+        for (code, _), colour in zip(cats, palette, strict=True):
+            lookup[int(code) % 256] = colour
+        known = np.isin(codes, [c for c, _ in cats])
+        valid = valid & known
+        colours = lookup[codes.astype(np.int64) % 256]
+        rgb = blend(background, display_max, colours, valid, OVERLAY_ALPHA["categorical"])
+        scale_bar = Legend([(colour, label) for (_, label), colour in zip(cats, palette, strict=True)],
+                           TITLES[name])
+        info: dict[str, Any] = {"kind": "categorical",
+                                "legend": {label: hex_colour(colour)
+                                           for (_, label), colour in zip(cats, palette, strict=True)}}
+    else:
+        v = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(v)
+        lo, hi, basis = colour_scale(v, rois)
+        cmap, table = _colour_table(name)
+        n = table.shape[0]
+        with np.errstate(invalid="ignore"):
+            idx = np.clip(np.floor((np.where(finite, v, lo) - lo) / (hi - lo) * n), 0, n - 1)
+        colours = table[idx.astype(np.int64)]
+        rgb = blend(background, display_max, colours, finite, OVERLAY_ALPHA["continuous"])
+        above = int(np.sum(finite & (v > hi)))
+        below = int(np.sum(finite & (v < lo)))
+        unit = MAP_UNITS[name]
+        statement = f"Colour scale {fmt_value(lo)} to {fmt_value(hi)} {unit}: the {basis}"
+        clips = []
+        if above:
+            clips.append(f"clipped at {fmt_value(hi)} above ({above} px)")
+        if below:
+            clips.append(f"clipped at {fmt_value(lo)} below ({below} px)")
+        statement += ("; " + " and ".join(clips) + ", drawn in the end colours." if clips
+                      else "; no mapped pixel lies outside it.")
+        caption.append(statement)
+        scale_bar = ColourBar(table, lo, hi, f"{TITLES[name]} ({unit})",
+                              clipped_low=below > 0, clipped_high=above > 0)
+        info = {"kind": "continuous", "colour_map": cmap, "min": lo, "max": hi, "unit": unit,
+                "basis": basis, "pixels_above_max": above, "pixels_below_min": below,
+                "statement": statement}
+    png = compose(rgb, spacing_mm=result.spacing_mm, title=title, scale=scale_bar,
+                  outlines=outlines, caption=caption, footnote=DISCLAIMER)
+    return MapImage(png, info)
+
+
 def render_png(name: str, values: NDArray[Any], result: MapResult, rois: Sequence[Roi],
                background: NDArray[Any] | None, display_max: float = 255.0, *,
                background_label: str = "contrast", source_name: str = "") -> bytes:
-    """One map as a PNG overlay (bytes): colour bar with units, ROI outlines, mm axes."""
-    import matplotlib
+    """One map as a PNG overlay (bytes): `render_map`'s image."""
+    return render_map(name, values, result, rois, background, display_max,
+                      background_label=background_label, source_name=source_name).png
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib import colors
-    from matplotlib.figure import Figure
 
-    h, w = values.shape
-    sy, sx = result.spacing_mm if result.spacing_mm is not None else (1.0, 1.0)
-    unit_axes = "mm" if result.spacing_mm is not None else "px"
-    extent = (-0.5 * sx, (w - 0.5) * sx, (h - 0.5) * sy, -0.5 * sy)
-    fig = Figure(figsize=(7.0, 7.0 * h / w * 0.85 + 1.2), dpi=110)
-    ax = fig.add_subplot(1, 1, 1)
-    if background is not None:
-        ax.imshow(background, cmap="gray", vmin=0.0, vmax=display_max, extent=extent,
-                  interpolation="nearest")
-    if name in CATEGORICAL:
-        cats = _categories(name, result)
-        codes = [c for c, _ in cats]
-        palette = (["#2c7bb6", "#d7191c"] if name == "necrosis" else
-                   [matplotlib.colormaps["tab10"](i % 10) for i in range(len(cats))])
-        cmap = colors.ListedColormap(palette)
-        edges = [c - 0.5 for c in codes] + [codes[-1] + 0.5]
-        norm = colors.BoundaryNorm(edges, cmap.N)
-        shown = np.where(values >= 0, values, np.nan).astype(np.float64)
-        if name == "necrosis":
-            shown = np.where(result.tested & _lesion_mask(rois, values.shape), values, np.nan)
-        im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, extent=extent,
-                       interpolation="nearest", alpha=0.8)
-        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=codes)
-        cbar.ax.set_yticklabels([label for _, label in cats], fontsize=8)
-        cbar.set_label(TITLES[name], fontsize=9)
-    else:
-        v = np.asarray(values, dtype=np.float64)
-        finite = v[np.isfinite(v)]
-        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-        if not hi > lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        cmap_name = "viridis" if name.endswith("_s") else "magma" if name != "qof" else "cividis"
-        im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap_name, vmin=lo, vmax=hi, extent=extent,
-                       interpolation="nearest", alpha=0.85)
-        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        cbar.set_label(f"{TITLES[name]} ({MAP_UNITS[name]})", fontsize=9)
-    for r in rois:
-        if r.outline.size:
-            ax.plot(r.outline[:, 0] * sx, r.outline[:, 1] * sy, color="white", lw=1.0)
-            x, y = r.outline[:, 0].min() * sx, r.outline[:, 1].min() * sy
-            ax.annotate(f"{r.name} ({r.role})", (x, y), color="white", fontsize=7,
-                        xytext=(0, 2), textcoords="offset points", va="bottom")
-    ax.set_xlabel(f"x ({unit_axes})")
-    ax.set_ylabel(f"y ({unit_axes})")
-    block = result.options.block_px
-    ax.set_title(f"{TITLES[name]} - {source_name}\n{block} x {block} px blocks, over the "
-                 f"{background_label} frame", fontsize=9)
-    # Wrapped by character count: matplotlib's wrap=True measures every word
-    # (~50 ms a figure).
-    fig.text(0.01, 0.005, textwrap.fill(DISCLAIMER, 160), fontsize=5)
-    buf = io.BytesIO()
-    # zlib level 1: ~4x faster than the default 6 for a few per cent more bytes.
-    fig.savefig(buf, format="png", bbox_inches="tight", pil_kwargs={"compress_level": 1})
-    return buf.getvalue()
+def render_maps(result: MapResult, rois: Sequence[Roi], background: NDArray[Any] | None,
+                display_max: float = 255.0, *, background_label: str = "contrast",
+                source_name: str = "", names: Sequence[str] | None = None) -> dict[str, MapImage]:
+    """`render_map` of every map (or of `names`), by output name."""
+    arrays = map_arrays(result)
+    return {name: render_map(name, arrays[name], result, rois, background, display_max,
+                             background_label=background_label, source_name=source_name)
+            for name in (names if names is not None else arrays)}
 
 
 def _lesion_mask(rois: Sequence[Roi], shape: tuple[int, ...]) -> NDArray[np.bool_]:
@@ -185,11 +307,14 @@ def write_map_outputs(
     source_name: str = "cine",
     provenance: dict[str, Any] | None = None,
     png: bool = True,
+    images: Mapping[str, MapImage] | None = None,
 ) -> dict[str, Path]:
     """Write every map as NPY, NIfTI and PNG, plus maps.json and the DVP arrays.
 
     The directory is created if needed; the caller checks it first
-    (`ceuskit.outputs.check_out_dir` with `output_names`).
+    (`ceuskit.outputs.check_out_dir` with `output_names`).  `images` are
+    PNGs already rendered (`render_maps`, e.g. shared with the report); the
+    others are rendered here.  The files are exactly `planned_files`.
 
     Returns
     -------
@@ -203,14 +328,17 @@ def write_map_outputs(
         written[fname] = write_bytes_atomic(out / fname, data)
 
     arrays = map_arrays(result)
+    scales: dict[str, dict[str, Any]] = {}
     for name, arr in arrays.items():
         unit = MAP_UNITS.get(name, "code")
         put(f"{name}.npy", _npy_bytes(arr))
         put(f"{name}.nii.gz", nifti_bytes(arr, result.spacing_mm, f"ceuskit {name} ({unit})"))
         if png:
-            put(f"{name}.png", render_png(name, arr, result, rois, background, display_max,
-                                          background_label=background_label,
-                                          source_name=source_name))
+            image = (images or {}).get(name) or render_map(
+                name, arr, result, rois, background, display_max,
+                background_label=background_label, source_name=source_name)
+            scales[name] = image.scale
+            put(f"{name}.png", image.png)
     put("segments.npy", _npy_bytes(result.segments))
     if result.dvp_curves is not None:
         put("dvp_curves.npy", _npy_bytes(result.dvp_curves))
@@ -224,6 +352,7 @@ def write_map_outputs(
         "files": {
             "maps": {name: {"npy": f"{name}.npy", "nifti": f"{name}.nii.gz",
                             "png": f"{name}.png" if png else None,
+                            "png_colours": scales.get(name),
                             "unit": MAP_UNITS.get(name, "code")} for name in arrays},
             "segments": "segments.npy",
             "dvp_curves": "dvp_curves.npy" if result.dvp_curves is not None else None,

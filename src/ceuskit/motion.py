@@ -113,6 +113,10 @@ APODISATION_SIGMA_PX = 1.0
 TAPER_SHARE = 0.25
 #: Largest displacement searched, as a share of the panel's smaller side.
 MAX_SHIFT_SHARE = 0.25
+#: Largest set of frame spectra (complex64, bytes) kept from the first
+#: registration pass for the second (same frames, same spectra): 900 frames
+#: of a 480 x 248 px panel take 430 MB; larger cines compute them twice.
+SPECTRA_CACHE_BYTES = 512 * 2**20
 #: Candidates for the provisional template, evenly spaced in the cine.
 N_TYPICAL = 12
 #: Frames averaged (after alignment) into the second-pass template.
@@ -668,9 +672,7 @@ def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _S
     h, w = shape
     contrast = panel == "contrast"
     sigma = CONTRAST_APODISATION_SIGMA_PX if contrast else APODISATION_SIGMA_PX
-    from scipy.signal.windows import tukey  # scipy.signal costs ~0.3 s to import: only when tracking
-
-    window = np.outer(tukey(h, TAPER_SHARE * 2), tukey(w, TAPER_SHARE * 2)).astype(np.float32)
+    window = np.outer(_tukey(h, TAPER_SHARE * 2), _tukey(w, TAPER_SHARE * 2)).astype(np.float32)
     ky = scipy.fft.fftfreq(h)[:, None]
     kx = scipy.fft.rfftfreq(w)[None, :]
     s2 = 2.0 * np.pi**2 * sigma**2
@@ -681,6 +683,24 @@ def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _S
     max_shift = limit if max_shift_px is None else max(1, min(limit, math.ceil(max_shift_px)))
     return _Setup((h, w), panel, window, apod, apod_mean, max_shift,
                   CONTRAST_WHITEN if contrast else 1.0, sigma)
+
+
+def _tukey(m: int, alpha: float) -> FloatArray:
+    """Symmetric Tukey window of `m` points, tapered share `alpha` (0 < alpha < 1).
+
+    ``scipy.signal.windows.tukey``'s formula, value for value (scipy.signal
+    takes ~0.3-0.9 s to import, for this one window).
+    """
+    if m <= 1 or alpha <= 0:
+        return np.ones(m)
+    if alpha >= 1:
+        raise ValueError("alpha must be below 1")
+    n = np.arange(0, m, dtype=np.float64)
+    width = math.floor(alpha * (m - 1) / 2.0)
+    n1, n2, n3 = n[0:width + 1], n[width + 1:m - width - 1], n[m - width - 1:]
+    w1 = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * n1 / alpha / (m - 1))))
+    w3 = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * n3 / alpha / (m - 1))))
+    return np.concatenate((w1, np.ones(n2.shape), w3))
 
 
 def _smooth(frame: NDArray[Any], sigma: float) -> NDArray[np.float32]:
@@ -751,11 +771,17 @@ def _correlate(spec: NDArray[np.complex64], ref_conj: NDArray[np.complex64],
             wts[-1] = 1.0
         norm = np.einsum("nij,j->n", full, wts) / (h * w)
     cross *= st.apod
-    surf = scipy.fft.irfft2(cross, s=(h, w), workers=-1)
     m = st.max_shift
     ry = np.arange(-m - 1, m + 2) % h
     rx = np.arange(-m - 1, m + 2) % w
-    block = surf[:, ry][:, :, rx] / np.maximum(norm, 1e-30)[:, None, None]
+    # irfft2 restricted to the searched rows: the same two steps pocketfft's
+    # irfft2 takes (inverse along the rows' axis, then the real inverse along
+    # the last axis, scaled by 1 / (h w) once), so the searched values are
+    # bit for bit irfft2's, for about half its cost.
+    cols = scipy.fft.ifft(cross, axis=-2, norm="forward", workers=-1)
+    surf = scipy.fft.irfft(cols[:, ry, :], n=w, axis=-1, norm="forward", workers=-1)
+    surf *= np.float32(1.0 / (h * w))
+    block = surf[:, :, rx] / np.maximum(norm, 1e-30)[:, None, None]
     n = block.shape[0]
     inner = block[:, 1:-1, 1:-1].reshape(n, -1)
     k = np.argmax(inner, axis=1)
@@ -995,8 +1021,15 @@ def estimate_motion(
     ref_conj = np.conj(_spectra(_prepared(stack, np.array([provisional]), st), st))
     d1 = np.zeros((n, 2))
     h1 = np.full(n, np.nan)
-    for c in _chunks(idx):
-        dx, dy, hgt, _ = _correlate(_spectra(_prepared(stack, c, st), st), ref_conj, st)
+    # The frames' spectra serve both passes when they fit `SPECTRA_CACHE_BYTES`.
+    spec_bytes = 8 * idx.size * shape[0] * (shape[1] // 2 + 1)
+    spectra = (np.empty((idx.size, shape[0], shape[1] // 2 + 1), dtype=np.complex64)
+               if spec_bytes <= SPECTRA_CACHE_BYTES else None)
+    for k, c in enumerate(_chunks(idx)):
+        spec = _spectra(_prepared(stack, c, st), st)
+        if spectra is not None:
+            spectra[k * CHUNK:k * CHUNK + c.size] = spec
+        dx, dy, hgt, _ = _correlate(spec, ref_conj, st)
         d1[c, 0], d1[c, 1], h1[c] = dx, dy, hgt
 
     # 3. The reference frame.  "Good" frames exclude only clear outliers of
@@ -1053,16 +1086,22 @@ def estimate_motion(
     quality = np.full(n, np.nan)
     peak = np.full(n, np.nan)
     second = np.full(n, np.nan)
-    for c in _chunks(idx):
+    band_std = np.full(n, np.nan)
+    for k, c in enumerate(_chunks(idx)):
         images = _prepared(stack, c, st)
-        dx, dy, peak[c], second[c] = _correlate(_spectra(images, st), tmpl_conj, st)
+        spec = spectra[k * CHUNK:k * CHUNK + c.size] if spectra is not None else _spectra(images, st)
+        dx, dy, peak[c], second[c] = _correlate(spec, tmpl_conj, st)
         if mode == "rigid":
             dx, dy, theta = _rigid(images, template, tmpl_conj, np.column_stack([dx, dy]), st)
         else:
             theta = np.zeros(c.size)
         mats[c] = _compose(dx, dy, theta, centre_xy)
         for i, t in enumerate(c):
-            quality[t] = _quality(_band(images[i], st), tmpl_band, mats[t])
+            band = _band(images[i], st)
+            if tracked_panel == "bmode":
+                # The B-mode structure measure is this band's spread (`structure_share`).
+                band_std[t] = float(np.std(band, dtype=np.float64))
+            quality[t] = _quality(band, tmpl_band, mats[t])
 
     # 6. Rejection (see `REJECTION_RULE` and `REJECTION_RULE_CONTRAST`).
     q = quality[idx]
@@ -1098,7 +1137,7 @@ def estimate_motion(
                        0.0, 1.0)
     typical = float(np.median(peak[idx]))
     height = np.clip(peak[idx] / max(PEAK_HEIGHT_FULL_SHARE * typical, 1e-12), 0.0, 1.0)
-    structure = structure_share(stack, tracked_panel, ok)[idx]
+    structure = _structure_share(stack, tracked_panel, ok, band_std)[idx]
     confidence[idx] = distinct * height * np.clip(structure / STRUCTURE_FULL_SHARE, 0.0, 1.0)
     confidence[implausible] = 0.0
     confidence[ref] = max(confidence[ref], MIN_FRAME_CONFIDENCE)
@@ -1177,10 +1216,16 @@ def structure_share(frames: ArrayLike, panel: str = "contrast",
     float array, shape (T,)
         0 for a flat frame; about 1 for the peak frames.
     """
+    return _structure_share(frames, panel, among)
+
+
+def _structure_share(frames: ArrayLike, panel: str, among: ArrayLike | None,
+                     known: FloatArray | None = None) -> FloatArray:
+    """`structure_share`; `known` holds raw structure values already measured (NaN: not yet)."""
     stack = np.asarray(frames)
     lo, hi = QUALITY_BAND_PX
-    raw = np.empty(stack.shape[0])
-    for t in range(stack.shape[0]):
+    raw = np.full(stack.shape[0], np.nan) if known is None else np.array(known, dtype=np.float64)
+    for t in np.flatnonzero(~np.isfinite(raw)):
         f = np.asarray(stack[t], dtype=np.float32)
         g = (_smooth(f, STRUCTURE_SMOOTH_PX) if panel == "contrast"
              else _smooth(f, lo) - _smooth(f, hi))

@@ -614,3 +614,49 @@ def test_two_analyses_run_at_once_and_pages_stay_served(make_client: AppFactory,
     release.set()
     for aid in jobs:
         assert wait_for(client, aid)["status"] == "done"
+
+
+def test_results_show_while_the_report_and_pdf_are_still_being_written(
+        make_client: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import ceuskit.api
+
+    real = ceuskit.api.analyze_to_dir
+    checked = threading.Event()
+    held = threading.Event()
+
+    def held_after_results(cine: Any, roi: Any, out: Any, *args: Any, **kwargs: Any) -> Any:
+        progress = kwargs["progress"]
+
+        def hold(message: str) -> None:
+            progress(message)
+            if (Path(out) / "results.json").is_file() and not held.is_set():
+                held.set()
+                checked.wait(60)  # the page looks now, before report.html and the PDF exist
+
+        kwargs["progress"] = hold
+        return real(cine, roi, out, *args, **kwargs)
+
+    monkeypatch.setattr(ceuskit.api, "analyze_to_dir", held_after_results)
+    client = make_client()
+    sid = _demo(client)["id"]
+    aid = client.post(f"/api/studies/{sid}/analyses").json()["id"]
+    try:
+        deadline = time.monotonic() + 120
+        while not held.is_set():
+            assert time.monotonic() < deadline, "results.json never appeared"
+            time.sleep(0.05)
+        a = client.get(f"/api/analyses/{aid}").json()
+        assert a["status"] == "running" and a["partial"] is True
+        assert "results.json" in a["files"] and "report.pdf" not in a["files"]
+        early = client.get(f"/api/analyses/{aid}/files/results.json")
+        assert early.status_code == 200 and "rois" in early.json()
+        assert client.get(f"/api/analyses/{aid}/files/report.pdf").status_code == 404
+    finally:
+        checked.set()
+    done = wait_for(client, aid)
+    assert done["status"] == "done" and done["partial"] is False
+    assert {"results.json", "report.html", "report.pdf"} <= set(done["files"])
+    assert client.get(f"/api/analyses/{aid}/files/results.json").json() == early.json()

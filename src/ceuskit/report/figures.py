@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import weakref
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -14,6 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from ceuskit.maps_io import MapImage
     from ceuskit.pipeline import Analysis, MapStudy
 
 ROLE_COLOURS = {"lesion": "#ff5a36", "reference": "#27c4f5", "vessel": "#d05ce3", "other": "#f5d327"}
@@ -189,18 +191,35 @@ def motion_png(analysis: Analysis) -> bytes | None:
 #: Maps shown in the report (all of them are in the maps/ directory).
 REPORT_MAPS = ("peak_enhancement", "time_to_peak_s", "necrosis")
 
+#: Rendered map images per study and source name: one rendering serves the
+#: report (HTML and PDF) and maps/ (`map_images`).
+_MAP_IMAGES: weakref.WeakKeyDictionary[MapStudy, dict[tuple[str, str], MapImage]] = \
+    weakref.WeakKeyDictionary()
 
-def map_pngs(study: MapStudy, source_name: str, names: tuple[str, ...] = REPORT_MAPS) -> dict[str, bytes]:
-    """Map overlays for the report: the same figures ``ceuskit map`` writes as PNG.
+
+def map_images(study: MapStudy, source_name: str,
+               names: tuple[str, ...] | None = None) -> dict[str, MapImage]:
+    """Map overlays with their colour scales (`ceuskit.maps_io.render_map`), rendered once per study.
 
     Each map over the grey frame the maps were drawn on (the lesion's peak),
-    with its colour bar and units, the ROI outlines and mm axes
-    (`ceuskit.maps_io.render_png`).
+    with its colour bar and units, the ROI outlines and mm axes.  Images are
+    kept with the study, so that the report and ``maps/`` share one
+    rendering.  ``names``: default every map (`ceuskit.maps_io.MAP_NAMES`).
     """
-    from ceuskit.maps_io import map_arrays, render_png
+    from ceuskit.maps_io import MAP_NAMES, map_arrays, render_map
 
-    arrays = map_arrays(study.result)
-    return {name: render_png(name, arrays[name], study.result, study.rois, study.background,
-                             study.display_max, background_label=study.background_label,
-                             source_name=source_name)
-            for name in names}
+    cache = _MAP_IMAGES.setdefault(study, {})
+    wanted = names if names is not None else MAP_NAMES
+    missing = [n for n in wanted if (n, source_name) not in cache]
+    if missing:
+        arrays = map_arrays(study.result)
+        for name in missing:
+            cache[(name, source_name)] = render_map(
+                name, arrays[name], study.result, study.rois, study.background, study.display_max,
+                background_label=study.background_label, source_name=source_name)
+    return {n: cache[(n, source_name)] for n in wanted}
+
+
+def map_pngs(study: MapStudy, source_name: str, names: tuple[str, ...] = REPORT_MAPS) -> dict[str, bytes]:
+    """Map overlays for the report: the same images ``ceuskit map`` writes as PNG (`map_images`)."""
+    return {n: image.png for n, image in map_images(study, source_name, names).items()}

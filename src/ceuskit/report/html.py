@@ -52,18 +52,23 @@ def _maps_context(analysis: Analysis, results: dict[str, Any]) -> dict[str, Any]
         return None
     from ceuskit.maps import DVP_CLASSES, MAP_UNITS
     from ceuskit.maps_io import TITLES
-    from ceuskit.report.figures import map_pngs
+    from ceuskit.report.figures import REPORT_MAPS, map_images
 
-    pngs = map_pngs(study, analysis.source_name)
+    images = map_images(study, analysis.source_name, REPORT_MAPS)  # shared with maps/
     captions = {
-        "peak_enhancement": "Peak enhancement of each block's fitted curve (linear echo power, a.u.; "
-                            "colour scale 2nd-98th percentile)",
+        "peak_enhancement": "Peak enhancement of each block's fitted curve (linear echo power, a.u.)",
         "time_to_peak_s": "Time to peak of each block's fitted curve (s, cine clock)",
         "necrosis": "Necrosis mask: lesion pixels that fail the pixel enhancement test (red) and "
                     "those that pass (blue)",
     }
+
+    def caption(name: str) -> str:
+        text = captions.get(name, TITLES[name])
+        statement = images[name].scale.get("statement")
+        return f"{text}. {statement}" if statement else text
+
     figures = [{"name": n, "title": TITLES[n], "unit": MAP_UNITS.get(n, ""),
-                "caption": captions.get(n, TITLES[n]), "src": _b64(png)} for n, png in pngs.items()]
+                "caption": caption(n), "src": _b64(image.png)} for n, image in images.items()]
     rois = []
     for r in analysis.rois:
         summary = results["rois"].get(r.roi.name, {}).get("map")

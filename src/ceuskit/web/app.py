@@ -143,9 +143,25 @@ def analysis_json(row: AnalysisRow, data_dir: Path) -> dict[str, Any]:
         "created": _iso(row.created), "finished": _iso(row.finished), "error": row.error,
         "files": [],
     }
-    if row.status == DONE and row.result_dir:
-        out["files"] = studies.result_files(data_dir / row.result_dir)
+    base = result_base(row, data_dir)
+    if base is not None:
+        out["files"] = studies.result_files(base)
+    # Running with results.json already written: report, PDF and maps still to come.
+    out["partial"] = row.status == RUNNING and base is not None
     return out
+
+
+def result_base(row: AnalysisRow, data_dir: Path) -> Path | None:
+    """Where an analysis' files are: its directory when done, its ``.part`` directory while
+    running once results.json is written (`ceuskit.web.jobs`); None otherwise."""
+    if not row.result_dir or row.status not in (DONE, RUNNING):
+        return None
+    base = data_dir / row.result_dir
+    if row.status == RUNNING and not base.is_dir():
+        # Renamed into place a moment before the status says done.
+        final = base.with_name(base.name.removesuffix(".part"))
+        base = final if final.is_dir() else base
+    return base
 
 
 def create_app(config: WebConfig) -> FastAPI:
@@ -627,9 +643,10 @@ def create_app(config: WebConfig) -> FastAPI:
 
         with store.session() as s:
             row = s.get(AnalysisRow, analysis_id)
-            if row is None or row.status != DONE or not row.result_dir:
-                raise _error(404, "no finished analysis with this id")
-            base = data_dir / row.result_dir
+            # A running analysis has content as soon as its results.json is written.
+            base = None if row is None else result_base(row, data_dir)
+            if base is None or not (base / "results.json").is_file():
+                raise _error(404, "no finished analysis with this id (or none with results yet)")
         results = json.loads((base / "results.json").read_text(encoding="utf-8"))
         html = render_web_content(results, f"/api/analyses/{analysis_id}/files/", studies.result_files(base))
         return HTMLResponse(html)
@@ -642,9 +659,9 @@ def create_app(config: WebConfig) -> FastAPI:
             raise _error(404, "no such file")
         with store.session() as s:
             row = s.get(AnalysisRow, analysis_id)
-            if row is None or row.status != DONE or not row.result_dir:
-                raise _error(404, "no finished analysis with this id")
-            base = data_dir / row.result_dir
+            base = None if row is None else result_base(row, data_dir)
+            if base is None:
+                raise _error(404, "no finished analysis with this id (or none with results yet)")
         if name not in studies.result_files(base):
             raise _error(404, "no such file in this analysis")
         path = base / name

@@ -7,7 +7,10 @@ worker records its stage in the database, which the page polls.
 
 An analysis writes into ``analyses/<id>.part`` under the study's directory
 and is renamed to ``analyses/<id>`` only when every file is written: a
-failed run leaves the study and its previous results as they were.
+failed run leaves the study and its previous results as they were.  While it
+runs, the analysis' ``result_dir`` points at the ``.part`` directory as soon
+as results.json is in it (written first, complete when it appears), so that
+the page shows the results while the report, the maps and the PDF follow.
 
 This module imports nothing of the web framework, so that worker processes
 start quickly.
@@ -128,12 +131,19 @@ def run_analysis(job: AnalysisJob) -> str:
     final = study_dir / "analyses" / job.analysis_id
     part = final.with_name(final.name + ".part")
     last = {"stage": ""}
+    shown = {"partial": False}
 
     def progress(message: str) -> None:
         # The cine's file name is server-chosen, so stage messages carry no identifiers.
         if message != last["stage"]:
             last["stage"] = message
-            store.set_stage(job.analysis_id, RUNNING, message[:200])
+            partial = None
+            if not shown["partial"] and (part / "results.json").is_file():
+                # results.json is written first (and complete when it appears): the
+                # page shows it while the report, the maps and the PDF are written.
+                shown["partial"] = True
+                partial = str(part.relative_to(data))
+            store.set_stage(job.analysis_id, RUNNING, message[:200], result_dir=partial)
 
     try:
         from ceuskit.api import analyze_to_dir

@@ -330,8 +330,12 @@
     const fileUrl = (name) => "/api/analyses/" + analysis.id + "/files/" + name;
     const results = await ceus.api("GET", fileUrl("results.json"));
     $("results").hidden = false;
-    $("results-when").textContent = "Analysis " + analysis.id.slice(0, 8) + ", finished " +
-      (analysis.finished || "").replace("T", " ").slice(0, 19) + " (UTC)";
+    // A running analysis shows its results.json as soon as it is written; the
+    // report, the PDF and the maps appear when their files do (see poll).
+    $("results-when").textContent = "Analysis " + analysis.id.slice(0, 8) + (analysis.partial
+      ? ": results ready; the report, PDF and maps are still being written ..."
+      : ", finished " + (analysis.finished || "").replace("T", " ").slice(0, 19) + " (UTC)");
+    $("results-when").dataset.partial = analysis.partial ? "1" : "";
     const resp = await fetch("/api/analyses/" + analysis.id + "/report-content");
     if (!resp.ok) throw new Error("the results could not be shown (" + resp.status + ")");
     // Server-rendered with every value escaped (Jinja autoescape): the report's own markup.
@@ -358,11 +362,19 @@
   }
 
   async function poll(id) {
+    let shownFiles = "";
     for (;;) {
       const a = await ceus.api("GET", "/api/analyses/" + id);
       showState(a);
       if (a.status === "done") { await showResults(a); return; }
       if (a.status === "failed") return;
+      // Shown again only when a link's file appears (maps.json is the maps' last file).
+      const ready = ["results.json", "report.html", "report.pdf", "maps/maps.json"]
+        .filter((f) => a.files.includes(f)).join(" ");
+      if (a.partial && ready !== shownFiles) {
+        shownFiles = ready;
+        await showResults(a);
+      }
       await new Promise((r) => setTimeout(r, 700));
     }
   }
