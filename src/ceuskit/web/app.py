@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from ceuskit import DISCLAIMER, __version__
 from ceuskit.errors import InputError
-from ceuskit.web import casefile, studies
+from ceuskit.web import casefile, intake, studies
 from ceuskit.web.db import DONE, FAILED, QUEUED, RUNNING, AnalysisRow, Store, Study, new_id, utcnow
 from ceuskit.web.jobs import AnalysisJob, JobRunner
 from ceuskit.web.security import (
@@ -267,25 +267,9 @@ def create_app(config: WebConfig) -> FastAPI:
     def create_study(cine_file: Path, fmt: str, name: str, study_id: str,
                      rois: dict[str, Any] | None = None) -> dict[str, Any]:
         """Register a cine already moved into its study directory (runs in a worker thread)."""
-        settings = studies.default_settings()
-        try:
-            cine = studies.load(cine_file, settings)
-            info = studies.describe(cine, settings)
-            studies.write_frames(cine, study_dir(study_id))
-            del cine
-            if rois:
-                rois = studies.check_rois(rois, info)
-        except BaseException:
-            shutil.rmtree(study_dir(study_id), ignore_errors=True)
-            raise
+        intake.register_cine(store, data_dir, cine_file, fmt, name, study_id, rois)
         with store.session() as s:
-            study = Study(id=study_id, display_name=name, format=fmt, settings=settings, info=info,
-                          rois=rois or {"space": "panel", "rois": []})
-            s.add(study)
-            s.flush()
-            out = study_json(study, s)
-        log.info("study %s created (%s)", study_id, fmt)
-        return out
+            return study_json(get_study(s, study_id), s)
 
     def library_files() -> list[dict[str, Any]]:
         out = []
