@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a host name the browser may use to reach the app (repeatable; default: the "
                         "--host address, plus this machine's names when listening on all addresses); "
                         "other Host headers are refused (DNS-rebinding guard)")
+    w.add_argument("--pacs-config", type=Path, default=None, metavar="FILE",
+                   help="DICOM nodes (PACS) to query, retrieve from and send results to (YAML; "
+                        "default: DIR/pacs.yaml when it exists; see the README's 'Connecting to a PACS')")
     n = sub.add_parser("dicom", help="DICOM networking: send files to a PACS, receive cines")
     nsub = n.add_subparsers(dest="dicom_command", required=True, parser_class=_Parser)
     ns = nsub.add_parser("send", help="C-STORE DICOM files (or every DICOM file under a folder) "
@@ -453,7 +456,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(args.host, args.port, args.data, db_url=args.db, token=args.token,
                  max_upload_mb=args.max_upload_mb, workers=int(args.workers),
-                 allowed_hosts=args.allowed_host)
+                 allowed_hosts=args.allowed_host, pacs_config=args.pacs_config)
 
 
 def cmd_dicom(args: argparse.Namespace) -> int:

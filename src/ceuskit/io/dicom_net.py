@@ -38,8 +38,8 @@ from ceuskit.errors import InputError
 log = logging.getLogger("ceuskit.dicom")
 
 __all__ = ["CALLING_AET", "DEFAULT_TIMEOUT_S", "US_CINE_CLASSES", "DicomNode", "SendResult",
-           "StorageSCP", "check_aet", "dicom_files", "find_series", "find_studies", "parse_node",
-           "retrieve_study", "send_files"]
+           "StorageSCP", "check_aet", "dicom_files", "find_series", "find_studies", "load_nodes",
+           "parse_node", "retrieve_study", "send_files"]
 
 #: Our AE title when none is given.
 CALLING_AET = "CEUSKIT"
@@ -178,8 +178,8 @@ class _Association:
             seen["connected"] = True
 
         def acse(event: Any) -> None:
-            prim = getattr(event, "primitive", None)
-            if getattr(prim, "result", None) in (0x01, 0x02):
+            prim: Any = getattr(event, "primitive", None)
+            if prim is not None and getattr(prim, "result", None) in (0x01, 0x02):
                 try:
                     seen["reason"] = f"{prim.reason_str} ({prim.source_str})"
                 except Exception:  # a malformed rejection still is a rejection
@@ -436,7 +436,7 @@ def _find(node: DicomNode, query: Any) -> Iterator[Any]:
                                  "check that the node allows C-FIND from our AE title")
 
 
-def find_studies(node: DicomNode, *, date: str = "", modality: str = "US",
+def find_studies(node: DicomNode, *, date: str = "", modality: str = "US", study_uid: str = "",
                  limit: int = 500) -> list[StudyMatch]:
     """Studies on `node` (Study Root C-FIND), without any patient attribute.
 
@@ -446,6 +446,8 @@ def find_studies(node: DicomNode, *, date: str = "", modality: str = "US",
         ``YYYYMMDD``, a range ``YYYYMMDD-YYYYMMDD`` (either end open), or "" (any).
     modality : str
         Modalities in Study to match ("" = any).
+    study_uid : str
+        One study's Study Instance UID ("" = any).
     limit : int
         At most this many matches are returned.
     """
@@ -457,7 +459,7 @@ def find_studies(node: DicomNode, *, date: str = "", modality: str = "US",
                          "write e.g. 20260101-20261231")
     q = Dataset()
     q.QueryRetrieveLevel = "STUDY"
-    q.StudyInstanceUID = ""
+    q.StudyInstanceUID = check_uid(study_uid, "study UID") if study_uid else ""
     q.StudyDate = date
     q.StudyTime = ""
     q.StudyDescription = ""
@@ -671,7 +673,8 @@ class StorageSCP:
         ae.maximum_associations = 4
         ae.add_supported_context(VERIFICATION)
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            if cx.abstract_syntax is not None:
+                ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         return ae
 
     def start(self) -> None:
@@ -690,3 +693,87 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+# --------------------------------------------------------------------------- node settings
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NODE_KEYS = {"aet", "host", "port", "calling_aet", "timeout_s"}
+
+
+def load_nodes(path: str | PathLike[str]) -> dict[str, DicomNode]:
+    """The DICOM nodes of a settings file (YAML or JSON), by name.
+
+    Format::
+
+        calling_aet: CEUSKIT        # our AE title (optional)
+        timeout_s: 10               # optional
+        nodes:
+          orthanc:                  # the name the web app shows
+            aet: ORTHANC
+            host: 127.0.0.1
+            port: 4242
+            calling_aet: CEUSKIT    # optional, per node
+            timeout_s: 30           # optional, per node
+
+    Raises
+    ------
+    InputError
+        A missing file, bad YAML, unknown keys, an invalid AE title, host,
+        port, timeout or name; one line naming the file and the field.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(p, f"cannot read the PACS settings ({exc.strerror})", "check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(p, f"not valid YAML{where}", "fix the file's syntax") from None
+    if not isinstance(doc, dict):
+        raise InputError(p, "the PACS settings must be a mapping with 'nodes'", "see the README's "
+                         "'Connecting to a PACS'")
+    unknown = sorted(set(doc) - {"calling_aet", "timeout_s", "nodes"})
+    if unknown:
+        raise InputError(p, f"unknown key(s) {', '.join(map(str, unknown))}",
+                         "use calling_aet, timeout_s and nodes")
+    calling = check_aet(str(doc.get("calling_aet", CALLING_AET)), f"{p}: calling_aet")
+    timeout = _timeout(doc.get("timeout_s", DEFAULT_TIMEOUT_S), f"{p}: timeout_s")
+    nodes_doc = doc.get("nodes") or {}
+    if not isinstance(nodes_doc, dict):
+        raise InputError(p, "'nodes' must map names to node settings", "see the README")
+    out: dict[str, DicomNode] = {}
+    for name, spec in nodes_doc.items():
+        where = f"{p}: nodes.{name}"
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise InputError(where, "a node name is 1-64 letters, digits, '.', '_' or '-'",
+                             "rename the node")
+        if not isinstance(spec, dict):
+            raise InputError(where, "must be a mapping with aet, host and port", "see the README")
+        extra = sorted(set(spec) - _NODE_KEYS)
+        missing = sorted({"aet", "host", "port"} - set(spec))
+        if extra or missing:
+            raise InputError(where, f"unknown key(s) {', '.join(map(str, extra))}" if extra
+                             else f"missing {', '.join(missing)}", f"use {', '.join(sorted(_NODE_KEYS))}")
+        host = str(spec["host"]).strip()
+        if not host or any(ch.isspace() or ch in "/@" for ch in host):
+            raise InputError(f"{where}.host", f"{host[:60]!r} is not a host name or address",
+                             "give e.g. 127.0.0.1 or pacs.example.org")
+        port = spec["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise InputError(f"{where}.port", f"{port!r} is not a TCP port", "give a number from 1 to 65535")
+        out[name] = DicomNode(aet=check_aet(str(spec["aet"]), f"{where}.aet"), host=host, port=port,
+                              name=name,
+                              calling_aet=check_aet(str(spec.get("calling_aet", calling)),
+                                                    f"{where}.calling_aet"),
+                              timeout_s=_timeout(spec.get("timeout_s", timeout), f"{where}.timeout_s"))
+    return out
+
+
+def _timeout(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise InputError(what, f"{value!r} is not a timeout in seconds", "give a number from 0.1 to 3600")
+    return float(value)
