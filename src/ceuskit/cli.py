@@ -212,6 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a host name the browser may use to reach the app (repeatable; default: the "
                         "--host address, plus this machine's names when listening on all addresses); "
                         "other Host headers are refused (DNS-rebinding guard)")
+    w.add_argument("--pacs-config", type=Path, default=None, metavar="FILE",
+                   help="DICOM nodes (PACS) to query, retrieve from and send results to (YAML; "
+                        "default: DIR/pacs.yaml when it exists; see the README's 'Connecting to a PACS')")
+    n = sub.add_parser("dicom", help="DICOM networking: send files to a PACS, receive cines")
+    nsub = n.add_subparsers(dest="dicom_command", required=True, parser_class=_Parser)
+    ns = nsub.add_parser("send", help="C-STORE DICOM files (or every DICOM file under a folder) "
+                                      "to a DICOM node")
+    ns.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or folders")
+    ns.add_argument("--to", required=True, metavar="AET@HOST:PORT",
+                    help="the receiving node, e.g. ORTHANC@127.0.0.1:4242")
+    ns.add_argument("--calling-aet", default=None, metavar="AET",
+                    help="our AE title (default CEUSKIT)")
+    ns.add_argument("--timeout", type=_positive(float), default=None, metavar="S",
+                    help="connection, association and reply timeout in s (default 10)")
+    nl = nsub.add_parser("listen", help="a Storage SCP that files received US cines as studies of "
+                                        "the web app's store")
+    nl.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    nl.add_argument("--data", type=Path, required=True, metavar="DIR",
+                    help="the web app's data directory (as for 'ceuskit serve --data')")
+    nl.add_argument("--aet", default=None, metavar="AET", help="our AE title (default CEUSKIT)")
+    nl.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; DICOM has no access token: "
+                         "listen beyond loopback only on a trusted network)")
     return p
 
 
@@ -462,7 +485,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return serve(args.host, args.port, args.data, db_url=args.db, token=args.token,
                  max_upload_mb=args.max_upload_mb, workers=int(args.workers),
-                 allowed_hosts=args.allowed_host)
+                 allowed_hosts=args.allowed_host, pacs_config=args.pacs_config)
+
+
+def cmd_dicom(args: argparse.Namespace) -> int:
+    from ceuskit.io import dicom_net
+
+    if args.dicom_command == "send":
+        node = dicom_net.parse_node(args.to, calling_aet=args.calling_aet or dicom_net.CALLING_AET,
+                                    timeout_s=args.timeout or dicom_net.DEFAULT_TIMEOUT_S)
+        files = dicom_net.dicom_files(args.paths)
+
+        def report(r: dicom_net.SendResult) -> None:
+            print(f"{r.path}: {'ok' if r.ok else 'FAILED'}: {r.message}", flush=True)
+
+        results = dicom_net.send_files(files, node, progress=report)
+        failed = sum(not r.ok for r in results)
+        print(f"ceuskit dicom send: {len(results) - failed} of {len(results)} files stored on {node}")
+        if failed:
+            print(f"ceuskit: error: {failed} of {len(results)} files were not stored on {node} (see the "
+                  "lines above)", file=sys.stderr)
+            return 2
+        return 0
+    from ceuskit.web.listen import listen
+
+    return listen(args.data, args.port, aet=args.aet or dicom_net.CALLING_AET, host=args.host)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors (2) and --help/--version (0) end here
         return exc.code if isinstance(exc.code, int) else 0
     handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo, "map": cmd_map,
-                "serve": cmd_serve, "assess": cmd_assess}
+                "serve": cmd_serve, "assess": cmd_assess, "dicom": cmd_dicom}
     try:
         return handlers[args.command](args)
     except InputError as exc:

@@ -37,7 +37,8 @@ from sqlalchemy import select
 
 from ceuskit import DISCLAIMER, __version__
 from ceuskit.errors import InputError
-from ceuskit.web import casefile, studies
+from ceuskit.io.dicom_net import load_nodes
+from ceuskit.web import casefile, intake, pacs, studies
 from ceuskit.web.db import DONE, FAILED, QUEUED, RUNNING, AnalysisRow, Store, Study, new_id, utcnow
 from ceuskit.web.jobs import AnalysisJob, JobRunner
 from ceuskit.web.security import (
@@ -96,6 +97,11 @@ class WebConfig:
     demo : dict
         Overrides of `ceuskit.simulate.SimulationSpec` for "load demo study"
         (a shorter cine keeps tests quick).
+    pacs_config : Path or None
+        DICOM nodes the app may query, retrieve from and send results to
+        (`ceuskit.io.dicom_net.load_nodes`); None = ``DATA_DIR/pacs.yaml``
+        when it exists.  With nodes, analyses of DICOM cines also write their
+        SEG, SR and Parametric Maps (``dicom/``) so that they can be sent.
     """
 
     data_dir: Path
@@ -106,6 +112,7 @@ class WebConfig:
     job_mode: str = "process"
     allowed_hosts: list[str] | None = None
     demo: dict[str, Any] = field(default_factory=dict)
+    pacs_config: Path | None = None
 
     @property
     def database_url(self) -> str:
@@ -179,6 +186,8 @@ def create_app(config: WebConfig) -> FastAPI:
         log.info("%d unfinished analyses from an earlier run marked failed", interrupted)
     for part in (data_dir / "studies").glob("*/analyses/*.part"):
         shutil.rmtree(part, ignore_errors=True)
+    pacs_file = pacs.settings_file(data_dir, config.pacs_config)
+    pacs_nodes = {} if pacs_file is None else load_nodes(pacs_file)
     runner = JobRunner(config.workers, config.job_mode)
 
     @asynccontextmanager
@@ -283,25 +292,9 @@ def create_app(config: WebConfig) -> FastAPI:
     def create_study(cine_file: Path, fmt: str, name: str, study_id: str,
                      rois: dict[str, Any] | None = None) -> dict[str, Any]:
         """Register a cine already moved into its study directory (runs in a worker thread)."""
-        settings = studies.default_settings()
-        try:
-            cine = studies.load(cine_file, settings)
-            info = studies.describe(cine, settings)
-            studies.write_frames(cine, study_dir(study_id))
-            del cine
-            if rois:
-                rois = studies.check_rois(rois, info)
-        except BaseException:
-            shutil.rmtree(study_dir(study_id), ignore_errors=True)
-            raise
+        intake.register_cine(store, data_dir, cine_file, fmt, name, study_id, rois)
         with store.session() as s:
-            study = Study(id=study_id, display_name=name, format=fmt, settings=settings, info=info,
-                          rois=rois or {"space": "panel", "rois": []})
-            s.add(study)
-            s.flush()
-            out = study_json(study, s)
-        log.info("study %s created (%s)", study_id, fmt)
-        return out
+            return study_json(get_study(s, study_id), s)
 
     def library_files() -> list[dict[str, Any]]:
         out = []
@@ -601,7 +594,8 @@ def create_app(config: WebConfig) -> FastAPI:
                 analysis_id=row.id, study_id=study_id, db_url=config.database_url,
                 data_dir=str(data_dir.resolve()),
                 cine_path=str(stored_cine(study_dir(study_id), study.format).relative_to(data_dir)),
-                rois=dict(rois), settings=dict(study.settings), case=study.case)
+                rois=dict(rois), settings=dict(study.settings), case=study.case,
+                dicom=bool(pacs_nodes) and study.format == "dicom")
             out = analysis_json(row, data_dir)
         runner.submit(job, lost)
         log.info("analysis %s queued for study %s", job.analysis_id, study_id)
@@ -671,6 +665,11 @@ def create_app(config: WebConfig) -> FastAPI:
             headers["Content-Disposition"] = f"attachment; filename=\"{quote(path.name)}\""
         return FileResponse(path, media_type=media, headers=headers)
 
+    def study_doc(study_id: str) -> dict[str, Any]:
+        with store.session() as s:
+            return study_json(get_study(s, study_id), s)
+
+    app.include_router(pacs.make_router(data_dir, store, pacs_nodes, study_doc))
     return app
 
 

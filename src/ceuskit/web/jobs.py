@@ -57,6 +57,10 @@ class AnalysisJob:
         Keyword arguments of `ceuskit.pipeline.AnalysisOptions`.
     case : dict or None
         Clinical case data (validated again in the worker).
+    dicom : bool
+        Also write the DICOM SEG, SR and Parametric Maps into ``dicom/`` (a
+        DICOM cine and a configured PACS to send them to); a failure there
+        leaves ``dicom/`` out and does not fail the analysis.
     """
 
     analysis_id: str
@@ -67,6 +71,7 @@ class AnalysisJob:
     rois: dict[str, Any]
     settings: dict[str, Any]
     case: dict[str, Any] | None = None
+    dicom: bool = False
 
 
 _STORES: dict[str, Store] = {}
@@ -158,8 +163,10 @@ def run_analysis(job: AnalysisJob) -> str:
         case = _case_argument(job.case)
         if case is not None:
             (part / "case.json").write_text(json.dumps(job.case, indent=2), encoding="utf-8")
-        analyze_to_dir(data / job.cine_path, roi_path, part, options, overwrite=False, progress=progress,
-                       case=case)
+        analysis, _paths = analyze_to_dir(data / job.cine_path, roi_path, part, options, overwrite=False,
+                                          progress=progress, case=case)
+        if job.dicom:
+            _write_dicom(analysis, data / job.cine_path, part, progress)
         os.replace(part, final)
         store.set_stage(job.analysis_id, DONE, None, finished=True,
                         result_dir=str(final.relative_to(data)))
@@ -174,6 +181,20 @@ def run_analysis(job: AnalysisJob) -> str:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return FAILED
+
+
+def _write_dicom(analysis: Any, cine: Path, part: Path, progress: Callable[[str], None]) -> None:
+    """DICOM SEG/SR/maps of a finished analysis into ``part/dicom`` (left out if they cannot be written)."""
+    from ceuskit.api import DICOM_DIR
+    from ceuskit.io.dicom_derived import write_dicom_derived
+
+    out = part / DICOM_DIR
+    try:
+        results = json.loads((part / "results.json").read_text(encoding="utf-8"))
+        write_dicom_derived(analysis, cine, out, progress=progress, results=results)
+    except Exception as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        log.warning("DICOM objects of an analysis not written: %s", one_line(exc))
 
 
 class JobRunner:

@@ -41,7 +41,8 @@ def host_names(host: str, extra: list[str] | None = None) -> list[str]:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None, *,
           db_url: str | None = None, token: str | None = None, max_upload_mb: float = 2048.0,
-          workers: int = 2, allowed_hosts: list[str] | None = None) -> int:
+          workers: int = 2, allowed_hosts: list[str] | None = None,
+          pacs_config: Path | None = None) -> int:
     """Start the app and block until it stops (Ctrl-C).
 
     A token is required whenever the app listens beyond loopback: the given
@@ -71,7 +72,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = Non
         # Printed once, on the console only: the log never carries it.
         print(f"ceuskit serve: access token (shown once): {token}", flush=True)
     config = WebConfig(data_dir=data, db_url=db_url, token=token, max_upload_mb=max_upload_mb,
-                       workers=workers, allowed_hosts=host_names(host, allowed_hosts))
+                       workers=workers, allowed_hosts=host_names(host, allowed_hosts),
+                       pacs_config=pacs_config)
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     print(f"ceuskit serve: http://{shown}:{port}/  (data in {data.resolve()})", flush=True)
