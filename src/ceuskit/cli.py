@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DICOM nodes (PACS) to query, retrieve from and send results to (YAML; "
                         "default: DIR/pacs.yaml when it exists; see the README's 'Connecting to a PACS')")
     n = sub.add_parser("dicom", help="DICOM networking: send files to a PACS, receive cines")
-    nsub = n.add_subparsers(dest="dicom_command", required=True, parser_class=_Parser)
+    nsub = n.add_subparsers(dest="dicom_command", required=True, parser_class=_Parser,
+                            help="send: C-STORE files to a node; listen: receive cines as studies")
     ns = nsub.add_parser("send", help="C-STORE DICOM files (or every DICOM file under a folder) "
                                       "to a DICOM node")
     ns.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or folders")
