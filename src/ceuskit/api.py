@@ -145,9 +145,17 @@ def analyze_to_dir(
                       "files": sorted(f"{MAPS_DIR}/{name}"
                                       for name in planned_files(analysis.maps.result))}
 
+    from ceuskit.params import Parameters
+
+    # The effective parameters, in a parameter file's terms (`ceuskit.params`):
+    # rerunning with them as --params gives the same analysis.
+    effective = Parameters.from_options(analysis.options, pdf=pdf, dicom=dicom, fhir=fhir).as_dict()
+    effective.pop("case_timeout_s")
+
     def results_of(a: Analysis) -> dict[str, Any]:
         doc = a.results()
         doc["maps"].update(maps_entry)
+        doc["parameters"] = effective
         return doc
 
     results = results_of(analysis)

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--case", type=Path, default=None, metavar="CASE.yaml",
                    help="clinical case (YAML or JSON; every field optional): the assessment combines it "
                         "with the CEUS findings")
+    a.add_argument("--params", type=Path, default=None, metavar="PARAMS.yaml",
+                   help="analysis options from a YAML parameter file (keys: see docs/params.md); "
+                        "options given on the command line override it")
     a.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     a.add_argument("--quiet", action="store_true", help="no progress messages")
 
@@ -192,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-png", action="store_true", help="write the arrays only (no PNG overlays)")
     m.add_argument("--overwrite", action="store_true", help="replace maps already in --out")
     m.add_argument("--quiet", action="store_true", help="no progress messages")
+
+    b = sub.add_parser("batch", help="a cohort: one analysis per manifest row, isolated and "
+                                     "resumable, on Dask when asked")
+    b.add_argument("manifest", type=Path, metavar="MANIFEST.csv",
+                   help="CSV with columns id,cine,roi[,case][,label] (paths relative to it)")
+    b.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="batch directory (a directory of an earlier run is resumed)")
+    b.add_argument("--params", type=Path, default=None, metavar="PARAMS.yaml",
+                   help="analysis options for every case (YAML; default: analyze's defaults)")
+    b.add_argument("--scheduler", default="none", metavar="none|local|tcp://HOST:PORT",
+                   help="where cases run: none (from this process, default), local (a Dask "
+                        "LocalCluster sized to the machine) or an existing Dask scheduler")
+    b.add_argument("--db", default=None, metavar="URL",
+                   help="results database (SQLAlchemy URL; default sqlite:///DIR/ceuskit.db)")
+    b.add_argument("--jobs", type=_positive(int), default=None, metavar="N",
+                   help="cases at a time (none: default 1) or workers (local: default one per core)")
+    b.add_argument("--no-report", action="store_true", help="skip cohort.html and cohort.pdf")
+    b.add_argument("--quiet", action="store_true", help="no progress messages")
 
     w = sub.add_parser("serve", help="the web app: upload, draw ROIs, analyse, read the report")
     w.add_argument("--host", default="127.0.0.1",
@@ -288,16 +309,42 @@ def _free_dir(base: Path) -> Path:
     raise InputError(base, "no free output directory name", "pass --out")
 
 
+#: ``analyze`` options and the parameter-file keys they set (`ceuskit.params`).
+_PARAM_OPTIONS = {"--dynamic-range": "dynamic_range_db", "--fps": "fps", "--panel": "panel",
+                  "--model": "model", "--motion": "motion", "--reference-frame": "reference_frame",
+                  "--injection-time": "injection_time_s", "--block": "block_px", "--no-maps": "maps",
+                  "--dicom": "dicom", "--fhir": "fhir"}
+
+
+def _given(argv: Sequence[str], option: str) -> bool:
+    return any(tok == option or tok.startswith(option + "=") for tok in argv)
+
+
+def _analysis_parameters(args: argparse.Namespace) -> Any:
+    """The effective `Parameters`: the file's (``--params``), then the options given explicitly."""
+    from dataclasses import replace
+
+    from ceuskit.params import Parameters, load_params
+
+    from_cli = {"dynamic_range_db": args.dynamic_range, "fps": args.fps, "panel": args.panel,
+                "model": args.model, "motion": args.motion, "reference_frame": args.reference_frame,
+                "injection_time_s": args.injection_time, "block_px": args.block,
+                "maps": not args.no_maps, "dicom": args.dicom, "fhir": args.fhir}
+    if args.params is None:
+        return Parameters(**from_cli)
+    params = load_params(args.params)
+    argv = getattr(args, "argv", ())
+    given = {key: from_cli[key] for opt, key in _PARAM_OPTIONS.items() if _given(argv, opt)}
+    return replace(params, **given)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ceuskit.api import analyze_to_dir
-    from ceuskit.pipeline import AnalysisOptions
 
-    options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
-                              panel=args.panel, model=args.model, motion=args.motion,
-                              reference_frame=args.reference_frame, maps=not args.no_maps,
-                              block_px=args.block, injection_time_s=args.injection_time)
+    params = _analysis_parameters(args)
+    options = params.analysis_options()
     out = args.out or Path(f"{args.cine.stem}-ceuskit")
-    if args.fhir_subject is not None and not args.fhir:
+    if args.fhir_subject is not None and not params.fhir:
         raise InputError("--fhir-subject", "names the patient of a FHIR bundle, but --fhir was not given",
                          "add --fhir, or drop --fhir-subject")
     case = None
@@ -308,8 +355,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     say = _progress(args.quiet)
     _say_if_compiling(say)
     analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
-                                     progress=say, case=case, dicom=args.dicom, fhir=args.fhir,
-                                     fhir_subject=args.fhir_subject)
+                                     progress=say, case=case, dicom=params.dicom, fhir=params.fhir,
+                                     fhir_subject=args.fhir_subject, pdf=params.pdf)
     results = json.loads(paths["results"].read_text(encoding="utf-8"))
     print(finding_line(results))
     print(DISCLAIMER)
@@ -481,6 +528,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ceuskit.batch import run_batch
+
+    say = _progress(args.quiet)
+    result = run_batch(args.manifest, args.out, params_path=args.params, scheduler=args.scheduler,
+                       db_url=args.db, jobs=None if args.jobs is None else int(args.jobs),
+                       report=not args.no_report, progress=say)
+    n = len(result.records)
+    print(f"{n} cases: {n - result.n_failed} ok, {result.n_failed} failed or timed out; "
+          f"{len(result.ran)} run, {len(result.skipped)} unchanged and kept")
+    for cid, rec in result.records.items():
+        if rec.get("status") != "ok":
+            print(f"  {cid}: {rec.get('status')}: {rec.get('error')}")
+    for name, path in result.paths.items():
+        print(f"{name}: {path}")
+    print(DISCLAIMER)
+    # Scripts tell "every case analysed" from "finished, some cases failed" (not an input error).
+    return 0 if result.n_failed == 0 else 3
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ceuskit.web.server import serve
 
@@ -517,10 +584,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # usage errors (2) and --help/--version (0) end here
         return exc.code if isinstance(exc.code, int) else 0
     handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo, "map": cmd_map,
-                "serve": cmd_serve, "assess": cmd_assess, "dicom": cmd_dicom}
+                "serve": cmd_serve, "assess": cmd_assess, "dicom": cmd_dicom,
+                "batch": cmd_batch}
     try:
         return handlers[args.command](args)
     except InputError as exc:

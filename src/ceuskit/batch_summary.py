@@ -1,0 +1,133 @@
+"""summary.csv of a cohort: one row per case and ROI, units in the column names.
+
+A row holds the case's id, the ROI and its role, the case's status and
+error, the label, the assessment level, the findings, and every perfusion
+parameter of the ROI with its unit in the column name
+(``peak_enhancement_au``, ``auc_au_s`` ...), then the manifest's extra
+columns.  A case that failed (or has no ROI) is one row with an empty ROI
+and its error.  The cohort report (`ceuskit.cohort_report`) and the results
+database (`ceuskit.cohort_db`) read these rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from ceuskit.outputs import write_text_atomic
+
+__all__ = ["PARAMETER_COLUMNS", "SUMMARY_COLUMNS", "summary_rows", "write_summary"]
+
+#: results.json perfusion key -> summary column (unit in the name: a.u. is linear echo power).
+PARAMETER_COLUMNS: dict[str, str] = {
+    "arrival_time_s": "arrival_time_s",
+    "time_to_peak_s": "time_to_peak_s",
+    "rise_time_s": "rise_time_s",
+    "mean_transit_time_s": "mean_transit_time_s",
+    "fall_time_s": "fall_time_s",
+    "peak_enhancement": "peak_enhancement_au",
+    "auc": "auc_au_s",
+    "wash_in_rate": "wash_in_rate_au_per_s",
+    "wash_out_rate": "wash_out_rate_au_per_s",
+    "wash_in_auc": "wash_in_auc_au_s",
+    "wash_out_auc": "wash_out_auc_au_s",
+    "wash_in_perfusion_index": "wash_in_perfusion_index_au",
+    "qof": "qof",
+}
+FINDING_COLUMNS = ("intraluminal_enhancement", "wash_in", "enhancement", "homogeneity",
+                   "wash_out_present", "necrosis_percent")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "id", "roi", "role", "status", "error", "label", "level", "suspect_neoplasm",
+    *FINDING_COLUMNS, "enhancing", "model", *PARAMETER_COLUMNS.values(), "necrosis_fraction")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _case_cells(results: Mapping[str, Any]) -> dict[str, str]:
+    findings = results.get("findings") or {}
+    assessment = results.get("assessment") or {}
+    wash_out = findings.get("wash_out") or {}
+    return {
+        "level": _cell(assessment.get("level")),
+        "suspect_neoplasm": _cell(assessment.get("suspect_neoplasm")),
+        "intraluminal_enhancement": _cell(findings.get("intraluminal_enhancement")),
+        "wash_in": _cell(findings.get("wash_in")),
+        "enhancement": _cell(findings.get("enhancement")),
+        "homogeneity": _cell(findings.get("homogeneity")),
+        "wash_out_present": _cell(wash_out.get("present") if isinstance(wash_out, Mapping) else None),
+        "necrosis_percent": _cell(findings.get("necrosis_percent")),
+    }
+
+
+def summary_rows(cases: Sequence[Any], records: Mapping[str, Mapping[str, Any]],
+                 cases_dir: str | PathLike[str]) -> list[dict[str, str]]:
+    """The summary rows of a cohort, in manifest order.
+
+    Parameters
+    ----------
+    cases : sequence of `ceuskit.batch.CaseSpec`
+    records : mapping
+        Case records by id (`ceuskit.batch.run_case`).
+    cases_dir : path
+        ``DIR/cases``: an ``ok`` case's results.json is read from there.
+
+    Returns
+    -------
+    list of dict
+        Strings by column (`SUMMARY_COLUMNS`, then the manifest's extra columns).
+    """
+    rows: list[dict[str, str]] = []
+    for spec in cases:
+        rec = records.get(spec.id) or {}
+        status = str(rec.get("status") or "failed")
+        error = rec.get("error") or ("" if rec else "not run (the batch was stopped before it)")
+        base = {c: "" for c in SUMMARY_COLUMNS}
+        base.update({"id": spec.id, "status": status, "error": _cell(error),
+                     "label": spec.label or ""})
+        extra = dict(spec.extra)
+        results: dict[str, Any] | None = None
+        if status == "ok":
+            try:
+                results = json.loads((Path(cases_dir) / spec.id / "results.json")
+                                     .read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                base.update(status="failed", error=f"results.json cannot be read ({exc})")
+        if results is None or not results.get("rois"):
+            rows.append({**base, **extra})
+            continue
+        base.update(_case_cells(results))
+        for name, roi in results["rois"].items():
+            row = dict(base)
+            perf = roi.get("perfusion") or {}
+            row.update({"roi": str(name), "role": _cell(roi.get("role")),
+                        "enhancing": _cell(roi.get("enhancing")), "model": _cell(roi.get("model")),
+                        "necrosis_fraction": _cell(roi.get("necrosis_fraction"))})
+            for key, col in PARAMETER_COLUMNS.items():
+                row[col] = _cell(perf.get(key))
+            rows.append({**row, **extra})
+    return rows
+
+
+def write_summary(path: str | PathLike[str], rows: Sequence[Mapping[str, str]]) -> Path:
+    """Write summary.csv atomically (the columns of `SUMMARY_COLUMNS`, then any extra ones)."""
+    columns = list(SUMMARY_COLUMNS)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
