@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -275,12 +274,14 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
     status, error = OK, None
     env = {k: v for k, v in os.environ.items() if k != "CEUSKIT_PROGRESS_TIMES"}
     try:
+        # In the batch's process group: stopping the batch (Ctrl-C, a kill of the group)
+        # stops its cases too, so no orphan writes into a directory the next run removes.
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env=env, start_new_session=True)
+                                env=env)
         try:
             _, stderr = proc.communicate(timeout=float(job["timeout_s"]))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the analysis and anything it started
+            proc.kill()
             proc.communicate()
             status, error = TIMEOUT, (f"stopped after {float(job['timeout_s']):g} s (the case "
                                       "time limit, case_timeout_s in the parameter file)")
@@ -370,7 +371,8 @@ def _execute(jobs: list[dict[str, Any]], scheduler: str, n_jobs: int | None,
             for fut in as_completed(futures):
                 on_done(fut.result())
         return f"none (in-process, {max(1, n_jobs or 1)} at a time)"
-    from dask.distributed import Client, LocalCluster, as_completed as dask_completed
+    from dask.distributed import Client, LocalCluster
+    from dask.distributed import as_completed as dask_completed
 
     cluster = None
     if scheduler == "local":
@@ -387,10 +389,10 @@ def _execute(jobs: list[dict[str, Any]], scheduler: str, n_jobs: int | None,
                              "start it (dask scheduler) or give its tcp://HOST:PORT") from None
         where = f"{scheduler} (Dask cluster)"
     try:
-        futures = [client.submit(run_case, j, key=f"ceuskit-case-{j['id']}-{secrets.token_hex(3)}",
-                                 pure=False) for j in jobs]
-        for fut in dask_completed(futures):
-            on_done(fut.result())
+        tasks = [client.submit(run_case, j, key=f"ceuskit-case-{j['id']}-{secrets.token_hex(3)}",
+                               pure=False) for j in jobs]
+        for task in dask_completed(tasks):
+            on_done(task.result())
     finally:
         client.close()
         if cluster is not None:

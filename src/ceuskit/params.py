@@ -115,6 +115,11 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], Any]:
     return check
 
 
+def _motion(v: Any) -> Any:
+    # YAML 1.1 reads an unquoted ``off`` as false: that is what the user meant.
+    return _choice(MOTIONS)("off" if v is False else v)
+
+
 def _bool(v: Any) -> Any:
     if not isinstance(v, bool):
         raise ValueError(f"{v!r} is not true or false")
@@ -138,7 +143,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "fps": _number(1e-3, 1000.0, nullable=True, unit="frames/s"),
     "panel": _panel,
     "model": _choice(MODELS),
-    "motion": _choice(MOTIONS),
+    "motion": _motion,
     "reference_frame": _number(0, 10**9, integer=True, nullable=True),
     "injection_time_s": _number(-3600.0, 3600.0, unit="s"),
     "maps": _bool,
