@@ -160,6 +160,12 @@ def test_changed_parameter_recomputes_and_timeout(tmp_path):
     (root / "p.yaml").write_text(FAST)
     first = run_batch(root / "m.csv", root / "out", params_path=root / "p.yaml", report=False)
     assert first.ran == ["A"] and first.records["A"]["status"] == "ok"
+    local = run_batch(root / "m.csv", root / "local", params_path=root / "p.yaml", report=False,
+                      scheduler="local", jobs=1)
+    assert local.records["A"]["status"] == "ok"
+    assert "LocalCluster" in json.loads((root / "local" / "provenance.json").read_text())["scheduler"]
+    assert (root / "local" / "cases" / "A" / "results.json").read_bytes() == \
+        (root / "out" / "cases" / "A" / "results.json").read_bytes()
     (root / "p.yaml").write_text(FAST + "injection_time_s: -5\n")
     second = run_batch(root / "m.csv", root / "out", params_path=root / "p.yaml", report=False)
     assert second.ran == ["A"]

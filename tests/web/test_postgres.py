@@ -224,3 +224,38 @@ def test_non_finite_numbers_never_reach_a_json_column(postgres_url: str, make_cl
                 assert s.get(Study, "f" * 32) is None
         finally:
             store.dispose()
+
+
+def test_batch_writes_its_cohort_to_postgres(postgres_url: str, tmp_path: Path) -> None:
+    """``ceuskit batch --db postgresql+psycopg://...``: the cohort's rows, queryable, and the web studies."""
+    from sqlalchemy import create_engine, text
+
+    from ceuskit.batch import run_batch
+    from ceuskit.simulate import SimulationSpec, simulate, write_phantom
+
+    rows = ["id,cine,roi,label"]
+    for i, scenario in enumerate(("tumor", "bland")):
+        f = write_phantom(simulate(SimulationSpec(scenario=scenario, seed=60 + i, fps=4.0,
+                                                  duration_s=60.0)), tmp_path / f"c{i}", "npz")
+        rows.append(f"PG{i},{f['cine']},{f['rois']},{scenario}")
+    rows.append("PGX,nowhere.dcm,nowhere.json,bland")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "p.yaml").write_text("maps: false\npdf: false\nmotion: off\n")
+    result = run_batch(tmp_path / "m.csv", tmp_path / "out", params_path=tmp_path / "p.yaml",
+                       db_url=postgres_url, report=False)
+    assert result.records["PGX"]["status"] == "failed"
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            cases = dict(conn.execute(text("SELECT case_id, status FROM cohort_cases")).all())
+            lesion_pe = conn.execute(text(
+                "SELECT c.label, p.peak_enhancement_au FROM cohort_cases c JOIN cohort_roi_parameters p "
+                "ON p.cohort_case_id = c.id WHERE p.role = 'lesion' ORDER BY c.case_id")).all()
+            studies = conn.execute(text("SELECT display_name FROM studies WHERE display_name "
+                                        "LIKE 'PG%'")).scalars().all()
+    finally:
+        engine.dispose()
+    assert cases == {"PG0": "ok", "PG1": "ok", "PGX": "failed"}
+    assert lesion_pe[0][0] == "tumor" and lesion_pe[0][1] > 0
+    assert sorted(studies) == ["PG0", "PG1"]
+    assert not (tmp_path / "out" / "ceuskit.db").exists()  # nothing in SQLite when a URL is given
