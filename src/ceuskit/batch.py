@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ceuskit import __version__
-from ceuskit.errors import InputError
+from ceuskit.errors import InputError, read_user_text
 from ceuskit.outputs import write_json_atomic, write_text_atomic
 from ceuskit.params import Parameters, load_params
 
@@ -113,12 +113,7 @@ def read_manifest(path: str | PathLike[str]) -> list[CaseSpec]:
         than tumor/bland/other; the message names the line.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(p, "no such manifest", "give the path of the cohort's CSV file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(p, f"cannot be read ({exc})", "give a UTF-8 CSV file") from None
+    text = read_user_text(p, "manifest", "CSV", encoding="utf-8-sig")
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]

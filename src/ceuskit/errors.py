@@ -50,3 +50,27 @@ class AnalysisWarning:
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+def read_user_text(path: str | PathLike[str], what: str, kind: str, *,
+                   encoding: str = "utf-8") -> str:
+    """The text of a file the user named, or one `InputError` line saying why not.
+
+    Parameters
+    ----------
+    what : str
+        What the file is, for "no such ..." (``"parameter file"``).
+    kind : str
+        The format expected, for the fix (``"YAML"``, ``"CSV"``).
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return p.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise InputError(p, f"no such {what}", "check the path") from None
+    except IsADirectoryError:
+        raise InputError(p, f"is a directory, not a {what}", f"give the {kind} file itself") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(p, f"cannot be read ({exc})", f"give a UTF-8 {kind} file") from None

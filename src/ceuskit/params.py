@@ -32,7 +32,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from ceuskit.errors import InputError
+from ceuskit.errors import InputError, read_user_text
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB
 
 __all__ = ["PARAMETER_HELP", "Parameters", "load_params", "parse_params"]
@@ -215,12 +215,7 @@ def load_params(path: str | PathLike[str]) -> Parameters:
     import yaml
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(p, "no such parameter file", "check the path given to --params") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(p, f"cannot be read ({exc})", "give a UTF-8 YAML file") from None
+    text = read_user_text(p, "parameter file", "YAML")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
