@@ -22,6 +22,7 @@ from sqlalchemy import select
 from ceuskit.simulate import Phantom
 from tests.io.test_orthanc import ORTHANC, orthanc  # noqa: F401  (the fixture)
 from tests.web.conftest import AppFactory, wait_for
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, Server
 
 STORESCU = Path("/usr/bin/storescu")
 PM_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.30"
@@ -179,3 +180,44 @@ def test_listener_files_a_cine_from_dcmtk_storescu_and_refuses_a_ct(phantom_dico
         text = refused.stdout + refused.stderr
         assert "0122" in text or "Refused" in text, text
         assert not [p for p in (data / "incoming").rglob("*") if p.is_file()]
+
+
+@pytest.mark.skipif(ORTHANC is None, reason="Orthanc is not installed (apt-get install orthanc)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests need /usr/bin/chromium")
+def test_browser_query_and_retrieve(orthanc: Any, phantom_dicom: Path,  # noqa: F811
+                                    tmp_path: Path) -> None:
+    """The PACS section in chromium, under the app's CSP: a search shows the row, retrieve adds the study."""
+    from playwright.sync_api import sync_playwright
+
+    _post(orthanc["url"] + "/instances", phantom_dicom.read_bytes())
+    data = tmp_path / "web"
+    data.mkdir()
+    _pacs_yaml(data, orthanc["node"])  # DIR/pacs.yaml is picked up without --pacs-config
+    with Server(data) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(srv.url + "/")
+            page.select_option("#pacs-node", "orthanc")
+            page.click("#pacs-search")
+            try:
+                page.wait_for_selector("#pacs-results tbody tr", timeout=30_000)
+            except Exception:
+                raise AssertionError(f"{page.text_content('#pacs-status')!r} {problems}") from None
+            rows = page.locator("#pacs-results tbody tr")
+            assert rows.count() == 1
+            assert "on orthanc" in page.text_content("#pacs-status")
+            rows.first.locator("button.pacs-retrieve").click()
+            link = page.wait_for_selector("a.pacs-study-link", timeout=60_000)
+            assert "added as a study" in page.text_content("#pacs-status")
+            link.click()
+            page.wait_for_url("**/studies/*")
+            page.wait_for_selector("#pacs-send-button", state="attached")
+            page.goto(srv.url + "/")
+            assert page.locator("#study-list tbody tr").count() == 1
+            assert not problems, problems
+        finally:
+            browser.close()

@@ -64,7 +64,7 @@
           body.append(ceus.el("tr", { "data-uid": m.study_uid },
             ceus.el("td", { text: showDate(m.date) }), ceus.el("td", { text: showTime(m.time) }),
             ceus.el("td", { text: m.description || "" }),
-            ceus.el("td", { text: (m.modalities || []).join(", ") }),
+            ceus.el("td", { text: String(m.modalities || "").split("\\").join(", ") }),
             ceus.el("td", { text: m.accession || "" }),
             ceus.el("td", { class: "num", text: count(m.n_series) + " / " + count(m.n_instances) }),
             ceus.el("td", {}, get), here));
