@@ -199,7 +199,8 @@ def test_browser_query_and_retrieve(orthanc: Any, phantom_dicom: Path,  # noqa: 
             page = browser.new_page()
             problems: list[str] = []
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+            page.on("console", lambda m: problems.append(m.text)
+                    if "Content Security Policy" in m.text else None)
             page.goto(srv.url + "/")
             page.select_option("#pacs-node", "orthanc")
             page.click("#pacs-search")
