@@ -7,6 +7,10 @@ middleware applies to these endpoints as to every other: state-changing
 requests must be JSON from the app's own pages (or a script without an
 Origin), and carry the token when one is set.
 
+Sending an analysis that has no ``dicom/`` folder (it ran before a PACS was
+configured) first writes its SEG, SR and Parametric Maps (`write_derived`);
+a cine that is not DICOM has no study to file them into (409).
+
 Queries ask for no patient attribute; the log names node names, counts and
 ids only.  A node that refuses, cannot be reached or times out is a 502 with
 the one-line reason.
@@ -154,7 +158,8 @@ def make_router(data_dir: Path, store: Store, nodes: dict[str, DicomNode],
         return {"studies": [study_json(i) for i in ids]}
 
     @router.post("/api/analyses/{analysis_id}/send", tags=["pacs"],
-                 summary="Send an analysis' DICOM results (SEG, SR, Parametric Maps) to a node (C-STORE)")
+                 summary="Send an analysis' DICOM results (SEG, SR, Parametric Maps) to a node (C-STORE); "
+                         "written first when missing (409 when the cine is not DICOM)")
     async def send(analysis_id: Id, req: SendRequest) -> dict[str, Any]:
         node = node_by_name(req.node)
         with store.session() as s:
