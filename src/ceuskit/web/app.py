@@ -312,14 +312,15 @@ def create_app(config: WebConfig) -> FastAPI:
             listing = [study_json(r, s) for r in rows]
         return templates.TemplateResponse(request, "index.html", {
             "studies": listing, "library": library_files(),
-            "max_upload_mb": config.max_upload_mb})
+            "max_upload_mb": config.max_upload_mb, "pacs_nodes": list(pacs_nodes)})
 
     @app.get("/studies/{study_id}", response_class=HTMLResponse, include_in_schema=False)
     def study_page(request: Request, study_id: Id) -> Response:
         with store.session() as s:
             doc = study_json(get_study(s, study_id), s)
         return templates.TemplateResponse(request, "study.html", {
-            "study": doc, "case_form": casefile.form_fields(), "case_available": casefile.available()})
+            "study": doc, "case_form": casefile.form_fields(), "case_available": casefile.available(),
+            "pacs_nodes": list(pacs_nodes)})
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request, next: str = "/") -> Response:
