@@ -113,17 +113,17 @@ def read_tic_csv(path: str | PathLike[str]) -> TicTable:
                              "give every row one value per header column")
         cells = [c.strip() for c in row[:width]] + [""] * max(0, width - len(row))
         for k, cell in enumerate(cells):
-            col = header[k][:40]
+            col_name = header[k][:40]
             if cell == "":
-                raise InputError(p, f"column {col!r}, row {line} is empty",
+                raise InputError(p, f"column {col_name!r}, row {line} is empty",
                                  "fill every cell with a number (leave no gaps or NaN)")
             try:
                 v = float(cell)
             except ValueError:
-                raise InputError(p, f"column {col!r}, row {line}: {cell[:30]!r} is not a number",
+                raise InputError(p, f"column {col_name!r}, row {line}: {cell[:30]!r} is not a number",
                                  "give plain numbers (decimal point '.', no units in cells)") from None
             if not math.isfinite(v):
-                raise InputError(p, f"column {col!r}, row {line} is {cell[:30]!r}, not a finite number",
+                raise InputError(p, f"column {col_name!r}, row {line} is {cell[:30]!r}, not a finite number",
                                  "fill every cell with a finite number (no NaN or inf)")
             data[j, k] = v
     if data.shape[0] < MIN_SAMPLES:

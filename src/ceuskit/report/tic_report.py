@@ -10,8 +10,8 @@ import numpy as np
 
 from ceuskit import DISCLAIMER
 from ceuskit.fmt import fmt
-from ceuskit.report.content import PARAMETER_LABELS
 from ceuskit.report.content import _PARAMETER_UNITS as PARAMETER_UNITS
+from ceuskit.report.content import PARAMETER_LABELS
 
 
 def curves_png(doc: dict[str, Any]) -> bytes:
