@@ -165,3 +165,12 @@ def test_pdf_degrades_with_a_warning(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="no Pango"):
         paths = write_cohort_report(_cohort(), tmp_path, pdf=True)
     assert "pdf" not in paths and "no Pango" in paths["html"].read_text()
+
+
+def test_pdf_is_printed_when_weasyprint_runs(tmp_path):
+    from ceuskit.report.pdf import pdf_unavailable_reason
+
+    if pdf_unavailable_reason() is not None:
+        pytest.skip("WeasyPrint cannot run here")
+    paths = write_cohort_report(_cohort(), tmp_path, pdf=True)
+    assert paths["pdf"].read_bytes()[:5] == b"%PDF-"
