@@ -160,3 +160,15 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["fit", str(csv), "--out", str(out), "--linear", "--overwrite"]) == 0
     assert main(["fit", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o2"), "--linear"]) == 2
+
+
+def test_roi_names_are_escaped_and_semicolons_refused(tmp_path):
+    t, y = _curves()
+    csv = _write(tmp_path / "tic.csv", ["Time", "<b>x</b>"], [t, y])
+    _, paths = fit_tic_to_dir(csv, tmp_path / "out", linear=True)
+    html = paths["report"].read_text()
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    semi = tmp_path / "semi.csv"
+    semi.write_text("time_s;lesion\n" + "".join(f"{a};{b}\n" for a, b in zip(t, y, strict=True)))
+    with pytest.raises(InputError, match="separated by ';'"):
+        read_tic_csv(semi)

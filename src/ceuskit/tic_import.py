@@ -91,6 +91,9 @@ def read_tic_csv(path: str | PathLike[str]) -> TicTable:
         raise InputError(p, "is empty", _fix())
     _, header = numbered[0]
     header = [h.strip() for h in header]
+    if len(header) == 1 and ";" in header[0]:
+        raise InputError(p, "is separated by ';', not ','",
+                         "export the CSV with commas between cells and '.' as the decimal point")
     if header[0].lower() not in TIME_COLUMNS:
         raise InputError(p, f"has no time column (the first column is named {header[0][:40]!r})",
                          "name the first column time_s (or time, t) and give the times in s")
