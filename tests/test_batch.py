@@ -86,6 +86,10 @@ def test_cohort_summary_and_isolated_failures(cohort):
     assert prov["parameters"]["maps"] is False and prov["scheduler"].startswith("none")
     assert prov["cases"]["P00"]["inputs"]["cine"] == _sha(out.parent / "c0" / "cine.dcm")
     assert {"numpy", "scipy", "dask", "pydicom"} <= set(prov["versions"])
+    # The cohort report: the failures with their reasons, and ROC on the labelled cases.
+    html = (out / "cohort.html").read_text()
+    assert "BROKEN" in html and "broken.dcm" in html and "AUC" in html
+    assert result.paths["cohort_html"] == out / "cohort.html"
 
 
 def _sha(path: Path) -> str:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the map modules import numba: load them only when mapping
     from ceuskit.maps import MapOptions
 
 __all__ = ["ASSESSMENT_FILES", "RESULT_FILES", "MapStudy", "analyze_to_dir", "assess_case",
-           "assess_to_dir", "map_cine", "map_provenance", "map_to_dir", "read_results"]
+           "assess_to_dir", "fit_tic_to_dir", "map_cine", "map_provenance", "map_to_dir", "read_results"]
 
 #: What an analysis writes into its output directory (checked for earlier results).
 RESULT_FILES = ("results.json", "report.html", "report.pdf", "maps")
@@ -453,4 +453,79 @@ def assess_to_dir(out_dir: str | PathLike[str], *, case_path: str | PathLike[str
              "html": write_text_atomic(out / "assessment.html", html)}
     if pdf_bytes is not None:
         paths["pdf"] = write_bytes_atomic(out / "assessment.pdf", pdf_bytes)
+    return doc, paths
+
+
+#: What `fit_tic_to_dir` writes (and refuses to overwrite silently).
+FIT_FILES = ("results.json", "report.html")
+
+
+def fit_tic_to_dir(csv_path: str | PathLike[str], out_dir: str | PathLike[str], *,
+                   model: str = "lognormal", dynamic_range_db: float | None = None,
+                   linear: bool = False, overwrite: bool = False) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Fit the curves of a TIC CSV and write results.json and report.html (``ceuskit fit``).
+
+    The CSV is read and checked (`ceuskit.tic_import.read_tic_csv`), its
+    values made linear power (`ceuskit.tic_import.linear_curves`), and every
+    column fitted with the engine of ``ceuskit analyze``
+    (`ceuskit.tic_import.fit_tic_curves`).  Everything is checked before
+    anything is written; files are written atomically.
+
+    Parameters
+    ----------
+    csv_path : path
+        The TIC CSV (time in s, one column per ROI).
+    model : str
+        ``lognormal`` (default), ``gamma``, ``ldrw`` or ``auto``.
+    dynamic_range_db : float, optional
+        The values are display values 0..255 on a display of this dynamic range (dB).
+    linear : bool
+        The values are linear echo power already.  Exactly one of the two.
+
+    Returns
+    -------
+    (document, paths)
+        The results document and ``{"results", "report"}`` paths.
+
+    Raises
+    ------
+    InputError
+        A bad CSV, neither or both of ``dynamic_range_db`` and ``linear``,
+        an unknown model, or earlier results in ``out_dir`` without ``overwrite``.
+    """
+    from ceuskit import DISCLAIMER, __version__
+    from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
+    from ceuskit.report.tic_report import render_fit_html
+    from ceuskit.tic_import import fit_tic_curves, linear_curves, read_tic_csv
+
+    out = check_out_dir(out_dir, FIT_FILES, overwrite=overwrite)
+    table = read_tic_csv(csv_path)
+    curves = linear_curves(table, dynamic_range_db=dynamic_range_db, linear=linear,
+                           source=csv_path)
+    fitted = fit_tic_curves(table.times_s, curves, table.names, model)
+    t = table.times_s
+    doc: dict[str, Any] = {
+        "ceuskit_version": __version__,
+        "disclaimer": DISCLAIMER,
+        "input": {
+            "file": table.source,
+            "kind": "time-intensity curves (CSV)",
+            "time_column": table.time_column,
+            "rois": list(table.names),
+            "n_samples": int(t.size),
+            "t_first_s": float(t[0]),
+            "t_last_s": float(t[-1]),
+            "values": "linear" if linear else "display",
+            "dynamic_range_db": None if linear else float(dynamic_range_db or 0.0),
+            "linearization": None if linear else "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
+        },
+        "analysis": {"model": model, "engine": "ceuskit analyze (enhancement test, fit, descriptors)"},
+        "units": {**DESCRIPTOR_UNITS, "qof": "1", "intensity": "a.u. (linear echo power)"},
+        "rois": fitted["rois"],
+        "warnings": fitted["warnings"],
+    }
+    html = render_fit_html(doc)
+    make_out_dir(out)
+    paths = {"results": write_json_atomic(out / "results.json", doc),
+             "report": write_text_atomic(out / "report.html", html)}
     return doc, paths

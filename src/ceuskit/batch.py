@@ -518,13 +518,10 @@ def run_batch(manifest: str | PathLike[str], out_dir: str | PathLike[str], *,
     store_cohort(url, out, cases, records, rows)
     paths["db"] = url
     if report:
-        try:
-            from ceuskit.cohort_report import write_cohort_report
-        except ImportError:  # pragma: no cover - the report module ships with ceuskit
-            pass
-        else:
-            say("writing the cohort report")
-            paths.update({f"cohort_{k}": v for k, v in write_cohort_report(rows, out).items()})
+        from ceuskit.cohort_report import write_cohort_report
+
+        say("writing the cohort report")
+        paths.update({f"cohort_{k}": v for k, v in write_cohort_report(rows, out).items()})
     return BatchResult(records=records, ran=[pc.spec.id for pc in to_run],
                        skipped=[pc.spec.id for pc in planned if pc.action == "skip"], paths=paths)
 

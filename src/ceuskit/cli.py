@@ -236,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--pacs-config", type=Path, default=None, metavar="FILE",
                    help="DICOM nodes (PACS) to query, retrieve from and send results to (YAML; "
                         "default: DIR/pacs.yaml when it exists; see the README's 'Connecting to a PACS')")
+    f = sub.add_parser("fit", help="fit time-intensity curves from a CSV (time in s, one column per ROI)")
+    f.add_argument("tic", type=Path, metavar="TIC.csv",
+                   help="CSV with a header: first column time in s (time_s, time or t), then one "
+                        "column per ROI named by its header")
+    f.add_argument("--out", type=Path, required=True, help="output directory (results.json, report.html)")
+    f.add_argument("--model", choices=("lognormal", "gamma", "ldrw", "auto"), default="lognormal",
+                   help="bolus model; auto picks per curve by AICc (default lognormal)")
+    values = f.add_mutually_exclusive_group()
+    values.add_argument("--dynamic-range", type=_positive(float), default=None, metavar="DB",
+                        help="the values are display values 0..255 on a display of DB dB; "
+                             "linearised as cines are")
+    values.add_argument("--linear", action="store_true",
+                        help="the values are linear echo power already")
+    f.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+
     n = sub.add_parser("dicom", help="DICOM networking: send files to a PACS, receive cines")
     nsub = n.add_subparsers(dest="dicom_command", required=True, parser_class=_Parser,
                             help="send: C-STORE files to a node; listen: receive cines as studies")
@@ -556,6 +571,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  allowed_hosts=args.allowed_host, pacs_config=args.pacs_config)
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    from ceuskit.api import fit_tic_to_dir
+
+    if args.dynamic_range is None and not args.linear:
+        raise InputError("ceuskit fit", "say what the values are",
+                         "pass --linear (linear echo power) or --dynamic-range DB (display values 0..255)")
+    doc, paths = fit_tic_to_dir(args.tic, args.out, model=args.model,
+                                dynamic_range_db=args.dynamic_range, linear=args.linear,
+                                overwrite=args.overwrite)
+    fitted = sum(1 for r in doc["rois"].values() if r["fit"] is not None)
+    print(f"{fitted} of {len(doc['rois'])} curve(s) fitted")
+    print(DISCLAIMER)
+    for p in paths.values():
+        print(p)
+    return 0
+
+
 def cmd_dicom(args: argparse.Namespace) -> int:
     from ceuskit.io import dicom_net
 
@@ -589,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     handlers = {"analyze": cmd_analyze, "simulate": cmd_simulate, "demo": cmd_demo, "map": cmd_map,
                 "serve": cmd_serve, "assess": cmd_assess, "dicom": cmd_dicom,
-                "batch": cmd_batch}
+                "batch": cmd_batch, "fit": cmd_fit}
     try:
         return handlers[args.command](args)
     except InputError as exc:
