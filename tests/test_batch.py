@@ -324,3 +324,12 @@ def test_analyze_params_file_and_command_line_override(tmp_path, capsys):
     assert res["parameters"]["model"] == "gamma" and res["parameters"]["dynamic_range_db"] == 55.0
     assert res["linearization"]["dynamic_range_db"] == 55.0
     assert not (tmp_path / "o" / "report.pdf").exists() and not (tmp_path / "o" / "maps").exists()
+
+
+def test_bad_database_url_fails_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("id,cine,roi\nA,x,y\n")
+    code = main(["batch", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o"),
+                 "--db", "nosuchdialect://nowhere/db"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--db" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

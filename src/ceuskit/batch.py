@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from ceuskit import __version__
+from ceuskit.cohort_db import file_case_study, open_store, store_cohort
 from ceuskit.errors import InputError, read_user_text
 from ceuskit.outputs import write_json_atomic, write_text_atomic
 from ceuskit.params import Parameters, load_params
+from ceuskit.web.db import Store
 
 __all__ = ["CASE_RECORD", "BatchResult", "CaseSpec", "plan", "read_manifest", "run_batch",
            "run_case"]
@@ -441,8 +443,6 @@ def run_batch(manifest: str | PathLike[str], out_dir: str | PathLike[str], *,
     InputError
         A bad manifest, parameter file, scheduler or output directory.
     """
-    import platform
-
     say = progress or (lambda _m: None)
     if scheduler not in ("none", "local") and not re.fullmatch(r"tcp://[^\s/:]+:\d{1,5}", scheduler):
         raise InputError("--scheduler", f"{scheduler!r} is not none, local or tcp://HOST:PORT",
@@ -452,6 +452,9 @@ def run_batch(manifest: str | PathLike[str], out_dir: str | PathLike[str], *,
     params.analysis_options()  # validated before any case runs
     out = Path(out_dir).resolve()
     _check_out(out)
+    # A bad --db fails now, before anything is written (the default SQLite file
+    # lives in DIR, so it is opened once DIR exists).
+    store = open_store(db_url) if db_url is not None else None
     cases_dir = out / CASES_DIR
     cases_dir.mkdir(parents=True, exist_ok=True)
     for leftover in cases_dir.glob(".tmp-*"):  # from a run that was stopped
@@ -462,6 +465,25 @@ def run_batch(manifest: str | PathLike[str], out_dir: str | PathLike[str], *,
 
     params_file = write_text_atomic(out / "parameters.yaml", yaml.safe_dump(
         parameters_for_cases(params), sort_keys=False))
+    url = db_url or f"sqlite:///{out / DEFAULT_DB_NAME}"
+    if store is None:
+        store = open_store(url)
+    try:
+        return _run(cases, params, params_path, manifest, out, store, url, scheduler, jobs,
+                    report, say, params_file)
+    finally:
+        store.dispose()
+
+
+def _run(cases: list[CaseSpec], params: Parameters, params_path: str | PathLike[str] | None,
+         manifest: str | PathLike[str], out: Path, store: Store, url: str, scheduler: str,
+         jobs: int | None, report: bool, say: Callable[[str], None], params_file: Path) -> BatchResult:
+    """The run itself (`run_batch`, once the inputs are checked and the database is open)."""
+    import platform
+
+    cases_dir = out / CASES_DIR
+    specs = {c.id: c for c in cases}
+    filed: dict[str, str | None] = {}
     started = datetime.now(UTC)
     say(f"checking {len(cases)} cases")
     planned = plan(cases, params, out)
@@ -472,6 +494,9 @@ def run_batch(manifest: str | PathLike[str], out_dir: str | PathLike[str], *,
 
     def on_done(rec: dict[str, Any]) -> None:
         records[rec["id"]] = rec
+        if rec["status"] == OK:
+            # Filed while the next cases run: the web study costs no extra wall time.
+            filed[rec["id"]] = file_case_study(store, out, specs[rec["id"]])
         done[0] += 1
         done[1] += rec["status"] != OK
         if bar is not None:
@@ -511,11 +536,8 @@ def run_batch(manifest: str | PathLike[str], out_dir: str | PathLike[str], *,
         "disclaimer": _disclaimer(),
     }
     paths["provenance"] = write_json_atomic(out / "provenance.json", provenance)
-    url = db_url or f"sqlite:///{out / DEFAULT_DB_NAME}"
     say("writing the results database")
-    from ceuskit.cohort_db import store_cohort
-
-    store_cohort(url, out, cases, records, rows)
+    store_cohort(store, out, cases, records, rows, filed)
     paths["db"] = url
     if report:
         from ceuskit.cohort_report import write_cohort_report

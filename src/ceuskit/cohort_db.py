@@ -36,7 +36,7 @@ from ceuskit.web.db import DONE, AnalysisRow, Base, Store, Study, new_id, utcnow
 
 log = logging.getLogger("ceuskit.batch")
 
-__all__ = ["CohortCase", "CohortRoiParameters", "store_cohort"]
+__all__ = ["CohortCase", "CohortRoiParameters", "file_case_study", "open_store", "store_cohort"]
 
 
 class CohortCase(Base):
@@ -107,8 +107,31 @@ def _bool(text: str | None) -> bool | None:
     return {"true": True, "false": False}.get(text or "")
 
 
-def _add_study(store: Store, out: Path, spec: Any, case_dir: Path) -> str | None:
-    """File a case's cine as a web study with its finished analysis; None when it cannot be."""
+def open_store(url: str) -> Store:
+    """The results database at `url` (tables created when missing).
+
+    Raises
+    ------
+    InputError
+        The database cannot be opened.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return Store(url)
+    except (SQLAlchemyError, OSError) as exc:
+        raise InputError("--db", f"the database cannot be opened ({type(exc).__name__})",
+                         "give a SQLAlchemy URL such as sqlite:///cohort.db or "
+                         "postgresql+psycopg://user@host/db") from None
+
+
+def file_case_study(store: Store, out: Path, spec: Any) -> str | None:
+    """File a finished case's cine as a web study whose analysis is ``cases/<id>/``.
+
+    Returns the study id, or None when the cine cannot be filed (the case's
+    results stay valid; the web app just does not list it).
+    """
+    case_dir = Path(out) / "cases" / spec.id
     import json
 
     from ceuskit.web import studies
@@ -169,73 +192,63 @@ def _remove_study(store: Store, out: Path, study_id: str) -> None:
     shutil.rmtree(study_dir(out, study_id), ignore_errors=True)
 
 
-def store_cohort(url: str, out: Path, cases: Sequence[Any], records: Mapping[str, Mapping[str, Any]],
-                 rows: Sequence[Mapping[str, str]]) -> None:
-    """Write (or refresh) a cohort's rows in the database at `url`.
+def store_cohort(store: Store, out: Path, cases: Sequence[Any],
+                 records: Mapping[str, Mapping[str, Any]], rows: Sequence[Mapping[str, str]],
+                 filed: Mapping[str, str | None] | None = None) -> None:
+    """Write (or refresh) a cohort's rows in the database.
 
-    The cohort's earlier rows are replaced; a case whose results did not
-    change keeps its web study, a changed one gets a new study.
-
-    Raises
-    ------
-    InputError
-        The database cannot be opened.
+    The cohort's earlier rows are replaced.  ``filed`` holds the web studies
+    filed as cases finished in this run (`file_case_study`); any other ok case
+    keeps its earlier study when its results did not change, or gets one now.
+    A study whose case was recomputed is removed with its files.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     out = Path(out)
-    try:
-        store = Store(url)
-    except (SQLAlchemyError, OSError) as exc:
-        raise InputError("--db", f"the database cannot be opened ({type(exc).__name__})",
-                         "give a SQLAlchemy URL such as sqlite:///cohort.db or "
-                         "postgresql+psycopg://user@host/db") from None
+    filed = filed or {}
     cid = cohort_id(out)
-    try:
-        with store.session() as s:
-            old = {c.case_id: (c.input_key, c.study_id, c.status)
-                   for c in s.scalars(select(CohortCase).where(CohortCase.cohort == cid))}
-        by_case: dict[str, list[Mapping[str, str]]] = {}
-        for row in rows:
-            by_case.setdefault(row["id"], []).append(row)
-        for spec in cases:
-            rec = records.get(spec.id) or {}
-            case_rows = by_case.get(spec.id, [])
-            first = case_rows[0] if case_rows else {}
-            status = first.get("status") or str(rec.get("status") or "failed")
-            key = rec.get("key")
-            case_dir = out / "cases" / spec.id
-            prev = old.get(spec.id)
-            study_id = None
-            if status == "ok":
-                if prev is not None and prev[0] == key and prev[1] is not None and prev[2] == "ok":
-                    study_id = prev[1]
-                else:
-                    study_id = _add_study(store, out, spec, case_dir)
-            if prev is not None and prev[1] is not None and prev[1] != study_id:
-                _remove_study(store, out, prev[1])  # its results were replaced
-            with store.session() as s:
-                s.execute(delete(CohortCase).where(CohortCase.cohort == cid,
-                                                   CohortCase.case_id == spec.id))
-                case_row = CohortCase(
-                    cohort=cid, cohort_dir=str(out.resolve()), case_id=spec.id, status=status,
-                    error=first.get("error") or None, label=spec.label, level=first.get("level") or None,
-                    suspect_neoplasm=_bool(first.get("suspect_neoplasm")),
-                    necrosis_percent=_float(first.get("necrosis_percent")), input_key=key,
-                    result_dir=str(case_dir) if status == "ok" else None, study_id=study_id)
-                s.add(case_row)
-                s.flush()
-                for row in case_rows:
-                    if not row.get("roi"):
-                        continue
-                    params = {col: _float(row.get(col)) for col in PARAMETER_COLUMNS.values()}
-                    s.add(CohortRoiParameters(
-                        cohort_case_id=case_row.id, roi=row["roi"], role=row.get("role") or None,
-                        enhancing=_bool(row.get("enhancing")), model=row.get("model") or None,
-                        necrosis_fraction=_float(row.get("necrosis_fraction")), **params))
-        manifest_ids = {spec.id for spec in cases}
+    with store.session() as s:
+        old = {c.case_id: (c.input_key, c.study_id, c.status)
+               for c in s.scalars(select(CohortCase).where(CohortCase.cohort == cid))}
+    by_case: dict[str, list[Mapping[str, str]]] = {}
+    for row in rows:
+        by_case.setdefault(row["id"], []).append(row)
+    for spec in cases:
+        rec = records.get(spec.id) or {}
+        case_rows = by_case.get(spec.id, [])
+        first = case_rows[0] if case_rows else {}
+        status = first.get("status") or str(rec.get("status") or "failed")
+        key = rec.get("key")
+        case_dir = out / "cases" / spec.id
+        prev = old.get(spec.id)
+        study_id = None
+        if status == "ok":
+            if spec.id in filed:
+                study_id = filed[spec.id]
+            elif prev is not None and prev[0] == key and prev[1] is not None and prev[2] == "ok":
+                study_id = prev[1]
+            else:
+                study_id = file_case_study(store, out, spec)
+        if prev is not None and prev[1] is not None and prev[1] != study_id:
+            _remove_study(store, out, prev[1])  # its results were replaced
         with store.session() as s:
             s.execute(delete(CohortCase).where(CohortCase.cohort == cid,
-                                               CohortCase.case_id.not_in(manifest_ids)))
-    finally:
-        store.dispose()
+                                               CohortCase.case_id == spec.id))
+            case_row = CohortCase(
+                cohort=cid, cohort_dir=str(out.resolve()), case_id=spec.id, status=status,
+                error=first.get("error") or None, label=spec.label, level=first.get("level") or None,
+                suspect_neoplasm=_bool(first.get("suspect_neoplasm")),
+                necrosis_percent=_float(first.get("necrosis_percent")), input_key=key,
+                result_dir=str(case_dir) if status == "ok" else None, study_id=study_id)
+            s.add(case_row)
+            s.flush()
+            for row in case_rows:
+                if not row.get("roi"):
+                    continue
+                params = {col: _float(row.get(col)) for col in PARAMETER_COLUMNS.values()}
+                s.add(CohortRoiParameters(
+                    cohort_case_id=case_row.id, roi=row["roi"], role=row.get("role") or None,
+                    enhancing=_bool(row.get("enhancing")), model=row.get("model") or None,
+                    necrosis_fraction=_float(row.get("necrosis_fraction")), **params))
+    manifest_ids = {spec.id for spec in cases}
+    with store.session() as s:
+        s.execute(delete(CohortCase).where(CohortCase.cohort == cid,
+                                           CohortCase.case_id.not_in(manifest_ids)))
