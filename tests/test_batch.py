@@ -90,6 +90,11 @@ def test_cohort_summary_and_isolated_failures(cohort):
     html = (out / "cohort.html").read_text()
     assert "BROKEN" in html and "broken.dcm" in html and "AUC" in html
     assert result.paths["cohort_html"] == out / "cohort.html"
+    from ceuskit.cohort_report import cohort_statistics
+
+    roc = cohort_statistics(_rows(out))["roc"]["peak_enhancement_au"]
+    # Simulated tumours enhance and bland clots do not: perfectly separable.
+    assert (roc["n_pos"], roc["n_neg"], roc["auc"]) == (5, 5, 1.0)
 
 
 def _sha(path: Path) -> str:

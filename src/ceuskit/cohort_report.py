@@ -289,12 +289,26 @@ def cohort_cases(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: Amplitude parameters: zero for a lesion that does not enhance (no curve was fitted, so
+#: summary.csv leaves them empty); timing parameters do not exist for such a lesion.
+AMPLITUDE_COLUMNS = frozenset({"peak_enhancement_au", "auc_au_s", "wash_in_rate_au_per_s",
+                               "wash_in_auc_au_s", "wash_out_auc_au_s",
+                               "wash_in_perfusion_index_au", "pe_ratio", "auc_ratio"})
+
+
 def _case_value(case: Mapping[str, Any], column: str) -> float | None:
+    lesion = case["lesion"]
     if column in ("pe_ratio", "auc_ratio"):
         v = case[column]
-        return None if v is None else float(v)
-    lesion = case["lesion"]
-    return None if lesion is None else _num(lesion.get(column))
+        value = None if v is None else float(v)
+    else:
+        value = None if lesion is None else _num(lesion.get(column))
+    if value is None and column in AMPLITUDE_COLUMNS and lesion is not None \
+            and _bool(lesion.get("enhancing")) is False:
+        # Leaving non-enhancing lesions out would drop the bland clots from every
+        # amplitude ROC: they count as no enhancement at all.
+        return 0.0
+    return value
 
 
 def cohort_statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -444,7 +458,8 @@ case. {e(DISCLAIMER)}</p>"""]
     ok = [c for c in cases if c["status"] == "ok"]
     parts.append("<h2>Lesion parameters by label</h2><p>Lesion ROI of each analysed case (the first "
                  "lesion ROI where a case has several); box: quartiles and median, whiskers 1.5 IQR, "
-                 "dots: cases.</p><div class=\"figs\">")
+                 "dots: cases; a lesion that does not enhance is at 0 for the amplitude "
+                 "parameters and absent from the timing ones.</p><div class=\"figs\">")
     for col in (*DISTRIBUTION_COLUMNS, "pe_ratio", "auc_ratio"):
         parts.append(_img(_distribution_png(ok, col), _axis_label(col)))
     parts.append("</div>")
@@ -469,7 +484,9 @@ empty and {cf['excluded_call']} labelled case(s) without a call are excluded; ok
             f"<td>{_f(r['auc'])}</td><td>{_f(r['ci_low'])} to {_f(r['ci_high'])}</td></tr>"
             for col, r in st["roc"].items())
         parts.append(f"""<h2>ROC curves</h2>
-<p>Higher values taken as pointing to a tumour (an AUC below 0.5: lower values do); AUC with its
+<p>Higher values taken as pointing to a tumour (an AUC below 0.5: lower values do); a lesion
+that does not enhance counts as 0 for the amplitude parameters and ratios, and is left out of
+the timing parameters; AUC with its
 {CI_LEVEL:.0%} confidence interval by DeLong's method (normal approximation, no resampling; — with
 fewer than two cases of a class).</p>
 <table id="roc"><tr><th>parameter</th><th>tumour cases</th><th>bland cases</th><th>AUC</th>
