@@ -222,3 +222,56 @@ def test_browser_query_and_retrieve(orthanc: Any, phantom_dicom: Path,  # noqa: 
             assert not problems, problems
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not STORESCU.exists(), reason="dcmtk is not installed (apt-get install dcmtk)")
+def test_ceuskit_dicom_listen_command_receives_a_cine_that_opens_in_the_web_app(
+        phantom_dicom: Path, make_client: AppFactory, tmp_path: Path) -> None:
+    """The real command (`ceuskit dicom listen` as its own process), dcmtk's storescu, then the web app."""
+    import os
+    import signal
+    import sys
+    import time
+
+    port = _free_port()
+    data = tmp_path / "data"
+    log = tmp_path / "listen.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "ceuskit.cli", "dicom", "listen", "--port",
+                                 str(port), "--data", str(data), "--aet", "CEUSKIT"],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the port accepts connections (bounded)
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "ceuskit dicom listen did not open its port"
+            time.sleep(0.2)
+        sent = subprocess.run([str(STORESCU), "-aet", "MODALITY", "-aec", "CEUSKIT", "-to", "20",
+                               "127.0.0.1", str(port), str(phantom_dicom)],
+                              capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text()
+    from pydicom import dcmread
+
+    sent_ds = dcmread(phantom_dicom, stop_before_pixels=True)
+    assert "received" in text.lower() or "stored" in text.lower() or "filed" in text.lower(), text
+    for identifier in (str(sent_ds.PatientName), str(sent_ds.PatientID)):
+        assert identifier not in text  # no patient identifiers in the listener's log
+    client = make_client(data)
+    studies = client.get("/api/studies").json()
+    assert len(studies) == 1, (studies, text)
+    sid = studies[0]["id"]
+    study = client.get(f"/api/studies/{sid}").json()
+    assert study["format"] == "dicom"
+    frame = client.get(f"/api/studies/{sid}/frames/0.png")
+    assert frame.status_code == 200 and frame.content[:4] == b"\x89PNG"
