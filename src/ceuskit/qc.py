@@ -413,11 +413,21 @@ def duplicate_frame_indices(contrast: NDArray[Any]) -> NDArray[np.intp]:
     """
     n = contrast.shape[0]
     out: list[NDArray[np.intp]] = []
+    # 8-bit frames stay 8-bit: |a - b| as max - min cannot wrap, and the sums
+    # of whole numbers are exact, so the means equal the float path's.
+    byte = np.asarray(contrast[:0]).dtype == np.uint8
     for start in range(1, n, _CHUNK_FRAMES):
         stop = min(n, start + _CHUNK_FRAMES)
-        cur = np.asarray(contrast[start:stop], dtype=np.float32)
-        prev = np.asarray(contrast[start - 1:stop - 1], dtype=np.float32)
-        mad = np.abs(cur - prev).mean(axis=(1, 2), dtype=np.float64)
+        if byte:
+            cur = np.asarray(contrast[start:stop])
+            prev = np.asarray(contrast[start - 1:stop - 1])
+            diff = np.maximum(cur, prev)
+            diff -= np.minimum(cur, prev)
+            mad = diff.sum(axis=(1, 2), dtype=np.int64) / float(cur.shape[1] * cur.shape[2])
+        else:
+            cur = np.asarray(contrast[start:stop], dtype=np.float32)
+            prev = np.asarray(contrast[start - 1:stop - 1], dtype=np.float32)
+            mad = np.abs(cur - prev).mean(axis=(1, 2), dtype=np.float64)
         live = (cur > _DARK_GREY).mean(axis=(1, 2), dtype=np.float64)
         hit = (mad <= DUPLICATE_MAX_MEAN_ABS_DIFF) & (live >= DUPLICATE_MIN_LIVE_SHARE)
         out.append(np.flatnonzero(hit).astype(np.intp) + start)
@@ -496,16 +506,21 @@ def panel_levels_db(
             return out
     for start in range(0, n, _CHUNK_FRAMES):
         sl = slice(start, min(n, start + _CHUNK_FRAMES))
-        sub = np.asarray(panel[sl, ::stride, ::stride], dtype=np.float32)
+        sub = np.asarray(panel[sl, ::stride, ::stride])
+        # 8-bit frames are ranked as they are (partitioning bytes is ~3x
+        # faster than float32); a median of whole numbers is exact in float32,
+        # so the levels are the float32 path's bit for bit.
+        if sub.dtype != np.uint8:
+            sub = sub.astype(np.float32)
         if pixels is not None:
-            out[sl, 0] = np.median(sub[:, sel], axis=-1) * scale
+            out[sl, 0] = np.median(sub[:, sel], axis=-1).astype(np.float32) * scale
             continue
         h, w = sub.shape[1] // gy * gy, sub.shape[2] // gx * gx
         if h == 0 or w == 0:
             continue
         blocks = sub[:, :h, :w].reshape(sub.shape[0], gy, h // gy, gx, w // gx)
         blocks = blocks.transpose(0, 1, 3, 2, 4).reshape(sub.shape[0], gy * gx, -1)
-        out[sl] = np.median(blocks, axis=-1) * scale
+        out[sl] = np.median(blocks, axis=-1).astype(np.float32) * scale
     return out
 
 
