@@ -261,7 +261,8 @@ ENHANCEMENT_TEST_TEXT = (
 )
 
 
-def _enhancement_dict(enhancing: bool, stat: float, details: Any) -> dict[str, Any]:
+def enhancement_dict(enhancing: bool, stat: float, details: Any) -> dict[str, Any]:
+    """The ``enhancement_test`` entry of an ROI in results.json (verdict, statistic, rule)."""
     out: dict[str, Any] = {
         "enhancing": bool(enhancing),
         "statistic": finite_or_none(stat),
@@ -595,14 +596,14 @@ def measure_rois(
     enh, stat, details = enhancement_test(t, fit_curves_in)
     enh = np.asarray(enh, dtype=bool).reshape(len(rois))
     stat = np.asarray(stat, dtype=np.float64).reshape(len(rois))
-    fits, selections = _fit_enhancing(t, fit_curves_in[enh], options.model, say)
+    fits, selections = fit_enhancing(t, fit_curves_in[enh], options.model, say)
     j = 0
     for i, roi in enumerate(rois):
         per_curve_details = {
             k: (v[i] if isinstance(v, np.ndarray) and v.shape[:1] == (len(rois),) else v)
             for k, v in (details.items() if isinstance(details, dict) else [])
         }
-        edict = _enhancement_dict(bool(enh[i]), float(stat[i]), per_curve_details)
+        edict = enhancement_dict(bool(enh[i]), float(stat[i]), per_curve_details)
         perfusion: dict[str, float | None] = dict.fromkeys(PERFUSION_KEYS)
         one_fit: FitResult | None = None
         status_label = "no-enhancement"
@@ -701,7 +702,7 @@ def _with_verdicts(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
     return bolus, out
 
 
-def _fit_enhancing(
+def fit_enhancing(
     t: NDArray[np.float64], curves: NDArray[np.float64], model_name: str, say: Progress
 ) -> tuple[list[FitResult], list[dict[str, Any] | None]]:
     """Fit the enhancing ROIs' curves with one model, or pick per curve with ``auto``.
@@ -1144,7 +1145,8 @@ def analyze(
                         progress=progress, case=case)
 
 
-def _json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
+def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
+    """A curve for results.json: `digits` significant figures, non-finite values as None."""
     return [None if not math.isfinite(float(v)) else float(f"{float(v):.{digits}g}") for v in a]
 
 
@@ -1183,9 +1185,9 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             entry["map"] = json_ready(analysis.maps.result.rois[r.roi.name])
         entry["relative_to_reference"] = r.relative or None
         entry["tic"] = {
-            "times_s": _json_array(t, 8),
-            "intensity": _json_array(r.intensity),
-            "fitted": _json_array(np.asarray(r.fit.predict(t)).reshape(-1))
+            "times_s": json_array(t, 8),
+            "intensity": json_array(r.intensity),
+            "fitted": json_array(np.asarray(r.fit.predict(t)).reshape(-1))
             if r.fit is not None else None,
         }
         rois[r.roi.name] = entry

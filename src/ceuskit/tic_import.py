@@ -224,9 +224,9 @@ def fit_tic_curves(times_s: NDArray[np.float64], curves: NDArray[np.float64],
     from ceuskit.pipeline import (
         PERFUSION_KEYS,
         SUPPORTED_MODELS,
-        _enhancement_dict,
-        _fit_enhancing,
-        _json_array,
+        enhancement_dict,
+        fit_enhancing,
+        json_array,
     )
 
     if model not in SUPPORTED_MODELS:
@@ -236,7 +236,7 @@ def fit_tic_curves(times_s: NDArray[np.float64], curves: NDArray[np.float64],
     enh, stat, details = enhancement_test(t, y)
     enh = np.asarray(enh, dtype=bool).reshape(len(names))
     stat = np.asarray(stat, dtype=np.float64).reshape(len(names))
-    fits, selections = _fit_enhancing(t, y[enh], model, lambda _m: None)
+    fits, selections = fit_enhancing(t, y[enh], model, lambda _m: None)
     rois: dict[str, Any] = {}
     warnings: list[dict[str, str]] = []
     j = 0
@@ -245,7 +245,7 @@ def fit_tic_curves(times_s: NDArray[np.float64], curves: NDArray[np.float64],
                      for k, v in (details.items() if isinstance(details, dict) else [])}
         perfusion: dict[str, float | None] = dict.fromkeys(PERFUSION_KEYS)
         entry: dict[str, Any] = {"enhancing": bool(enh[i]),
-                                 "enhancement_test": _enhancement_dict(bool(enh[i]), float(stat[i]),
+                                 "enhancement_test": enhancement_dict(bool(enh[i]), float(stat[i]),
                                                                        per_curve),
                                  "model": "none", "fit": None}
         fitted = None
@@ -273,7 +273,7 @@ def fit_tic_curves(times_s: NDArray[np.float64], curves: NDArray[np.float64],
             }
             fitted = np.asarray(one.predict(t), dtype=np.float64).reshape(-1)
         entry["perfusion"] = perfusion
-        entry["tic"] = {"times_s": _json_array(t, 8), "intensity": _json_array(y[i]),
-                        "fitted": None if fitted is None else _json_array(fitted)}
+        entry["tic"] = {"times_s": json_array(t, 8), "intensity": json_array(y[i]),
+                        "fitted": None if fitted is None else json_array(fitted)}
         rois[name] = entry
     return {"rois": rois, "warnings": warnings}
