@@ -338,3 +338,13 @@ def test_bad_database_url_fails_before_anything_is_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--db" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_parameter_defaults_are_analyze_defaults():
+    """The parameter file's defaults cannot drift from analyze's (they are written twice)."""
+    from dataclasses import asdict
+
+    from ceuskit.params import Parameters
+    from ceuskit.pipeline import AnalysisOptions
+
+    assert asdict(Parameters().analysis_options()) == asdict(AnalysisOptions())
