@@ -60,8 +60,6 @@ LABELS = ("tumor", "bland", "other")
 REQUIRED_COLUMNS = ("id", "cine", "roi")
 OPTIONAL_COLUMNS = ("case", "label")
 OK, FAILED, TIMEOUT = "ok", "failed", "timeout"
-#: Outputs of the batch layer itself in DIR (checked before a run: never replaced silently).
-BATCH_FILES = ("summary.csv", "provenance.json", "cohort.html", "cohort.pdf", CASES_DIR)
 
 
 @dataclass(frozen=True)

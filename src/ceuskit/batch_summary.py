@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 
 from ceuskit.outputs import write_text_atomic
 
-__all__ = ["PARAMETER_COLUMNS", "SUMMARY_COLUMNS", "summary_rows", "write_summary"]
+__all__ = ["PARAMETER_COLUMNS", "SUMMARY_COLUMNS", "cell_bool", "cell_number", "summary_rows",
+           "write_summary"]
 
 #: results.json perfusion key -> summary column (unit in the name: a.u. is linear echo power).
 PARAMETER_COLUMNS: dict[str, str] = {
@@ -54,6 +56,21 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return repr(v)
     return str(v)
+
+
+def cell_number(text: Any) -> float | None:
+    """A number cell of summary.csv read back (None when empty or not a finite number)."""
+    try:
+        v = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def cell_bool(text: Any) -> bool | None:
+    """A boolean cell of summary.csv read back (``true``/``false``; None when empty)."""
+    t = str(text or "").strip().lower()
+    return True if t == "true" else False if t == "false" else None
 
 
 def _case_cells(results: Mapping[str, Any]) -> dict[str, str]:

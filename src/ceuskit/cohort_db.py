@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ceuskit.batch_summary import PARAMETER_COLUMNS
+from ceuskit.batch_summary import PARAMETER_COLUMNS, cell_bool, cell_number
 from ceuskit.errors import InputError
 from ceuskit.web.db import DONE, AnalysisRow, Base, Store, Study, new_id, utcnow
 
@@ -92,19 +92,6 @@ class CohortRoiParameters(Base):
 def cohort_id(out: Path) -> str:
     """A stable id of a batch directory (hash of its absolute path)."""
     return hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:32]
-
-
-def _float(text: str | None) -> float | None:
-    if text is None or text == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _bool(text: str | None) -> bool | None:
-    return {"true": True, "false": False}.get(text or "")
 
 
 def open_store(url: str) -> Store:
@@ -235,19 +222,19 @@ def store_cohort(store: Store, out: Path, cases: Sequence[Any],
             case_row = CohortCase(
                 cohort=cid, cohort_dir=str(out.resolve()), case_id=spec.id, status=status,
                 error=first.get("error") or None, label=spec.label, level=first.get("level") or None,
-                suspect_neoplasm=_bool(first.get("suspect_neoplasm")),
-                necrosis_percent=_float(first.get("necrosis_percent")), input_key=key,
+                suspect_neoplasm=cell_bool(first.get("suspect_neoplasm")),
+                necrosis_percent=cell_number(first.get("necrosis_percent")), input_key=key,
                 result_dir=str(case_dir) if status == "ok" else None, study_id=study_id)
             s.add(case_row)
             s.flush()
             for row in case_rows:
                 if not row.get("roi"):
                     continue
-                params = {col: _float(row.get(col)) for col in PARAMETER_COLUMNS.values()}
+                params = {col: cell_number(row.get(col)) for col in PARAMETER_COLUMNS.values()}
                 s.add(CohortRoiParameters(
                     cohort_case_id=case_row.id, roi=row["roi"], role=row.get("role") or None,
-                    enhancing=_bool(row.get("enhancing")), model=row.get("model") or None,
-                    necrosis_fraction=_float(row.get("necrosis_fraction")), **params))
+                    enhancing=cell_bool(row.get("enhancing")), model=row.get("model") or None,
+                    necrosis_fraction=cell_number(row.get("necrosis_fraction")), **params))
     manifest_ids = {spec.id for spec in cases}
     with store.session() as s:
         s.execute(delete(CohortCase).where(CohortCase.cohort == cid,

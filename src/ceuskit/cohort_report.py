@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ceuskit import DISCLAIMER
+from ceuskit.batch_summary import cell_bool, cell_number
 
 #: Label of the positive class (tumour) and of the negative class (bland thrombus).
 POSITIVE_LABEL = "tumor"
@@ -224,19 +225,6 @@ def confusion_counts(predicted: Sequence[bool | None], labels: Sequence[str | No
 # summary.csv rows -> cases
 # ---------------------------------------------------------------------------
 
-def _num(text: Any) -> float | None:
-    try:
-        v = float(str(text).strip())
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _bool(text: Any) -> bool | None:
-    t = str(text or "").strip().lower()
-    return True if t == "true" else False if t == "false" else None
-
-
 def _text(row: Mapping[str, Any], key: str) -> str:
     v = row.get(key)
     return "" if v is None else str(v).strip()
@@ -277,13 +265,13 @@ def cohort_cases(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for case in cases.values():
         lesion, ref = case["lesion"], case["reference"]
         first = lesion if lesion is not None else case["rows"][0]
-        case["suspect_neoplasm"] = _bool(first.get("suspect_neoplasm"))
+        case["suspect_neoplasm"] = cell_bool(first.get("suspect_neoplasm"))
         if case["suspect_neoplasm"] is None:
-            case["suspect_neoplasm"] = next((b for b in (_bool(r.get("suspect_neoplasm"))
+            case["suspect_neoplasm"] = next((b for b in (cell_bool(r.get("suspect_neoplasm"))
                                                          for r in case["rows"]) if b is not None), None)
         for key, col in (("pe_ratio", "peak_enhancement_au"), ("auc_ratio", "auc_au_s")):
-            a = None if lesion is None else _num(lesion.get(col))
-            b = None if ref is None else _num(ref.get(col))
+            a = None if lesion is None else cell_number(lesion.get(col))
+            b = None if ref is None else cell_number(ref.get(col))
             case[key] = a / b if a is not None and b not in (None, 0.0) else None
         out.append(case)
     return out
@@ -302,9 +290,9 @@ def _case_value(case: Mapping[str, Any], column: str) -> float | None:
         v = case[column]
         value = None if v is None else float(v)
     else:
-        value = None if lesion is None else _num(lesion.get(column))
+        value = None if lesion is None else cell_number(lesion.get(column))
     if value is None and column in AMPLITUDE_COLUMNS and lesion is not None \
-            and _bool(lesion.get("enhancing")) is False:
+            and cell_bool(lesion.get("enhancing")) is False:
         # Leaving non-enhancing lesions out would drop the bland clots from every
         # amplitude ROC: they count as no enhancement at all.
         return 0.0
