@@ -324,15 +324,20 @@ def _free_dir(base: Path) -> Path:
     raise InputError(base, "no free output directory name", "pass --out")
 
 
-#: ``analyze`` options and the parameter-file keys they set (`ceuskit.params`).
-_PARAM_OPTIONS = {"--dynamic-range": "dynamic_range_db", "--fps": "fps", "--panel": "panel",
-                  "--model": "model", "--motion": "motion", "--reference-frame": "reference_frame",
-                  "--injection-time": "injection_time_s", "--block": "block_px", "--no-maps": "maps",
-                  "--dicom": "dicom", "--fhir": "fhir"}
+#: ``analyze`` option destinations and the parameter-file keys they set (`ceuskit.params`).
+_PARAM_DESTS = {"dynamic_range": "dynamic_range_db", "fps": "fps", "panel": "panel", "model": "model",
+                "motion": "motion", "reference_frame": "reference_frame",
+                "injection_time": "injection_time_s", "block": "block_px", "no_maps": "maps",
+                "dicom": "dicom", "fhir": "fhir"}
 
 
-def _given(argv: Sequence[str], option: str) -> bool:
-    return any(tok == option or tok.startswith(option + "=") for tok in argv)
+def _explicit_analyze_options(argv: Sequence[str]) -> set[str]:
+    """The destinations of the ``analyze`` options the user typed (abbreviations included)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices["analyze"]._actions:
+        action.default = argparse.SUPPRESS  # so that only what was typed lands in the namespace
+    return set(vars(parser.parse_args(list(argv))))
 
 
 def _analysis_parameters(args: argparse.Namespace) -> Any:
@@ -348,8 +353,8 @@ def _analysis_parameters(args: argparse.Namespace) -> Any:
     if args.params is None:
         return Parameters(**from_cli)
     params = load_params(args.params)
-    argv = getattr(args, "argv", ())
-    given = {key: from_cli[key] for opt, key in _PARAM_OPTIONS.items() if _given(argv, opt)}
+    typed = _explicit_analyze_options(getattr(args, "argv", ()))
+    given = {key: from_cli[key] for dest, key in _PARAM_DESTS.items() if dest in typed}
     return replace(params, **given)
 
 
