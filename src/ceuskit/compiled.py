@@ -1,7 +1,7 @@
 """Whether the numba-compiled kernels are already cached on disk.
 
 The kernels (`ceuskit.kinetics.fit_numba`, `ceuskit.kinetics.prefit_numba`,
-`ceuskit.maps`, `ceuskit._lut`) are compiled on first use and cached next to
+`ceuskit.maps`, `ceuskit._lut`, `ceuskit._motion_kernels`) are compiled on first use and cached next to
 their modules (``__pycache__/*.nbi``).  The first analysis in a fresh
 environment spends most of its time compiling; the command line says so
 instead of sitting silent.
@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 #: Modules with ``@njit(cache=True)`` kernels, relative to the package.
-KERNEL_MODULES = ("kinetics/fit_numba.py", "kinetics/prefit_numba.py", "maps.py", "_lut.py")
+KERNEL_MODULES = ("kinetics/fit_numba.py", "kinetics/prefit_numba.py", "maps.py", "_lut.py",
+                  "_motion_kernels.py")
 #: What the first compilation costs (s), measured from a fresh virtual
 #: environment on 2 cores: the first `ceuskit demo` took 38 s, later ones ~9 s.
 FIRST_COMPILE_S = 30

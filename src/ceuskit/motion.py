@@ -237,6 +237,11 @@ TRUST_MAX_IMPLAUSIBLE_SHARE = 0.2
 #: apodisation sigmas from the first peak (its own Gaussian flank has fallen
 #: to exp(-4.5) = 1 % of its height there).
 SECOND_PEAK_EXCLUSION_SIGMAS = 3.0
+
+#: An aligned pixel is valid when its source point lies inside the source
+#: frame within this tolerance (px): exact integer shifts stay exact.
+VALID_TOLERANCE_PX = 1e-3
+
 #: Frames per processing chunk (bounds the memory of the FFT buffers).
 CHUNK = 64
 
@@ -546,7 +551,7 @@ def _valid_mask(m: NDArray[np.float64], shape: tuple[int, int], src_shape: tuple
     """
     h, w = shape
     sh, sw = src_shape
-    tol = 1e-3
+    tol = VALID_TOLERANCE_PX
     if m[0, 1] == 0.0 and m[1, 0] == 0.0 and m[0, 0] == 1.0 and m[1, 1] == 1.0:
         tx, ty = m[0, 2], m[1, 2]
         x0 = max(0, math.ceil(-tx - tol))
@@ -750,56 +755,41 @@ def _correlate(spec: NDArray[np.complex64], ref_conj: NDArray[np.complex64],
     highest value of the searched surface outside the first peak (see
     `SECOND_PEAK_EXCLUSION_SIGMAS`).
     """
+    from ceuskit._motion_kernels import surface_peaks, whitened_cross
+
     h, w = st.shape
-    cross = spec * ref_conj
-    mag = np.abs(cross)
-    # The floor keeps empty bins (zero power) from dividing by zero; it is
-    # far below the power of any real spectral component.
-    mag = np.maximum(mag, np.float32(1e-12) * mag.max(initial=0.0) + np.float32(1e-30))
-    if st.whiten == 1.0:
-        cross /= mag
-        norm = np.full(cross.shape[0], st.apod_mean)
-    else:
-        cross /= mag ** np.float32(st.whiten)
-        # Partial whitening: the peak of identical images is the mean of
-        # |cross|^(1-p) times the apodisation.
-        full = mag ** np.float32(1.0 - st.whiten) * st.apod
-        # rfft bins other than the first and last column stand for two.
-        wts = np.full(mag.shape[-1], 2.0, dtype=np.float32)
-        wts[0] = 1.0
-        if w % 2 == 0:
-            wts[-1] = 1.0
-        norm = np.einsum("nij,j->n", full, wts) / (h * w)
-    cross *= st.apod
+    n = spec.shape[0]
+    cross = np.empty_like(spec)
+    norm = np.full(n, st.apod_mean)
+    # rfft bins other than the first and last column stand for two.
+    wts = np.full(spec.shape[-1], 2.0)
+    wts[0] = 1.0
+    if w % 2 == 0:
+        wts[-1] = 1.0
+    whitened_cross(spec, np.ascontiguousarray(ref_conj[0]), st.apod, float(st.whiten), wts,
+                   float(h * w), cross, norm)
     m = st.max_shift
     ry = np.arange(-m - 1, m + 2) % h
     rx = np.arange(-m - 1, m + 2) % w
     # irfft2 restricted to the searched rows: the same two steps pocketfft's
     # irfft2 takes (inverse along the rows' axis, then the real inverse along
     # the last axis, scaled by 1 / (h w) once), so the searched values are
-    # bit for bit irfft2's, for about half its cost.
+    # irfft2's, for about half its cost.
     cols = scipy.fft.ifft(cross, axis=-2, norm="forward", workers=-1)
     surf = scipy.fft.irfft(cols[:, ry, :], n=w, axis=-1, norm="forward", workers=-1)
     surf *= np.float32(1.0 / (h * w))
-    block = surf[:, :, rx] / np.maximum(norm, 1e-30)[:, None, None]
-    n = block.shape[0]
-    inner = block[:, 1:-1, 1:-1].reshape(n, -1)
-    k = np.argmax(inner, axis=1)
-    iy, ix = np.divmod(k, 2 * m + 1)
-    iy, ix = iy + 1, ix + 1
+    block = np.ascontiguousarray(surf[:, :, rx] / np.maximum(norm, 1e-30)[:, None, None])
+    iy = np.empty(n, dtype=np.int64)
+    ix = np.empty(n, dtype=np.int64)
+    c1 = np.empty(n)
+    # The second peak: the highest value farther than SECOND_PEAK_EXCLUSION_SIGMAS
+    # apodisation sigmas from the first (the first peak's own flanks excluded).
+    r = SECOND_PEAK_EXCLUSION_SIGMAS * st.sigma
+    surface_peaks(block, r * r, iy, ix, c1)
     rows = np.arange(n)
     c0 = block[rows, iy, ix]
     dy = _gauss3(block[rows, iy - 1, ix], c0, block[rows, iy + 1, ix])
     dx = _gauss3(block[rows, iy, ix - 1], c0, block[rows, iy, ix + 1])
-    # The second peak: the highest value farther than SECOND_PEAK_EXCLUSION_SIGMAS
-    # apodisation sigmas from the first (the first peak's own flanks excluded).
-    r = SECOND_PEAK_EXCLUSION_SIGMAS * st.sigma
-    side = np.arange(2 * m + 1)
-    far = ((side[None, :, None] - (iy - 1)[:, None, None]) ** 2
-           + (side[None, None, :] - (ix - 1)[:, None, None]) ** 2) > r * r
-    inner3 = block[:, 1:-1, 1:-1]
-    c1 = np.where(far, inner3, -np.inf).reshape(n, -1).max(axis=1)
-    c1 = np.where(np.isfinite(c1), c1, 0.0)
     return (ix - (m + 1) + dx).astype(np.float64), (iy - (m + 1) + dy).astype(np.float64), \
         c0.astype(np.float64), c1.astype(np.float64)
 
@@ -814,28 +804,6 @@ def _gauss3(lo: FloatArray, mid: FloatArray, hi: FloatArray) -> FloatArray:
         p = 0.5 * (lo - hi) / (lo - 2.0 * mid + hi)
     off = np.where(pos, g, p)
     return np.clip(np.nan_to_num(off, nan=0.0), -0.5, 0.5)
-
-
-def _ncc(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
-    """Normalised cross-correlation of two equally shaped arrays."""
-    x = a.astype(np.float64).ravel()
-    y = b.astype(np.float64).ravel()
-    x -= x.mean()
-    y -= y.mean()
-    # einsum, not BLAS: a threaded BLAS dot stalls badly when the cores are busy.
-    saa, sbb, sab = (float(np.einsum("i,i->", u, v)) for u, v in ((x, x), (y, y), (x, y)))
-    den = math.sqrt(saa * sbb)
-    return sab / den if den > 0 else 0.0
-
-
-def _quality(band: NDArray[np.float32], tmpl_band: NDArray[np.float32],
-             m: NDArray[np.float64]) -> float:
-    """NCC of the aligned band-passed frame with the template over their valid overlap."""
-    shape = (int(tmpl_band.shape[0]), int(tmpl_band.shape[1]))
-    aligned = _warp(band, m)
-    valid = _valid_mask(m, shape, (int(band.shape[0]), int(band.shape[1])))
-    a, b = aligned[valid], tmpl_band[valid]
-    return _ncc(a, b) if a.size >= 16 else 0.0
 
 
 def _ecc_rotation(tmpl: NDArray[np.float32], image: NDArray[np.float32],
@@ -1000,6 +968,8 @@ def estimate_motion(
             raise ReferenceFrameError(
                 f"reference frame {reference} shows no structure to register (on the contrast "
                 "panel: before the bolus); choose a frame where the bolus shows")
+    from ceuskit._motion_kernels import warped_ncc
+
     st = _setup(shape, tracked_panel, max_shift_px)
     centre_xy = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
 
@@ -1096,12 +1066,14 @@ def estimate_motion(
         else:
             theta = np.zeros(c.size)
         mats[c] = _compose(dx, dy, theta, centre_xy)
-        for i, t in enumerate(c):
-            band = _band(images[i], st)
-            if tracked_panel == "bmode":
-                # The B-mode structure measure is this band's spread (`structure_share`).
-                band_std[t] = float(np.std(band, dtype=np.float64))
-            quality[t] = _quality(band, tmpl_band, mats[t])
+        bands = np.stack([_band(image, st) for image in images])
+        spread = np.empty(c.size)
+        qual = np.empty(c.size)
+        warped_ncc(bands, tmpl_band, np.ascontiguousarray(mats[c]), VALID_TOLERANCE_PX, qual, spread)
+        quality[c] = qual
+        if tracked_panel == "bmode":
+            # The B-mode structure measure is this band's spread (`structure_share`).
+            band_std[c] = spread
 
     # 6. Rejection (see `REJECTION_RULE` and `REJECTION_RULE_CONTRAST`).
     q = quality[idx]

@@ -1,0 +1,189 @@
+"""Compiled inner loops of the motion estimate (`ceuskit.motion`).
+
+NumPy spends most of the registration's time making temporaries: the
+cross-power spectrum, its magnitude, the whitened and apodised spectrum
+(four complex arrays per chunk), the masked second-peak search and the
+float64 copies of each aligned frame for its match quality.  These kernels
+do the same arithmetic in one pass each, over frames in parallel.  Imported
+on first use (numba is slow to import); cached next to this file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def whitened_cross(spec: Any, ref: Any, apod: Any, whiten: float, col_weights: Any,
+                   size: float, out: Any, norm: Any) -> None:  # pragma: no cover - compiled
+    """Whitened, apodised cross-power spectrum of every image against one template.
+
+    ``out[i] = c / max(|c|, floor) ** whiten * apod`` with ``c = spec[i] * ref``
+    and ``floor = 1e-12 * max |c| + 1e-30`` over the whole chunk (the floor
+    only keeps empty bins from dividing by zero).  For partial whitening
+    (``whiten != 1``), ``norm[i]`` receives the correlation peak of identical
+    images: the weighted sum of ``|c| ** (1 - whiten) * apod`` over the
+    rfft grid (``col_weights``: 1 for the first and a Nyquist column, 2 for
+    the others), divided by `size` (the full spectrum's); `norm` is left alone
+    for full whitening.
+    """
+    n, h, w2 = spec.shape
+    peak = np.zeros(n, dtype=np.float32)
+    for i in prange(n):
+        top = np.float32(0.0)
+        for y in range(h):
+            for x in range(w2):
+                s, r = spec[i, y, x], ref[y, x]
+                re = s.real * r.real - s.imag * r.imag
+                im = s.real * r.imag + s.imag * r.real
+                a2 = re * re + im * im
+                if a2 > top:
+                    top = a2
+        peak[i] = top
+    floor = np.float32(1e-12) * np.float32(math.sqrt(peak.max())) + np.float32(1e-30)
+    full = whiten == 1.0
+    rest = np.float32(1.0 - whiten)
+    p = np.float32(whiten)
+    for i in prange(n):
+        acc = 0.0
+        for y in range(h):
+            for x in range(w2):
+                s, r = spec[i, y, x], ref[y, x]
+                re = s.real * r.real - s.imag * r.imag
+                im = s.real * r.imag + s.imag * r.real
+                a = max(np.float32(math.sqrt(re * re + im * im)), floor)
+                if full:
+                    g = apod[y, x] / a
+                else:
+                    g = apod[y, x] / a ** p
+                    acc += float(a ** rest * apod[y, x]) * col_weights[x]
+                out[i, y, x] = complex(re * g, im * g)
+        if not full:
+            norm[i] = acc / size
+
+
+@njit(cache=True, parallel=True)
+def surface_peaks(block: Any, exclusion_px2: float, iy: Any, ix: Any, second: Any
+                  ) -> None:  # pragma: no cover - compiled
+    """Highest value of each correlation surface and the highest one away from it.
+
+    `block` is (n, 2m + 3, 2m + 3): the searched surface with a one-sample
+    rim for the sub-pixel fit.  ``iy[i], ix[i]`` receive the first maximum
+    of the inner (2m + 1)^2 samples in C order (rim coordinates, so 1..2m+1);
+    ``second[i]`` the maximum over inner samples farther than
+    ``sqrt(exclusion_px2)`` from it (0 when there is none).
+    """
+    n, hh, ww = block.shape
+    for i in prange(n):
+        best = -np.inf
+        by, bx = 1, 1
+        for y in range(1, hh - 1):
+            for x in range(1, ww - 1):
+                v = block[i, y, x]
+                if v > best:
+                    best, by, bx = v, y, x
+        iy[i], ix[i] = by, bx
+        far = -np.inf
+        for y in range(1, hh - 1):
+            for x in range(1, ww - 1):
+                if (y - by) ** 2 + (x - bx) ** 2 > exclusion_px2:
+                    v = block[i, y, x]
+                    if v > far:
+                        far = v
+        second[i] = far if np.isfinite(far) else 0.0
+
+
+@njit(cache=True, parallel=True)
+def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: Any
+               ) -> None:  # pragma: no cover - compiled
+    """Match quality of each band-passed frame, aligned, with the template's band.
+
+    For frame i, the aligned value at pixel (x, y) is `bands[i]` sampled
+    bilinearly at ``mats[i] @ (x, y, 1)`` (edges replicated); only pixels
+    whose source point lies inside the frame (within `tol` px) count.
+    ``ncc[i]`` receives the normalised cross-correlation over those pixels
+    (0 with fewer than 16 of them, or no spread); ``spread[i]`` the standard
+    deviation of the unaligned band over the whole frame (the B-mode
+    structure measure).
+    """
+    n, h, w = bands.shape
+    for i in prange(n):
+        m00, m01, m02 = mats[i, 0, 0], mats[i, 0, 1], mats[i, 0, 2]
+        m10, m11, m12 = mats[i, 1, 0], mats[i, 1, 1], mats[i, 1, 2]
+        s1 = 0.0
+        s2 = 0.0
+        for y in range(h):
+            for x in range(w):
+                v = float(bands[i, y, x])
+                s1 += v
+                s2 += v * v
+        size = h * w
+        mean = s1 / size
+        spread[i] = math.sqrt(max(s2 / size - mean * mean, 0.0))
+        sa = 0.0
+        sb = 0.0
+        saa = 0.0
+        sbb = 0.0
+        sab = 0.0
+        count = 0
+        if m01 == 0.0 and m10 == 0.0 and m00 == 1.0 and m11 == 1.0:
+            # A pure translation: one rectangle of valid pixels, fixed weights.
+            xa = max(0, math.ceil(-m02 - tol))
+            xb = min(w, math.floor(w - 1 - m02 + tol) + 1)
+            ya = max(0, math.ceil(-m12 - tol))
+            yb = min(h, math.floor(h - 1 - m12 + tol) + 1)
+            ox = math.floor(m02)
+            oy = math.floor(m12)
+            fx = m02 - ox
+            fy = m12 - oy
+            for y in range(ya, yb):
+                y0 = min(max(y + oy, 0), h - 1)
+                y1 = min(y0 + 1, h - 1)
+                for x in range(xa, xb):
+                    x0 = min(max(x + ox, 0), w - 1)
+                    x1 = min(x0 + 1, w - 1)
+                    a = ((1.0 - fy) * ((1.0 - fx) * bands[i, y0, x0] + fx * bands[i, y0, x1])
+                         + fy * ((1.0 - fx) * bands[i, y1, x0] + fx * bands[i, y1, x1]))
+                    b = float(tmpl[y, x])
+                    sa += a
+                    sb += b
+                    saa += a * a
+                    sbb += b * b
+                    sab += a * b
+            count = max(0, yb - ya) * max(0, xb - xa)
+        else:
+            for y in range(h):
+                for x in range(w):
+                    sx = m00 * x + m01 * y + m02
+                    sy = m10 * x + m11 * y + m12
+                    if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
+                        continue
+                    x0 = math.floor(sx)
+                    y0 = math.floor(sy)
+                    fx = sx - x0
+                    fy = sy - y0
+                    x0 = min(max(x0, 0), w - 1)
+                    y0 = min(max(y0, 0), h - 1)
+                    x1 = min(x0 + 1, w - 1)
+                    y1 = min(y0 + 1, h - 1)
+                    a = ((1.0 - fy) * ((1.0 - fx) * bands[i, y0, x0] + fx * bands[i, y0, x1])
+                         + fy * ((1.0 - fx) * bands[i, y1, x0] + fx * bands[i, y1, x1]))
+                    b = float(tmpl[y, x])
+                    sa += a
+                    sb += b
+                    saa += a * a
+                    sbb += b * b
+                    sab += a * b
+                    count += 1
+        if count < 16:
+            ncc[i] = 0.0
+            continue
+        caa = saa - sa * sa / count
+        cbb = sbb - sb * sb / count
+        cab = sab - sa * sb / count
+        den = math.sqrt(max(caa, 0.0) * max(cbb, 0.0))
+        ncc[i] = cab / den if den > 0 else 0.0
