@@ -187,3 +187,42 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
         cab = sab - sa * sb / count
         den = math.sqrt(max(caa, 0.0) * max(cbb, 0.0))
         ncc[i] = cab / den if den > 0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def aligned_power(power: Any, mats: Any, tol: float, out: Any) -> None:  # pragma: no cover - compiled
+    """Frames aligned bilinearly to the reference, NaN where they hold no data.
+
+    ``out[t](x, y)`` is the bilinear interpolation of ``power[t]`` at
+    ``mats[t] @ (x, y, 1)`` (edges replicated) where that point lies inside
+    the frame within `tol` px, NaN elsewhere; a frame whose matrix is the
+    identity (within 1e-9) is copied.  `ceuskit.motion.apply_motion` for
+    bilinear interpolation with NaN fill, in one pass over the frames in
+    parallel and with exact (not 1/32-px) interpolation weights.
+    """
+    n, h, w = power.shape
+    for t in prange(n):
+        m00, m01, m02 = mats[t, 0, 0], mats[t, 0, 1], mats[t, 0, 2]
+        m10, m11, m12 = mats[t, 1, 0], mats[t, 1, 1], mats[t, 1, 2]
+        if (abs(m00 - 1.0) <= 1e-9 and abs(m11 - 1.0) <= 1e-9 and abs(m01) <= 1e-9
+                and abs(m10) <= 1e-9 and abs(m02) <= 1e-9 and abs(m12) <= 1e-9):
+            out[t] = power[t]
+            continue
+        for y in range(h):
+            for x in range(w):
+                sx = m00 * x + m01 * y + m02
+                sy = m10 * x + m11 * y + m12
+                if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
+                    out[t, y, x] = np.nan
+                    continue
+                x0 = math.floor(sx)
+                y0 = math.floor(sy)
+                fx = sx - x0
+                fy = sy - y0
+                x0 = min(max(x0, 0), w - 1)
+                y0 = min(max(y0, 0), h - 1)
+                x1 = min(x0 + 1, w - 1)
+                y1 = min(y0 + 1, h - 1)
+                top = (1.0 - fx) * power[t, y0, x0] + fx * power[t, y0, x1]
+                bottom = (1.0 - fx) * power[t, y1, x0] + fx * power[t, y1, x1]
+                out[t, y, x] = (1.0 - fy) * top + fy * bottom

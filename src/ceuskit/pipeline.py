@@ -51,6 +51,7 @@ from ceuskit.motion import (
     MIN_FRAME_CONFIDENCE,
     TRUST_MAX_IMPLAUSIBLE_SHARE,
     TRUST_MIN_CONFIDENCE,
+    VALID_TOLERANCE_PX,
     MotionEstimate,
     ReferenceFrameError,
     apply_motion,
@@ -444,12 +445,23 @@ def contrast_power_chunks(
             power[...] = cache.power[sl]  # a copy: callers may change their chunk
             yield sl, power
         return
+    fused = motion is not None and order == 1
+    if fused:
+        from ceuskit._motion_kernels import aligned_power
+
+        mats = motion.matrices((rows, cols)) if motion is not None else None
+        scratch = np.empty_like(buffer)
     for start in range(0, n, chunk_frames):
         sl = slice(start, min(n, start + chunk_frames))
         power = to_linear_power(cine.frames[(sl, *panels.contrast.slices)],
                                 options.dynamic_range_db, cine.display_max,
-                                out=buffer[:sl.stop - sl.start])
-        if motion is not None:
+                                out=(scratch if fused else buffer)[:sl.stop - sl.start])
+        if fused and mats is not None:
+            # `apply_motion` (bilinear, NaN fill) in one compiled pass over the chunk.
+            aligned = buffer[:sl.stop - sl.start]
+            aligned_power(power, mats[sl], VALID_TOLERANCE_PX, aligned)
+            power = aligned
+        elif motion is not None:
             apply_motion(power, _motion_frames(motion, sl), order=order, out=power)
         if cache is not None:
             cache.power[sl] = power

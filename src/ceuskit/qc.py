@@ -504,6 +504,15 @@ def panel_levels_db(
         sel = np.asarray(pixels, dtype=bool)[::stride, ::stride]
         if not sel.any():
             return out
+    if panel.dtype == np.uint8:
+        from ceuskit._lut import block_medians
+
+        # An 8-bit median is the same whole or half number from a histogram.
+        medians = np.empty((n, gy * gx))
+        mask = (sel if pixels is not None else np.zeros((0, 0), dtype=bool))
+        block_medians(panel, gy, gx, stride, np.ascontiguousarray(mask), medians)
+        out[:] = medians.astype(np.float32) * scale
+        return out
     for start in range(0, n, _CHUNK_FRAMES):
         sl = slice(start, min(n, start + _CHUNK_FRAMES))
         sub = np.asarray(panel[sl, ::stride, ::stride])
