@@ -208,6 +208,34 @@ def aligned_power(power: Any, mats: Any, tol: float, out: Any) -> None:  # pragm
                 and abs(m10) <= 1e-9 and abs(m02) <= 1e-9 and abs(m12) <= 1e-9):
             out[t] = power[t]
             continue
+        if m01 == 0.0 and m10 == 0.0 and m00 == 1.0 and m11 == 1.0:
+            # A pure translation: one rectangle of valid pixels, fixed weights.
+            xa = max(0, math.ceil(-m02 - tol))
+            xb = max(xa, min(w, math.floor(w - 1 - m02 + tol) + 1))
+            ya = max(0, math.ceil(-m12 - tol))
+            yb = max(ya, min(h, math.floor(h - 1 - m12 + tol) + 1))
+            ox = math.floor(m02)
+            oy = math.floor(m12)
+            fx = m02 - ox
+            fy = m12 - oy
+            for y in range(h):
+                if y < ya or y >= yb:
+                    for x in range(w):
+                        out[t, y, x] = np.nan
+                    continue
+                y0 = min(max(y + oy, 0), h - 1)
+                y1 = min(y0 + 1, h - 1)
+                for x in range(xa):
+                    out[t, y, x] = np.nan
+                for x in range(xb, w):
+                    out[t, y, x] = np.nan
+                for x in range(xa, xb):
+                    x0 = min(max(x + ox, 0), w - 1)
+                    x1 = min(x0 + 1, w - 1)
+                    top = (1.0 - fx) * power[t, y0, x0] + fx * power[t, y0, x1]
+                    bottom = (1.0 - fx) * power[t, y1, x0] + fx * power[t, y1, x1]
+                    out[t, y, x] = (1.0 - fy) * top + fy * bottom
+            continue
         for y in range(h):
             for x in range(w):
                 sx = m00 * x + m01 * y + m02
