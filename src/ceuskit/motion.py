@@ -737,10 +737,9 @@ def _band(prepared: NDArray[np.float32], st: _Setup) -> NDArray[np.float32]:
 
 def _spectra(images: NDArray[np.float32], st: _Setup) -> NDArray[np.complex64]:
     """Windowed, mean-free rfft2 spectra of prepared images (n, h, w)."""
-    x = np.empty((images.shape[0], *st.shape), dtype=np.float32)
-    for i in range(images.shape[0]):
-        f = images[i]
-        x[i] = (f - np.float32(f.mean(dtype=np.float64))) * st.window
+    means = images.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+    x = images - means[:, None, None]
+    x *= st.window
     return np.asarray(scipy.fft.rfft2(x, workers=-1))
 
 
@@ -886,6 +885,9 @@ def _chunks(idx: NDArray[np.int64]) -> list[NDArray[np.int64]]:
 
 
 def _prepared(stack: NDArray[Any], idx: NDArray[np.int64], st: _Setup) -> NDArray[np.float32]:
+    if st.panel == "bmode":
+        # One conversion of the whole chunk (what `_prepare` does frame by frame).
+        return np.asarray(stack[idx], dtype=np.float32)
     return np.stack([_prepare(stack[t], st) for t in idx])
 
 
