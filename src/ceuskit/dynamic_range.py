@@ -1,0 +1,263 @@
+"""Display dynamic range estimated from the cine's own speckle statistics.
+
+A log-compressed display maps echo power ``I`` to ``D = Dmax (1 + 10
+log10(I / I0) / DR)``: a display spread of ``s`` grey levels is ``s DR /
+Dmax`` dB.  Fully developed speckle averaged over ``L`` independent looks
+has gamma-distributed intensity (shape ``L``), whose log has a spread of
+``10 / ln 10 * sqrt(trigamma(L))`` dB (5.57 dB for a single look) and whose
+linear contrast (spread / mean) is ``1 / sqrt(L)``.  Assuming one look
+(the textbook 5.57 dB) reads a display with persistence, spatial smoothing
+or several summed scatterer populations as having a much larger dynamic
+range.  Both moments are therefore used: for a trial DR each block is
+linearised, its contrast gives its effective number of looks, and the DR is
+where the display spread equals the log spread those looks predict.  With
+no speckle (flat or smooth regions) the two agree only at DR -> 0, and no
+crossing inside `GRID_DB` is found: the estimate is refused with the reason.
+
+Not yet wired into ``ceuskit analyze`` (issue 17): this is the estimator
+and its validation (``benchmarks/dr_accuracy.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+
+#: Side (px) of the square blocks whose statistics are measured.
+BLOCK_PX = 8
+#: Blocks are taken from this many brightest frames (the contrast at its peak).
+N_BRIGHT_FRAMES = 8
+#: Blocks darker than this share of full brightness (mean) are left out: the
+#: receiver noise floor and the display's black level are not speckle.
+MIN_BLOCK_MEAN_SHARE = 60.0 / 255.0
+#: At most this many blocks are used (evenly spaced), to bound the cost.
+MAX_BLOCKS = 6000
+#: Fewer usable blocks than this: no estimate.
+MIN_BLOCKS = 200
+#: Trial dynamic ranges (dB): start, stop, step.
+GRID_DB = (20.0, 120.0, 0.25)
+#: Independent groups of blocks for the statistical interval.
+N_GROUPS = 10
+#: Largest error found over 40-80 dB on gamma speckle of 1-5 looks and on
+#: the simulator (benchmarks/dr_accuracy.py), added in quadrature to the
+#: statistical interval: the model's own error.
+MODEL_MARGIN_DB = 4.0
+
+_DB_PER_NEPER = 10.0 / math.log(10.0)
+
+
+@dataclass(frozen=True)
+class DynamicRangeEstimate:
+    """Result of `estimate_dynamic_range`.
+
+    Attributes
+    ----------
+    dynamic_range_db : float or None
+        Estimated display dynamic range (dB); None when refused.
+    ci_db : (float, float) or None
+        95 % interval (dB): the spread between independent groups of blocks,
+        widened by `MODEL_MARGIN_DB`.
+    effective_looks : float or None
+        Median effective number of looks of the blocks at the estimate.
+    n_blocks : int
+        Blocks used.
+    method : str
+        How the estimate was found, or why there is none.
+    """
+
+    dynamic_range_db: float | None
+    ci_db: tuple[float, float] | None
+    effective_looks: float | None
+    n_blocks: int
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "dynamic_range_db": self.dynamic_range_db,
+            "ci_db": list(self.ci_db) if self.ci_db is not None else None,
+            "effective_looks": self.effective_looks,
+            "n_blocks": self.n_blocks,
+            "method": self.method,
+        }
+
+
+def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
+                   mask: ArrayLike | None = None) -> FloatArray:
+    """Display values of the blocks whose statistics measure the compression.
+
+    Parameters
+    ----------
+    frames : array, shape (T, h, w) or (h, w)
+        Display values (grey levels) of the contrast panel.
+    display_max : float
+        Full-brightness display value (255 for 8-bit).
+    mask : bool array, shape (h, w), optional
+        Pixels that may be used (default all).
+
+    Returns
+    -------
+    ndarray, shape (n_blocks, BLOCK_PX**2)
+        Blocks of the `N_BRIGHT_FRAMES` brightest frames that lie inside the
+        mask, touch neither 0 nor `display_max` (clipped values would shrink
+        the spread) and are brighter than `MIN_BLOCK_MEAN_SHARE`.
+    """
+    stack = np.asarray(frames)
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.ndim != 3:
+        raise ValueError(f"need frames of shape (T, h, w), got {stack.shape}")
+    t, h, w = stack.shape
+    b = BLOCK_PX
+    hb, wb = h // b, w // b
+    if hb == 0 or wb == 0:
+        return np.zeros((0, b * b))
+    keep = np.ones((hb, wb), dtype=bool)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)[:hb * b, :wb * b]
+        keep = np.asarray(m.reshape(hb, b, wb, b).all(axis=(1, 3)), dtype=bool)
+    means = stack.reshape(t, -1).mean(axis=1, dtype=np.float64)
+    bright = np.argsort(means, kind="stable")[-min(N_BRIGHT_FRAMES, t):]
+    out = []
+    for k in np.sort(bright):
+        f = np.asarray(stack[k, :hb * b, :wb * b], dtype=np.float64)
+        blocks = f.reshape(hb, b, wb, b).swapaxes(1, 2)[keep].reshape(-1, b * b)
+        ok = ((blocks.min(axis=1) > 0) & (blocks.max(axis=1) < display_max)
+              & (blocks.mean(axis=1) > MIN_BLOCK_MEAN_SHARE * display_max))
+        out.append(blocks[ok])
+    blocks = np.concatenate(out) if out else np.zeros((0, b * b))
+    if blocks.shape[0] > MAX_BLOCKS:
+        blocks = blocks[np.linspace(0, blocks.shape[0] - 1, MAX_BLOCKS).astype(int)]
+    return blocks
+
+
+def _trigamma(x: FloatArray) -> FloatArray:
+    """psi'(x) for x > 0: recurrence up to x >= 6, then the asymptotic series."""
+    x = np.asarray(x, dtype=np.float64).copy()
+    acc = np.zeros_like(x)
+    small = x < 6.0
+    while np.any(small):
+        acc[small] += 1.0 / x[small] ** 2
+        x[small] += 1.0
+        small = x < 6.0
+    inv = 1.0 / x
+    inv2 = inv * inv
+    series = inv + 0.5 * inv2 + inv * inv2 * (1 / 6 - inv2 * (1 / 30 - inv2 * (1 / 42 - inv2 / 30)))
+    return np.asarray(acc + series)
+
+
+def consistency(blocks: ArrayLike, grid_db: ArrayLike, *, display_max: float = 255.0
+                ) -> tuple[FloatArray, FloatArray]:
+    """Ratio of measured to predicted log spread, per trial DR and block.
+
+    Parameters
+    ----------
+    blocks : array, shape (n, m)
+        Display values of each block.
+    grid_db : array, shape (g,)
+        Trial dynamic ranges (dB).
+    display_max : float
+
+    Returns
+    -------
+    ratio : ndarray, shape (g, n)
+        Display spread in dB at the trial DR over the log spread predicted
+        by the block's effective looks there; 1 at the true DR for gamma
+        speckle.
+    looks : ndarray, shape (g, n)
+        Effective number of looks of each block at each trial DR.
+    """
+    d = np.asarray(blocks, dtype=np.float64)
+    grid = np.asarray(grid_db, dtype=np.float64).reshape(-1)
+    # Rounding to integer grey levels adds 1/12 level^2 of variance.
+    m = d.shape[1]
+    # Unbiased variances (ddof 1): blocks are small.
+    spread = np.sqrt(np.maximum(d.var(axis=1, ddof=1) - 1.0 / 12.0, 1e-12))
+    top = d.max(axis=1, keepdims=True)
+    ratio = np.empty((grid.size, d.shape[0]))
+    looks = np.empty_like(ratio)
+    for i, dr in enumerate(grid):
+        x = (d - top) * (dr / (_DB_PER_NEPER * display_max))
+        e = np.exp(x)
+        m1 = e.mean(axis=1)
+        m2 = (e * e).mean(axis=1)
+        lk = 1.0 / np.maximum((m2 / (m1 * m1) - 1.0) * (m / (m - 1.0)), 1e-12)
+        looks[i] = lk
+        ratio[i] = spread * dr / display_max / (_DB_PER_NEPER * np.sqrt(_trigamma(lk)))
+    return ratio, looks
+
+
+def _crossing(curve: FloatArray, grid: FloatArray) -> float | None:
+    """First trial DR where `curve` falls through 1 (linear interpolation)."""
+    above = curve >= 1.0
+    idx = np.flatnonzero(above[:-1] & ~above[1:])
+    if idx.size == 0:
+        return None
+    i = int(idx[0])
+    c0, c1 = curve[i], curve[i + 1]
+    return float(grid[i] + (c0 - 1.0) / (c0 - c1) * (grid[i + 1] - grid[i]))
+
+
+def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
+                           mask: ArrayLike | None = None, seed: int = 0) -> DynamicRangeEstimate:
+    """Estimate the display dynamic range (dB) of a log-compressed cine.
+
+    Parameters
+    ----------
+    frames : array, shape (T, h, w)
+        Display values of the contrast panel (the whole loop: the brightest
+        frames are used).
+    display_max : float
+        Full-brightness display value (255 for 8-bit).
+    mask : bool array, shape (h, w), optional
+        Pixels that may be used (default all).
+    seed : int
+        Seed of the random split into groups for the interval.
+
+    Returns
+    -------
+    DynamicRangeEstimate
+        With ``dynamic_range_db`` None and the reason in ``method`` when
+        there are too few speckle blocks or no consistent DR in `GRID_DB`.
+    """
+    blocks = speckle_blocks(frames, display_max=display_max, mask=mask)
+    n = int(blocks.shape[0])
+    if n < MIN_BLOCKS:
+        return DynamicRangeEstimate(None, None, None, n, (
+            f"not estimated: {n} unclipped {BLOCK_PX} x {BLOCK_PX} px blocks brighter than "
+            f"{MIN_BLOCK_MEAN_SHARE:.0%} of full scale in the {N_BRIGHT_FRAMES} brightest "
+            f"frames, fewer than {MIN_BLOCKS}"))
+    lo, hi, step = GRID_DB
+    grid = np.arange(lo, hi + step / 2, step)
+    ratio, looks = consistency(blocks, grid, display_max=display_max)
+    est = _crossing(np.median(ratio, axis=1), grid)
+    if est is None:
+        return DynamicRangeEstimate(None, None, None, n, (
+            f"not estimated: no dynamic range from {lo:g} to {hi:g} dB makes the blocks' "
+            "log spread agree with their speckle contrast (no fully developed speckle, or "
+            "not a log-compressed display)"))
+    rng = np.random.default_rng(seed)
+    groups = np.array_split(rng.permutation(n), N_GROUPS)
+    parts = [_crossing(np.median(ratio[:, g], axis=1), grid) for g in groups]
+    found = np.array([p for p in parts if p is not None])
+    if found.size >= 3:
+        # t quantile (0.975) for the group means' spread, from 2 to 9 degrees of freedom.
+        tq = {2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+        stat = tq.get(found.size - 1, 2.26) * float(found.std(ddof=1)) / math.sqrt(found.size)
+    else:
+        stat = float("inf")
+    half = math.hypot(stat, MODEL_MARGIN_DB)
+    i = int(np.clip(np.searchsorted(grid, est), 0, grid.size - 1))
+    lk = float(np.median(looks[i]))
+    return DynamicRangeEstimate(
+        round(est, 2), (round(est - half, 2), round(est + half, 2)), round(lk, 3), n,
+        f"speckle statistics: {n} blocks of {BLOCK_PX} x {BLOCK_PX} px in the "
+        f"{N_BRIGHT_FRAMES} brightest frames; the DR at which their display spread equals "
+        "the log spread of gamma speckle with the looks their linear contrast gives "
+        f"(median effective looks {lk:.2f})")

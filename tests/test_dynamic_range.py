@@ -1,0 +1,77 @@
+"""Dynamic range from speckle statistics: against gamma speckle and the simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ceuskit.dynamic_range import _trigamma, consistency, estimate_dynamic_range, speckle_blocks
+from ceuskit.simulate import SimulationSpec, simulate
+
+
+def _display(intensity: np.ndarray, dr_db: float, offset_share: float = 0.45) -> np.ndarray:
+    db = 10.0 * np.log10(intensity) - offset_share * dr_db
+    return np.clip(np.rint(255.0 * (1.0 + db / dr_db)), 0, 255).astype(np.uint8)
+
+
+def test_trigamma_matches_known_values() -> None:
+    # psi'(1) = pi^2 / 6, psi'(1/2) = pi^2 / 2, psi'(x) ~ 1/x for large x.
+    got = _trigamma(np.array([1.0, 0.5, 1e6]))
+    assert got[0] == pytest.approx(np.pi**2 / 6, rel=1e-9)
+    assert got[1] == pytest.approx(np.pi**2 / 2, rel=1e-9)
+    assert got[2] == pytest.approx(1e-6, rel=1e-5)
+
+
+@pytest.mark.parametrize(("looks", "dr_db"), [(1, 45.0), (1, 70.0), (3, 55.0), (3, 75.0)])
+def test_gamma_speckle_gives_its_dynamic_range(looks: int, dr_db: float) -> None:
+    rng = np.random.default_rng(7)
+    frames = _display(rng.gamma(looks, 1.0 / looks, size=(6, 128, 128)), dr_db)
+    est = estimate_dynamic_range(frames)
+    assert est.dynamic_range_db is not None
+    assert abs(est.dynamic_range_db - dr_db) <= 5.0
+    assert est.ci_db is not None and est.ci_db[0] <= dr_db <= est.ci_db[1]
+    # The effective looks are found, not assumed to be one.
+    assert est.effective_looks == pytest.approx(looks, rel=0.35)
+
+
+def test_single_look_assumption_would_be_far_off_for_several_looks() -> None:
+    # Why both moments are used: 5.57 dB / spread reads 3-look speckle ~2x too wide.
+    rng = np.random.default_rng(3)
+    frames = _display(rng.gamma(3, 1.0 / 3, size=(4, 128, 128)), 60.0)
+    blocks = speckle_blocks(frames)
+    spread = np.sqrt(blocks.var(axis=1) - 1 / 12).mean()
+    assert 5.57 * 255 / spread > 90.0
+    ratio, _ = consistency(blocks, np.array([60.0]))
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.06)
+
+
+def test_flat_and_smooth_panels_are_refused_with_the_reason() -> None:
+    flat = np.full((4, 128, 128), 120, dtype=np.uint8)
+    ramp = np.tile(np.linspace(70, 200, 128), (4, 128, 1)).astype(np.uint8)
+    for frames in (flat, ramp):
+        est = estimate_dynamic_range(frames)
+        assert est.dynamic_range_db is None and est.ci_db is None
+        assert "no fully developed speckle" in est.method
+    dark = np.zeros((4, 64, 64), dtype=np.uint8)
+    est = estimate_dynamic_range(dark)
+    assert est.dynamic_range_db is None and "fewer than" in est.method
+
+
+@pytest.mark.parametrize("dr_db", [45.0, 75.0])
+def test_simulated_cine_gives_its_dynamic_range(dr_db: float) -> None:
+    ph = simulate(SimulationSpec(dynamic_range_db=dr_db, fps=1.0, duration_s=45.0, seed=2))
+    p = ph.contrast_panel
+    est = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
+    assert est.dynamic_range_db is not None
+    assert abs(est.dynamic_range_db - dr_db) <= 3.0
+
+
+def test_mask_keeps_only_the_speckle_it_covers() -> None:
+    rng = np.random.default_rng(11)
+    frames = _display(rng.gamma(2, 0.5, size=(6, 128, 256)), 60.0)
+    frames[:, :, 128:] = 128  # a flat half that has no speckle
+    mask = np.zeros((128, 256), dtype=bool)
+    mask[:, :128] = True
+    assert speckle_blocks(frames, mask=mask).shape[0] == speckle_blocks(frames[:, :, :128]).shape[0]
+    est = estimate_dynamic_range(frames, mask=mask)
+    assert est.dynamic_range_db is not None and abs(est.dynamic_range_db - 60.0) <= 5.0
