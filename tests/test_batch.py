@@ -19,7 +19,7 @@ import pytest
 from ceuskit.batch import CASE_RECORD, read_manifest, run_batch
 from ceuskit.cli import main
 from ceuskit.errors import InputError
-from ceuskit.params import load_params, parse_params
+from ceuskit.params import Parameters, load_params, parse_params
 from ceuskit.simulate import SimulationSpec, simulate, write_phantom
 
 #: (scenario, format) of the cohort's ten good cases: tumour and bland, three formats.
@@ -295,6 +295,10 @@ def test_parameter_file_errors(tmp_path):
     params = parse_params({"dynamic_range_db": 50, "panel": [0, 0, 10, 20], "maps": False})
     assert params.dynamic_range_db == 50.0 and params.panel == (0, 0, 10, 20)
     assert params.analysis_options().dynamic_range_db == 50.0
+    assert params.analysis_options().dynamic_range_source == "user"
+    auto = parse_params({"dynamic_range_db": "auto"})
+    assert auto.analysis_options().dynamic_range_source == "auto"
+    assert Parameters.from_options(auto.analysis_options()).dynamic_range_db == "auto"
 
 
 def test_cli_batch_errors(tmp_path, capsys):
@@ -348,7 +352,6 @@ def test_parameter_defaults_are_analyze_defaults():
     """The parameter file's defaults cannot drift from analyze's (they are written twice)."""
     from dataclasses import asdict
 
-    from ceuskit.params import Parameters
     from ceuskit.pipeline import AnalysisOptions
 
     assert asdict(Parameters().analysis_options()) == asdict(AnalysisOptions())

@@ -315,3 +315,18 @@ def test_injection_time_moves_the_wash_out_clock(study, tmp_path, capsys):
     assert (wa["timing"], wb["timing"]) == ("early", "late")  # this phantom: onset 22.5 s
     code, _, err = run([*base, "--out", tmp_path / "c", "--injection-time", "nan"], capsys)
     assert_usage_error(code, err, "--injection-time")
+
+
+def test_dynamic_range_auto_is_parsed_and_map_refuses_it(tmp_path, capsys):
+    from ceuskit.cli import build_parser
+
+    args = build_parser().parse_args(["analyze", "c.dcm", "--roi", "r.json", "--dynamic-range", "AUTO"])
+    assert args.dynamic_range == "auto"
+    code, _, err = run(["analyze", "c.dcm", "--roi", "r.json", "--dynamic-range", "loud"], capsys)
+    assert_usage_error(code, err, "neither a number of dB nor auto")
+    cine = _small_dicom(tmp_path / "c.dcm")
+    out = tmp_path / "maps"
+    code, _, err = run(["map", cine, "--roi", _rois(tmp_path), "--out", out, "--dynamic-range", "auto"],
+                       capsys)
+    assert_usage_error(code, err, "--dynamic-range", "analyze")
+    assert not out.exists()

@@ -190,3 +190,22 @@ def test_uint8_cine_gives_the_float32_cine_results(tmp_path, motion_px, maps):
                        sort_keys=True) for c in (cine, as_float)]
     assert docs[0] == docs[1]
     assert ('"necrosis_fraction"' in docs[0]) and (('"heterogeneity"' in docs[0]) == maps)
+
+
+def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
+    # Issue 17: a user who does not know the setting gets the estimate, its
+    # interval and amplitude ratios close to those with the true value.
+    phantom = simulate(SimulationSpec(scenario="tumor", seed=1, fps=2.0, dynamic_range_db=50.0))
+    files = write_phantom(phantom, tmp_path, "npz")
+    cine = load_cine(files["cine"])
+    auto = analyze_cine(cine, files["rois"], AnalysisOptions(dynamic_range_source="auto", maps=False))
+    true = analyze_cine(cine, files["rois"], AnalysisOptions(dynamic_range_db=50.0, maps=False))
+    lin = auto.results()["linearization"]
+    assert lin["dynamic_range_source"] == "estimated"
+    assert abs(lin["dynamic_range_db"] - 50.0) <= 3.0
+    assert lin["dynamic_range_ci_db"][0] <= 50.0 <= lin["dynamic_range_ci_db"][1]
+    assert true.results()["linearization"]["dynamic_range_source"] == "user"
+    assert "dynamic_range_ci_db" not in true.results()["linearization"]
+    ra = {r.roi.name: r for r in auto.rois}["lesion"].relative["peak_enhancement_ratio"]
+    rt = {r.roi.name: r for r in true.rois}["lesion"].relative["peak_enhancement_ratio"]
+    assert abs(ra - rt) / rt <= 0.10, (ra, rt)

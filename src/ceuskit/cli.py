@@ -72,6 +72,15 @@ def _panel_arg(text: str) -> tuple[int, int, int, int] | None:
     return (x0, y0, x1, y1)
 
 
+def _dynamic_range_arg(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a number of dB nor auto") from None
+
+
 def _positive(kind: type[float]) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -280,8 +289,10 @@ def _add_study_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
     p.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
     p.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
     p.add_argument("--out", type=Path, default=None, help=f"output directory (default: {default_out})")
-    p.add_argument("--dynamic-range", type=float, default=DEFAULT_DYNAMIC_RANGE_DB,
-                   help=f"display dynamic range in dB (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
+    p.add_argument("--dynamic-range", type=_dynamic_range_arg, default=DEFAULT_DYNAMIC_RANGE_DB,
+                   metavar="DB|auto",
+                   help=f"display dynamic range in dB, or auto to estimate it from the cine's "
+                        f"speckle (analyze only; default {DEFAULT_DYNAMIC_RANGE_DB:g})")
     p.add_argument("--fps", type=_positive(float), default=None,
                    help="frame rate, for files without timing (frames/s)")
     p.add_argument("--panel", type=_panel_arg, default=None,
@@ -441,6 +452,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     from ceuskit.maps import BLOCK_PX, MapOptions
     from ceuskit.pipeline import AnalysisOptions
 
+    if args.dynamic_range == "auto":
+        raise InputError("--dynamic-range", "auto is supported by 'ceuskit analyze' only so far",
+                         "run analyze --dynamic-range auto and pass the estimate it reports "
+                         "(results.json linearization.dynamic_range_db) to map")
     options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
                               reference_frame=args.reference_frame,

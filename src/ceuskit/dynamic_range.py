@@ -37,11 +37,11 @@ N_BRIGHT_FRAMES = 8
 #: receiver noise floor and the display's black level are not speckle.
 MIN_BLOCK_MEAN_SHARE = 60.0 / 255.0
 #: At most this many blocks are used (evenly spaced), to bound the cost.
-MAX_BLOCKS = 6000
+MAX_BLOCKS = 4000
 #: Fewer usable blocks than this: no estimate.
 MIN_BLOCKS = 200
 #: Trial dynamic ranges (dB): start, stop, step.
-GRID_DB = (20.0, 120.0, 0.25)
+GRID_DB = (20.0, 120.0, 1.0)
 #: Independent groups of blocks for the statistical interval.
 N_GROUPS = 10
 #: Largest error found over 40-80 dB on gamma speckle of 1-5 looks and on

@@ -5,7 +5,7 @@ reproducible: the same file gives the same options, and the effective
 values are written into every results.json under ``parameters``.  The keys
 are the ``analyze`` options with their units in the name::
 
-    dynamic_range_db: 60        # display dynamic range used to linearise (dB)
+    dynamic_range_db: 60        # display dynamic range used to linearise (dB), or auto
     fps: null                   # frame rate for files without timing (frames/s)
     panel: auto                 # or [x0, y0, x1, y1] in frame pixels
     model: lognormal            # lognormal | gamma | ldrw | auto
@@ -52,7 +52,7 @@ class Parameters:
     and the batch runner's per-case limit ``case_timeout_s`` (s).
     """
 
-    dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
+    dynamic_range_db: float | str = DEFAULT_DYNAMIC_RANGE_DB  # a number (dB) or "auto"
     fps: float | None = None
     panel: tuple[int, int, int, int] | None = None
     model: str = "lognormal"
@@ -70,7 +70,10 @@ class Parameters:
         """The `ceuskit.pipeline.AnalysisOptions` these parameters give (validated there too)."""
         from ceuskit.pipeline import AnalysisOptions
 
-        return AnalysisOptions(dynamic_range_db=self.dynamic_range_db, fps=self.fps,
+        auto = self.dynamic_range_db == "auto"
+        return AnalysisOptions(dynamic_range_db=(DEFAULT_DYNAMIC_RANGE_DB if auto
+                                                 else float(self.dynamic_range_db)),
+                               dynamic_range_source="auto" if auto else None, fps=self.fps,
                                panel=self.panel, model=self.model, motion=self.motion,
                                reference_frame=self.reference_frame, maps=self.maps,
                                block_px=self.block_px, injection_time_s=self.injection_time_s)
@@ -79,7 +82,10 @@ class Parameters:
     def from_options(cls, options: Any, *, pdf: bool = True, dicom: bool = False,
                      fhir: bool = False) -> Parameters:
         """The parameters of an `AnalysisOptions` and the outputs asked for."""
-        return cls(dynamic_range_db=float(options.dynamic_range_db), fps=options.fps,
+        # An estimated value is reproduced by asking for the estimate again.
+        auto = options.dynamic_range_source in ("auto", "estimated")
+        return cls(dynamic_range_db="auto" if auto else float(options.dynamic_range_db),
+                   fps=options.fps,
                    panel=options.panel, model=options.model, motion=options.motion,
                    reference_frame=options.reference_frame, injection_time_s=float(
                        options.injection_time_s), maps=bool(options.maps),
@@ -138,8 +144,14 @@ def _panel(v: Any) -> Any:
     return (x0, y0, x1, y1)
 
 
+def _auto_or(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def either(v: Any) -> Any:
+        return "auto" if v == "auto" else check(v)
+    return either
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
-    "dynamic_range_db": _number(10.0, 120.0, unit="dB"),
+    "dynamic_range_db": _auto_or(_number(10.0, 120.0, unit="dB")),
     "fps": _number(1e-3, 1000.0, nullable=True, unit="frames/s"),
     "panel": _panel,
     "model": _choice(MODELS),
@@ -156,7 +168,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 
 #: One line per key, for the documentation and the error for an unknown key.
 PARAMETER_HELP: dict[str, str] = {
-    "dynamic_range_db": "display dynamic range used to linearise (dB)",
+    "dynamic_range_db": "display dynamic range used to linearise (dB), or auto (estimated from the speckle)",
     "fps": "frame rate for files without timing (frames/s), or null",
     "panel": "contrast panel: auto, or [x0, y0, x1, y1] in frame pixels",
     "model": "bolus model: " + " | ".join(MODELS),

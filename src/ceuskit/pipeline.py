@@ -93,6 +93,11 @@ AUTO_MODELS = ("lognormal", "gamma", "ldrw")
 MOTION_CHOICES = ("off", "auto", "translation", "rigid")
 
 
+#: Where the dynamic range used to linearise comes from (results.json
+#: ``linearization.dynamic_range_source``; ``"auto"`` only until resolved).
+DYNAMIC_RANGE_SOURCES = ("user", "default", "auto", "estimated")
+
+
 @dataclass(frozen=True)
 class AnalysisOptions:
     """User settings of an analysis.
@@ -125,6 +130,14 @@ class AnalysisOptions:
         When the contrast was injected, on the cine clock (s from the first
         frame; negative when the recording started after the injection).
         Wash-out timing (early < 60 s) and degree (within 120 s) count from it.
+    dynamic_range_source : {"user", "default", "auto", "estimated"} or None
+        Where `dynamic_range_db` comes from.  ``"auto"`` asks for the
+        estimate from the cine's speckle (`resolve_dynamic_range`, which
+        turns it into ``"estimated"``, or ``"default"`` with a warning when
+        no estimate is possible).  None: ``"default"`` when the value is
+        `DEFAULT_DYNAMIC_RANGE_DB`, else ``"user"``.
+    dynamic_range_ci_db : (float, float) or None
+        95 % interval of an estimated dynamic range (dB).
     """
 
     dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
@@ -136,8 +149,16 @@ class AnalysisOptions:
     maps: bool = True
     block_px: int | None = None
     injection_time_s: float = 0.0
+    dynamic_range_source: str | None = None
+    dynamic_range_ci_db: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.dynamic_range_source is None:
+            object.__setattr__(self, "dynamic_range_source",
+                               "default" if self.dynamic_range_db == DEFAULT_DYNAMIC_RANGE_DB
+                               else "user")
+        if self.dynamic_range_source not in DYNAMIC_RANGE_SOURCES:
+            raise ValueError(f"dynamic_range_source must be one of {', '.join(DYNAMIC_RANGE_SOURCES)}")
         inj = self.injection_time_s
         if isinstance(inj, bool) or not isinstance(inj, int | float) or not math.isfinite(inj) \
                 or not -3600.0 <= inj <= 3600.0:
@@ -834,6 +855,42 @@ def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
     return out
 
 
+def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
+                          progress: Progress | None = None
+                          ) -> tuple[AnalysisOptions, list[AnalysisWarning]]:
+    """Replace a requested ``auto`` dynamic range by its estimate from the cine.
+
+    Options whose ``dynamic_range_source`` is not ``"auto"`` are returned as
+    they are.  Otherwise the contrast panel's brightest frames are measured
+    (`ceuskit.dynamic_range.estimate_dynamic_range`): the estimate and its
+    interval replace the value (source ``"estimated"``); when the cine has
+    too little fully developed speckle, the documented default is kept
+    (source ``"default"``) with warning ``dynamic-range-not-estimated``.
+
+    Returns
+    -------
+    (options, warnings)
+    """
+    if options.dynamic_range_source != "auto":
+        return options, []
+    from ceuskit.dynamic_range import estimate_dynamic_range
+
+    say = progress or (lambda _msg: None)
+    say("estimating the display dynamic range from the speckle")
+    est = estimate_dynamic_range(cine.frames[(slice(None), *panels.contrast.slices)],
+                                 display_max=float(cine.display_max))
+    if est.dynamic_range_db is None or est.ci_db is None:
+        return replace(options, dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB,
+                       dynamic_range_source="default", dynamic_range_ci_db=None), [AnalysisWarning(
+            "dynamic-range-not-estimated",
+            f"--dynamic-range auto: {est.method}; the default {DEFAULT_DYNAMIC_RANGE_DB:g} dB was "
+            "used, so amplitude parameters (PE, AUC, WiPI) and their ratios may be distorted; "
+            "give the scanner's dynamic range with --dynamic-range DB")]
+    value = float(min(max(est.dynamic_range_db, 10.0), 120.0))
+    return replace(options, dynamic_range_db=value, dynamic_range_source="estimated",
+                   dynamic_range_ci_db=est.ci_db), []
+
+
 def prepare_cine(
     cine: Cine,
     roi_path: str | PathLike[str],
@@ -1060,6 +1117,8 @@ def analyze_cine(
     say = progress or (lambda _msg: None)
     panels, rois, motion, motion_warnings = prepare_cine(cine, roi_path, options,
                                                          source_name=source_name, progress=progress)
+    options, dr_warnings = resolve_dynamic_range(cine, panels, options, progress)
+    motion_warnings = motion_warnings + dr_warnings
     do_maps = options.maps and any(r.role == "lesion" for r in rois)
     # With maps, their pixel test gives the necrosis fraction: the test runs once.
     roi_results, warnings, peak, bolus = measure_rois(cine, panels, rois, options, progress, motion,
@@ -1222,6 +1281,9 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         "panels": analysis.panels.as_dict(),
         "linearization": {
             "dynamic_range_db": analysis.options.dynamic_range_db,
+            "dynamic_range_source": analysis.options.dynamic_range_source,
+            **({"dynamic_range_ci_db": list(analysis.options.dynamic_range_ci_db)}
+               if analysis.options.dynamic_range_ci_db is not None else {}),
             "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
         },
         "analysis": {
