@@ -330,3 +330,21 @@ def test_dynamic_range_auto_is_parsed_and_map_refuses_it(tmp_path, capsys):
                        capsys)
     assert_usage_error(code, err, "--dynamic-range", "analyze")
     assert not out.exists()
+
+
+def test_simulate_dynamic_range_then_analyze_auto(tmp_path, capsys):
+    # A new user's round trip: a cine made at 45 dB, analysed without knowing it.
+    code, _, _ = run(["simulate", tmp_path / "sim", "--format", "npz", "--fps", "2", "--duration", "60",
+                      "--dynamic-range", "45"], capsys)
+    assert code == 0
+    truth = json.loads((tmp_path / "sim" / "truth.json").read_text())
+    assert truth["dynamic_range_db"] == 45.0
+    code, _, err = run(["analyze", tmp_path / "sim" / "cine.npz", "--roi", tmp_path / "sim" / "rois.json",
+                        "--out", tmp_path / "out", "--dynamic-range", "auto", "--no-maps"], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    lin = doc["linearization"]
+    assert lin["dynamic_range_source"] == "estimated" and abs(lin["dynamic_range_db"] - 45.0) <= 3.0
+    assert doc["parameters"]["dynamic_range_db"] == "auto"
+    code, _, err = run(["simulate", tmp_path / "bad", "--dynamic-range", "200"], capsys)
+    assert_usage_error(code, err, "--dynamic-range")

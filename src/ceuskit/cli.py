@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kinetics", default="malignant", metavar="NAME",
                    help="tumour kinetics family: malignant (default), marked-washout, late-washout "
                         "(give --duration 150), synchronous-iso or slow-hypo; ignored for bland")
+    s.add_argument("--dynamic-range", type=float, default=60.0, metavar="DB",
+                   help="display dynamic range of the log compression (dB, 30..100; default 60), "
+                        "recorded in truth.json")
     s.add_argument("--blooming", type=_non_negative, default=0.0, metavar="PX",
                    help="lumen blooming: the lumen's signal spreads into its surroundings as a Gaussian "
                         "of this sigma (px, 0..6; default 0)")
@@ -494,7 +497,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         spec = SimulationSpec(scenario=args.scenario, seed=args.seed, necrosis=args.necrosis,
                               motion_px=args.motion, fps=args.fps, duration_s=args.duration,
                               drift_px_per_s=args.drift, out_of_plane_frames=args.out_of_plane,
-                              kinetics=args.kinetics, blooming_px=args.blooming, mode=args.mode)
+                              kinetics=args.kinetics, blooming_px=args.blooming, mode=args.mode,
+                              dynamic_range_db=args.dynamic_range)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
     if args.layout == "side-by-side-gap":
