@@ -14,18 +14,19 @@ where the display spread equals the log spread those looks predict.  With
 no speckle (flat or smooth regions) the two agree only at DR -> 0, and no
 crossing inside `GRID_DB` is found: the estimate is refused with the reason.
 
-Not yet wired into ``ceuskit analyze`` (issue 17): this is the estimator
-and its validation (``benchmarks/dr_accuracy.py``).
+``ceuskit analyze --dynamic-range auto`` uses it
+(`ceuskit.pipeline.resolve_dynamic_range`); its validation is
+``benchmarks/dr_accuracy.py``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import special
 
 FloatArray = NDArray[np.float64]
 
@@ -76,16 +77,6 @@ class DynamicRangeEstimate:
     effective_looks: float | None
     n_blocks: int
     method: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "dynamic_range_db": self.dynamic_range_db,
-            "ci_db": list(self.ci_db) if self.ci_db is not None else None,
-            "effective_looks": self.effective_looks,
-            "n_blocks": self.n_blocks,
-            "method": self.method,
-        }
 
 
 def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
@@ -138,18 +129,8 @@ def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
 
 
 def _trigamma(x: FloatArray) -> FloatArray:
-    """psi'(x) for x > 0: recurrence up to x >= 6, then the asymptotic series."""
-    x = np.asarray(x, dtype=np.float64).copy()
-    acc = np.zeros_like(x)
-    small = x < 6.0
-    while np.any(small):
-        acc[small] += 1.0 / x[small] ** 2
-        x[small] += 1.0
-        small = x < 6.0
-    inv = 1.0 / x
-    inv2 = inv * inv
-    series = inv + 0.5 * inv2 + inv * inv2 * (1 / 6 - inv2 * (1 / 30 - inv2 * (1 / 42 - inv2 / 30)))
-    return np.asarray(acc + series)
+    """psi'(x), the variance of log(X) for X ~ gamma(x)."""
+    return np.asarray(special.polygamma(1, x), dtype=np.float64)
 
 
 def consistency(blocks: ArrayLike, grid_db: ArrayLike, *, display_max: float = 255.0
@@ -175,9 +156,9 @@ def consistency(blocks: ArrayLike, grid_db: ArrayLike, *, display_max: float = 2
     """
     d = np.asarray(blocks, dtype=np.float64)
     grid = np.asarray(grid_db, dtype=np.float64).reshape(-1)
-    # Rounding to integer grey levels adds 1/12 level^2 of variance.
     m = d.shape[1]
-    # Unbiased variances (ddof 1): blocks are small.
+    # Unbiased variances (ddof 1, here and for the looks): blocks are small.
+    # Rounding to integer grey levels adds 1/12 level^2 of variance.
     spread = np.sqrt(np.maximum(d.var(axis=1, ddof=1) - 1.0 / 12.0, 1e-12))
     top = d.max(axis=1, keepdims=True)
     ratio = np.empty((grid.size, d.shape[0]))

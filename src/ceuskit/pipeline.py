@@ -886,8 +886,8 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
             f"--dynamic-range auto: {est.method}; the default {DEFAULT_DYNAMIC_RANGE_DB:g} dB was "
             "used, so amplitude parameters (PE, AUC, WiPI) and their ratios may be distorted; "
             "give the scanner's dynamic range with --dynamic-range DB")]
-    value = float(min(max(est.dynamic_range_db, 10.0), 120.0))
-    return replace(options, dynamic_range_db=value, dynamic_range_source="estimated",
+    # The estimate lies inside the estimator's grid (20-120 dB), which check_dynamic_range accepts.
+    return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
                    dynamic_range_ci_db=est.ci_db), []
 
 
