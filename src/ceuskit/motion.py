@@ -30,7 +30,10 @@ Method (`estimate_motion`)
    well a frame matches.
 2. Provisional template: the *most typical* of ``N_TYPICAL`` evenly spaced
    frames (highest median peak height against the others), or the user's
-   reference frame.  A first pass registers every frame to it.
+   reference frame.  A first pass registers every frame to it.  Steps 2-3
+   only choose frames, so on panels of at least ``COARSE_MIN_SIDE_PX`` px
+   they run on ``COARSE_FACTOR``-fold block means (a quarter of the pixels);
+   the template's members are then re-measured at full resolution.
 3. Reference (automatic choice): among frames whose first-pass peak height is
    not an outlier (same robust rule as rejection, below), the one closest to
    the median position (x and y medians): the anatomy's typical position,
@@ -113,10 +116,13 @@ APODISATION_SIGMA_PX = 1.0
 TAPER_SHARE = 0.25
 #: Largest displacement searched, as a share of the panel's smaller side.
 MAX_SHIFT_SHARE = 0.25
-#: Largest set of frame spectra (complex64, bytes) kept from the first
-#: registration pass for the second (same frames, same spectra): 900 frames
-#: of a 480 x 248 px panel take 430 MB; larger cines compute them twice.
-SPECTRA_CACHE_BYTES = 512 * 2**20
+#: The provisional template and the first pass (steps 2-3) run on frames
+#: averaged over COARSE_FACTOR x COARSE_FACTOR px blocks when both sides of
+#: the panel are at least COARSE_MIN_SIDE_PX: they only choose the reference
+#: frame and the template's members, so a quarter of the pixels is enough;
+#: the template itself and the second pass use the full resolution.
+COARSE_FACTOR = 2
+COARSE_MIN_SIDE_PX = 96
 #: Candidates for the provisional template, evenly spaced in the cine.
 N_TYPICAL = 12
 #: Frames averaged (after alignment) into the second-pass template.
@@ -673,10 +679,13 @@ class _Setup:
     sigma: float  # apodisation sigma (px): the correlation peak's width
 
 
-def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _Setup:
+def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None,
+           scale: int = 1) -> _Setup:
+    """Constants for a panel of `shape` px; `scale` > 1 for frames averaged
+    over scale x scale blocks (the peak width and shift limits scale with it)."""
     h, w = shape
     contrast = panel == "contrast"
-    sigma = CONTRAST_APODISATION_SIGMA_PX if contrast else APODISATION_SIGMA_PX
+    sigma = (CONTRAST_APODISATION_SIGMA_PX if contrast else APODISATION_SIGMA_PX) / scale
     window = np.outer(_tukey(h, TAPER_SHARE * 2), _tukey(w, TAPER_SHARE * 2)).astype(np.float32)
     ky = scipy.fft.fftfreq(h)[:, None]
     kx = scipy.fft.rfftfreq(w)[None, :]
@@ -685,7 +694,8 @@ def _setup(shape: tuple[int, int], panel: str, max_shift_px: float | None) -> _S
     kxf = scipy.fft.fftfreq(w)[None, :]
     apod_mean = float(np.mean(np.exp(-s2 * (ky**2 + kxf**2))))
     limit = max(2, int(MAX_SHIFT_SHARE * min(h, w)))
-    max_shift = limit if max_shift_px is None else max(1, min(limit, math.ceil(max_shift_px)))
+    max_shift = (limit if max_shift_px is None
+                 else max(1, min(limit, math.ceil(max_shift_px / scale))))
     return _Setup((h, w), panel, window, apod, apod_mean, max_shift,
                   CONTRAST_WHITEN if contrast else 1.0, sigma)
 
@@ -880,6 +890,21 @@ def _robust_floor(values: FloatArray) -> float:
     return med - max(REJECT_K_MAD * mad, REJECT_MIN_DROP)
 
 
+def _coarse(images: NDArray[np.float32], factor: int) -> NDArray[np.float32]:
+    """Means over factor x factor px blocks of images (n, h, w) (a partial last row or column dropped)."""
+    if factor == 1:
+        return images
+    n, h, w = images.shape
+    hc, wc = h // factor, w // factor
+    # OpenCV's area resampling by an integer factor is the block mean, and
+    # several times faster than NumPy's strided or reshaped means.
+    out = np.empty((n, hc, wc), dtype=np.float32)
+    for i in range(n):
+        out[i] = cv2.resize(images[i, :hc * factor, :wc * factor], (wc, hc),
+                            interpolation=cv2.INTER_AREA)
+    return out
+
+
 def _chunks(idx: NDArray[np.int64]) -> list[NDArray[np.int64]]:
     return [idx[i:i + CHUNK] for i in range(0, idx.size, CHUNK)]
 
@@ -974,6 +999,12 @@ def estimate_motion(
 
     st = _setup(shape, tracked_panel, max_shift_px)
     centre_xy = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    f = COARSE_FACTOR if min(shape) >= COARSE_MIN_SIDE_PX else 1
+    st1 = (st if f == 1 else
+           _setup((shape[0] // f, shape[1] // f), tracked_panel, max_shift_px, scale=f))
+
+    def coarse_spectra(sel: NDArray[np.int64]) -> NDArray[np.complex64]:
+        return _spectra(_coarse(_prepared(stack, sel, st), f), st1)
 
     # 1. Provisional template: the user's reference, or the most typical frame.
     if reference is not None:
@@ -982,27 +1013,20 @@ def estimate_motion(
     else:
         cand = idx[np.unique(np.linspace(0, idx.size - 1, min(N_TYPICAL, idx.size)).astype(int))]
         n_cand = int(cand.size)
-        spec_c = _spectra(_prepared(stack, cand, st), st)
+        spec_c = coarse_spectra(cand)
         heights = np.ones((cand.size, cand.size))
         for i in range(cand.size):
-            heights[i] = _correlate(spec_c, np.conj(spec_c[i])[None], st)[2]
+            heights[i] = _correlate(spec_c, np.conj(spec_c[i])[None], st1)[2]
         np.fill_diagonal(heights, np.nan)
         provisional = int(cand[int(np.nanargmax(np.nanmedian(heights, axis=1)))])
 
-    # 2. First pass against the provisional template.
-    ref_conj = np.conj(_spectra(_prepared(stack, np.array([provisional]), st), st))
+    # 2. First pass against the provisional template (coarse grid, shifts in full px).
+    ref_conj = np.conj(coarse_spectra(np.array([provisional])))
     d1 = np.zeros((n, 2))
     h1 = np.full(n, np.nan)
-    # The frames' spectra serve both passes when they fit `SPECTRA_CACHE_BYTES`.
-    spec_bytes = 8 * idx.size * shape[0] * (shape[1] // 2 + 1)
-    spectra = (np.empty((idx.size, shape[0], shape[1] // 2 + 1), dtype=np.complex64)
-               if spec_bytes <= SPECTRA_CACHE_BYTES else None)
-    for k, c in enumerate(_chunks(idx)):
-        spec = _spectra(_prepared(stack, c, st), st)
-        if spectra is not None:
-            spectra[k * CHUNK:k * CHUNK + c.size] = spec
-        dx, dy, hgt, _ = _correlate(spec, ref_conj, st)
-        d1[c, 0], d1[c, 1], h1[c] = dx, dy, hgt
+    for c in _chunks(idx):
+        dx, dy, hgt, _ = _correlate(coarse_spectra(c), ref_conj, st1)
+        d1[c, 0], d1[c, 1], h1[c] = f * dx, f * dy, hgt
 
     # 3. The reference frame.  "Good" frames exclude only clear outliers of
     # the first-pass match (a stricter cut, such as above the median, would
@@ -1035,8 +1059,17 @@ def estimate_motion(
     good = near if near.size else good
     members = good[np.unique(np.linspace(0, good.size - 1, min(N_TEMPLATE, good.size)).astype(int))]
     members = np.union1d(members, [ref])
-    rel = d1[members] - d1[ref]
     member_images = _prepared(stack, members, st)
+    if f == 1:
+        rel = d1[members] - d1[ref]
+    else:
+        # The members' shifts from the reference at full resolution (through
+        # the provisional template, as the first pass measures them), so that
+        # the template is as sharp as a full-resolution first pass makes it.
+        prov_conj = np.conj(_spectra(_prepared(stack, np.array([provisional]), st), st))
+        mdx, mdy, _, _ = _correlate(_spectra(member_images, st), prov_conj, st)
+        dm = np.column_stack([mdx, mdy])
+        rel = dm - dm[int(np.searchsorted(members, ref))]
     if mode == "rigid":
         ref_image = _prepare(stack[ref], st)
         ref_conj = np.conj(_spectra(ref_image[None], st))
@@ -1059,10 +1092,9 @@ def estimate_motion(
     peak = np.full(n, np.nan)
     second = np.full(n, np.nan)
     band_std = np.full(n, np.nan)
-    for k, c in enumerate(_chunks(idx)):
+    for c in _chunks(idx):
         images = _prepared(stack, c, st)
-        spec = spectra[k * CHUNK:k * CHUNK + c.size] if spectra is not None else _spectra(images, st)
-        dx, dy, peak[c], second[c] = _correlate(spec, tmpl_conj, st)
+        dx, dy, peak[c], second[c] = _correlate(_spectra(images, st), tmpl_conj, st)
         if mode == "rigid":
             dx, dy, theta = _rigid(images, template, tmpl_conj, np.column_stack([dx, dy]), st)
         else:
