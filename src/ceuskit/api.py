@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path
@@ -49,7 +50,7 @@ PDF_NOT_WRITTEN = "pdf-not-written"
 
 
 def analyze_to_dir(
-    cine_path: str | PathLike[str],
+    cine_path: str | PathLike[str] | Sequence[str | PathLike[str]],
     roi_path: str | PathLike[str],
     out_dir: str | PathLike[str],
     options: AnalysisOptions | None = None,
@@ -61,8 +62,10 @@ def analyze_to_dir(
     dicom: bool = False,
     fhir: bool = False,
     fhir_subject: str | None = None,
+    clip_starts_s: Sequence[float] | None = None,
 ) -> tuple[Analysis, dict[str, Path]]:
-    """Analyse a cine and write results.json, report.html, report.pdf and maps/ into a directory.
+    """Analyse a cine (or an exam's clips: `ceuskit.pipeline.analyze`) and write
+    results.json, report.html, report.pdf and maps/ into a directory.
 
     The directory is checked before any work (writable; no earlier results
     unless ``overwrite``).  results.json is written as soon as the numbers
@@ -123,11 +126,14 @@ def analyze_to_dir(
     if fhir_subject is not None:
         check_fhir_subject(fhir_subject)
     out = check_out_dir(out_dir, result_set, overwrite=overwrite)
+    # DICOM objects and the FHIR study reference point at the first clip.
+    first = cine_path if isinstance(cine_path, str | PathLike) else next(iter(cine_path))
     if dicom:
         from ceuskit.io.dicom_derived import check_dicom_source
 
-        check_dicom_source(cine_path)  # before the long work
-    analysis = analyze(cine_path, roi_path, options, progress=progress, case=case)
+        check_dicom_source(first)  # before the long work
+    analysis = analyze(cine_path, roi_path, options, progress=progress, case=case,
+                       clip_starts_s=clip_starts_s)
     say = progress or (lambda _msg: None)
     if dicom and analysis.maps is None:
         analysis = replace(analysis, warnings=[*analysis.warnings, AnalysisWarning(
@@ -205,7 +211,7 @@ def analyze_to_dir(
     if dicom:
         from ceuskit.io.dicom_derived import write_dicom_derived
 
-        written = write_dicom_derived(analysis, cine_path, out / DICOM_DIR, progress=progress,
+        written = write_dicom_derived(analysis, first, out / DICOM_DIR, progress=progress,
                                       results=results)
         results["dicom"] = {"directory": DICOM_DIR,
                             "files": sorted(f"{DICOM_DIR}/{p.name}" for p in written.values())}
@@ -214,7 +220,7 @@ def analyze_to_dir(
         from ceuskit.fhir import FHIR_FILE, results_bundle
 
         say("writing the FHIR bundle")
-        bundle = results_bundle(results, study_instance_uid=_study_instance_uid(cine_path),
+        bundle = results_bundle(results, study_instance_uid=_study_instance_uid(first),
                                 subject=fhir_subject)
         make_out_dir(out / FHIR_DIR)
         paths["fhir"] = write_json_atomic(out / FHIR_FILE, bundle)
@@ -305,8 +311,8 @@ def map_cine(
         Bad options, ROIs or scheduler address.
     """
     options = options or AnalysisOptions()
-    panels, rois, motion, warnings = prepare_cine(cine, roi_path, options, source_name=source_name,
-                                                  progress=progress)
+    cine, panels, rois, motion, warnings = prepare_cine(cine, roi_path, options,
+                                                        source_name=source_name, progress=progress)
     return map_prepared(cine, panels, rois, motion, options, map_options,
                         warnings=list(cine.warnings) + warnings, scheduler=scheduler,
                         progress=progress)

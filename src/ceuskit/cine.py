@@ -1,12 +1,14 @@
 """The `Cine` value: a loaded ultrasound cine loop and what is known about it.
 
 Every reader returns a `Cine`; every later stage takes one (or values derived
-from it) and never goes back to the file.
+from it) and never goes back to the file -- except through
+`Cine.rgb_frames`, the reader's own re-decoder of a colour source, which
+colour-map inversion uses so that a colour cine is not held twice in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -15,6 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ceuskit.errors import AnalysisWarning, InputError
+
+#: A re-readable source of colour frames: a callable returning an iterator of
+#: (frame index, (H, W, 3) uint8 RGB frame) over the whole cine, or only over
+#: the frame indices it is given (a set; the others are skipped).
+RGBFrames = Callable[[frozenset[int] | None], Iterator[tuple[int, NDArray[np.uint8]]]]
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,12 @@ class Cine:
         Problems found while reading that affect the numbers.
     display_max : float
         Display value that means full brightness (255 for 8-bit displays).
+    rgb_frames : callable, optional
+        For colour sources: re-reads the source's colour frames, returning an
+        iterator of (frame index, (H, W, 3) uint8 RGB) over the whole cine,
+        or over the indices in the set it is passed (None: all).  Used to
+        invert a tinted contrast panel (`ceuskit.colour_maps`); the frames
+        are decoded again, not kept in memory.  None for grey sources.
     """
 
     frames: NDArray[np.float32] | NDArray[np.uint8]
@@ -161,6 +174,7 @@ class Cine:
     meta: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[AnalysisWarning, ...] = ()
     display_max: float = 255.0
+    rgb_frames: RGBFrames | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         frames = self.frames

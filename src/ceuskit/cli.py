@@ -163,10 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dual-display layout: side-by-side-gap (default, with ultrasound regions "
                         "in DICOM/NPZ), side-by-side-nogap, contrast-left-nogap, stacked, "
                         "stacked-nogap, unequal or text-overlay (these without regions)")
+    s.add_argument("--tint", default=None, metavar="NAME",
+                   help="show the contrast panel through a library colour map (hot, gold, sepia, "
+                        "ice), the B-mode panel staying grey; frames become RGB (default: grey)")
+    s.add_argument("--clips", default=None, metavar="SPANS",
+                   help="write the exam as clips with gaps, e.g. 0-60,90-110,130-150 (s on the exam "
+                        "clock): clip-1, clip-2, ... (DICOM clips carry their acquisition times; "
+                        "default: one cine)")
+    s.add_argument("--colour-bar", action="store_true",
+                   help="with --tint: draw the map as a colour bar right of the contrast panel")
     s.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
 
     a = sub.add_parser("analyze", help="analyse a cine with an ROI file")
-    _add_study_options(a, default_out="./<cine name>-ceuskit")
+    _add_study_options(a, default_out="./<cine name>-ceuskit", clips=True)
     a.add_argument("--no-maps", action="store_true",
                    help="skip the parametric maps (computed by default when there is a lesion ROI; "
                         "written to --out/maps and shown in the report)")
@@ -287,9 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_study_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
-    """The input and pipeline options `analyze` and `map` share."""
-    p.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
+def _add_study_options(p: argparse.ArgumentParser, *, default_out: str, clips: bool = False) -> None:
+    """The input and pipeline options `analyze` and `map` share (`clips`: several cines)."""
+    if clips:
+        p.add_argument("cine", type=Path, nargs="+",
+                       help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine; several files are the "
+                            "clips of one exam (same probe position), analysed on one clock")
+        p.add_argument("--clip-start-s", type=float, nargs="+", default=None, metavar="S",
+                       help="with several clips: when each clip starts, in s (one value per clip, "
+                            "e.g. 0 120 180; default: from the DICOM acquisition times)")
+    else:
+        p.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
     p.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
     p.add_argument("--out", type=Path, default=None, help=f"output directory (default: {default_out})")
     p.add_argument("--dynamic-range", type=_dynamic_range_arg, default=DEFAULT_DYNAMIC_RANGE_DB,
@@ -312,6 +329,11 @@ def _add_study_options(p: argparse.ArgumentParser, *, default_out: str) -> None:
                    help="when the contrast was injected, in s on the cine clock (default 0: the "
                         "recording starts with the injection; negative if it started later); wash-out "
                         "timing and degree count from it")
+    p.add_argument("--colour-map", default="auto", metavar="auto|off|NAME|FILE",
+                   help="how a contrast panel exported through a colour map (a tint) is turned "
+                        "back into display values: auto (default: from its colour bar and the "
+                        "library tints), off (refuse colour panels), a library tint (hot, gold, "
+                        "sepia, ice) or a file of 256 rows of R, G, B")
     p.add_argument("--block", type=_block_arg, default=None, metavar="N",
                    help="parametric maps' block size in pixels: each N x N block's mean linear power "
                         "is fitted (default 4: about one resolution cell, so that speckle does not "
@@ -342,6 +364,7 @@ def _free_dir(base: Path) -> Path:
 _PARAM_DESTS = {"dynamic_range": "dynamic_range_db", "fps": "fps", "panel": "panel", "model": "model",
                 "motion": "motion", "reference_frame": "reference_frame",
                 "injection_time": "injection_time_s", "block": "block_px", "no_maps": "maps",
+                "colour_map": "colour_map",
                 "dicom": "dicom", "fhir": "fhir"}
 
 
@@ -363,7 +386,8 @@ def _analysis_parameters(args: argparse.Namespace) -> Any:
     from_cli = {"dynamic_range_db": args.dynamic_range, "fps": args.fps, "panel": args.panel,
                 "model": args.model, "motion": args.motion, "reference_frame": args.reference_frame,
                 "injection_time_s": args.injection_time, "block_px": args.block,
-                "maps": not args.no_maps, "dicom": args.dicom, "fhir": args.fhir}
+                "maps": not args.no_maps, "dicom": args.dicom, "fhir": args.fhir,
+                "colour_map": args.colour_map}
     if args.params is None:
         return Parameters(**from_cli)
     params = load_params(args.params)
@@ -377,7 +401,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     params = _analysis_parameters(args)
     options = params.analysis_options()
-    out = args.out or Path(f"{args.cine.stem}-ceuskit")
+    cines = list(args.cine)
+    out = args.out or Path(f"{cines[0].stem}-ceuskit")
     if args.fhir_subject is not None and not params.fhir:
         raise InputError("--fhir-subject", "names the patient of a FHIR bundle, but --fhir was not given",
                          "add --fhir, or drop --fhir-subject")
@@ -388,9 +413,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         case = load_case(args.case)  # checked before the long work
     say = _progress(args.quiet)
     _say_if_compiling(say)
-    analysis, paths = analyze_to_dir(args.cine, args.roi, out, options, overwrite=args.overwrite,
-                                     progress=say, case=case, dicom=params.dicom, fhir=params.fhir,
-                                     fhir_subject=args.fhir_subject, pdf=params.pdf)
+    analysis, paths = analyze_to_dir(cines[0] if len(cines) == 1 else cines, args.roi, out,
+                                     options, overwrite=args.overwrite, progress=say, case=case,
+                                     dicom=params.dicom, fhir=params.fhir,
+                                     fhir_subject=args.fhir_subject, pdf=params.pdf,
+                                     clip_starts_s=args.clip_start_s)
     results = json.loads(paths["results"].read_text(encoding="utf-8"))
     print(finding_line(results))
     print(DISCLAIMER)
@@ -462,7 +489,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
                               reference_frame=args.reference_frame,
-                              injection_time_s=args.injection_time)
+                              injection_time_s=args.injection_time, colour_map=args.colour_map)
     map_options = MapOptions(block_px=args.block or BLOCK_PX, model=args.model)
     out = args.out or Path(f"{args.cine.stem}-maps")
     say = _progress(args.quiet)
@@ -501,8 +528,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               dynamic_range_db=args.dynamic_range)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
-    if args.layout == "side-by-side-gap":
-        paths = write_phantom(simulate(spec), args.out, args.format, overwrite=args.overwrite)
+    if args.colour_bar and args.tint is None:
+        raise InputError("--colour-bar", "needs --tint", "add --tint hot (or another tint)")
+
+    def tinted(phantom: Any) -> Any:
+        if args.tint is None:
+            return phantom
+        from ceuskit.colour_maps import TINTS
+        from ceuskit.simulate_tints import with_tint
+
+        if args.tint not in TINTS:
+            raise InputError("--tint", f"{args.tint!r} is not a library tint",
+                             f"use one of {', '.join(sorted(TINTS))}")
+        try:
+            return with_tint(phantom, args.tint, colour_bar=args.colour_bar)
+        except ValueError as exc:
+            raise InputError("--colour-bar", str(exc), "choose another --layout") from None
+
+    if args.clips is not None:
+        from ceuskit.simulate_clips import parse_spans, write_clips
+
+        if args.layout != "side-by-side-gap":
+            raise InputError("--clips", "is written in the default layout only",
+                             "drop --layout, or --clips")
+        try:
+            spans = parse_spans(args.clips)
+            paths = write_clips(tinted(simulate(spec)), args.out, spans, args.format,
+                                overwrite=args.overwrite)
+        except ValueError as exc:
+            raise InputError("--clips", str(exc), "give START-END spans in s, e.g. 0-60,90-120"
+                             ) from None
+    elif args.layout == "side-by-side-gap":
+        paths = write_phantom(tinted(simulate(spec)), args.out, args.format,
+                              overwrite=args.overwrite)
     else:
         from ceuskit.simulate_layouts import LAYOUTS, with_layout, write_layout_phantom
 
@@ -510,7 +568,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise InputError("ceuskit simulate", f"layout (--layout) must be one of "
                              f"{', '.join(LAYOUTS)}, got {args.layout!r}",
                              "see 'ceuskit simulate --help'")
-        paths = write_layout_phantom(with_layout(simulate(spec), args.layout), args.out,
+        paths = write_layout_phantom(tinted(with_layout(simulate(spec), args.layout)), args.out,
                                      args.format, overwrite=args.overwrite)
     for key, path in paths.items():
         print(f"{key}: {path}")

@@ -14,6 +14,7 @@ are the ``analyze`` options with their units in the name::
     injection_time_s: 0         # injection on the cine clock (s)
     maps: true                  # parametric maps (needs a lesion ROI)
     block_px: null              # map block size (pixels per side; null = 4)
+    colour_map: auto            # tinted contrast panels: auto | off | hot | gold | ... | FILE
     pdf: true                   # write report.pdf
     dicom: false                # write DICOM SEG, SR and Parametric Maps
     fhir: false                 # write fhir/bundle.json
@@ -61,6 +62,7 @@ class Parameters:
     injection_time_s: float = 0.0
     maps: bool = True
     block_px: int | None = None
+    colour_map: str = "auto"
     pdf: bool = True
     dicom: bool = False
     fhir: bool = False
@@ -76,7 +78,8 @@ class Parameters:
                                dynamic_range_source="auto" if auto else None, fps=self.fps,
                                panel=self.panel, model=self.model, motion=self.motion,
                                reference_frame=self.reference_frame, maps=self.maps,
-                               block_px=self.block_px, injection_time_s=self.injection_time_s)
+                               block_px=self.block_px, injection_time_s=self.injection_time_s,
+                               colour_map=self.colour_map)
 
     @classmethod
     def from_options(cls, options: Any, *, pdf: bool = True, dicom: bool = False,
@@ -89,7 +92,8 @@ class Parameters:
                    panel=options.panel, model=options.model, motion=options.motion,
                    reference_frame=options.reference_frame, injection_time_s=float(
                        options.injection_time_s), maps=bool(options.maps),
-                   block_px=options.block_px, pdf=pdf, dicom=dicom, fhir=fhir)
+                   block_px=options.block_px, colour_map=options.colour_map, pdf=pdf,
+                   dicom=dicom, fhir=fhir)
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters as a JSON/YAML-ready mapping (``panel`` as a list or ``"auto"``)."""
@@ -126,6 +130,14 @@ def _motion(v: Any) -> Any:
     return _choice(MOTIONS)("off" if v is False else v)
 
 
+def _colour_map(v: Any) -> Any:
+    # YAML reads an unquoted ``off`` as false.
+    v = "off" if v is False else v
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"{v!r} is not auto, off, a library tint or a table file")
+    return v
+
+
 def _bool(v: Any) -> Any:
     if not isinstance(v, bool):
         raise ValueError(f"{v!r} is not true or false")
@@ -160,6 +172,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "injection_time_s": _number(-3600.0, 3600.0, unit="s"),
     "maps": _bool,
     "block_px": _number(1, 64, integer=True, nullable=True, unit="px"),
+    "colour_map": _colour_map,
     "pdf": _bool,
     "dicom": _bool,
     "fhir": _bool,
@@ -177,6 +190,8 @@ PARAMETER_HELP: dict[str, str] = {
     "injection_time_s": "injection time on the cine clock (s)",
     "maps": "compute parametric maps (true/false)",
     "block_px": "map block size in pixels (1..64), or null (default 4)",
+    "colour_map": "tinted contrast panels: auto (colour bar, library tints), off (refuse), a "
+                  "library tint (hot, gold, sepia, ice) or a 256 x 3 table file",
     "pdf": "write report.pdf (true/false)",
     "dicom": "write DICOM SEG, SR and Parametric Maps (true/false)",
     "fhir": "write fhir/bundle.json (true/false)",

@@ -12,7 +12,7 @@ the web app and the batch runner all call these functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -138,6 +138,12 @@ class AnalysisOptions:
         `DEFAULT_DYNAMIC_RANGE_DB`, else ``"user"``.
     dynamic_range_ci_db : (float, float) or None
         95 % interval of an estimated dynamic range (dB).
+    colour_map : str
+        How a contrast panel exported through a colour map is turned back
+        into display values (`decolour_cine`): ``"auto"`` (default: colour
+        bar and library tints, `ceuskit.colour_maps.resolve_colour_map`), a
+        library tint (``"hot"``, ``"gold"``, ...), a path to a 256 x 3 table,
+        or ``"off"`` (refuse colour panels).
     """
 
     dynamic_range_db: float = DEFAULT_DYNAMIC_RANGE_DB
@@ -151,6 +157,7 @@ class AnalysisOptions:
     injection_time_s: float = 0.0
     dynamic_range_source: str | None = None
     dynamic_range_ci_db: tuple[float, float] | None = None
+    colour_map: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dynamic_range_source is None:
@@ -185,6 +192,9 @@ class AnalysisOptions:
                              "give a frame number counted from 0, e.g. --reference-frame 0")
         if self.block_px is not None:
             self.map_options()  # validates the block size now, before any work
+        if not isinstance(self.colour_map, str) or not self.colour_map.strip():
+            raise InputError("--colour-map", f"{self.colour_map!r} is not a colour-map setting",
+                             "use auto, off, a library tint or a 256 x 3 table file")
 
     def map_options(self) -> MapOptions:
         """The parametric-map settings these options imply (block size, model).
@@ -891,6 +901,89 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
                    dynamic_range_ci_db=est.ci_db), []
 
 
+def decolour_cine(cine: Cine, panels: PanelChoice, options: AnalysisOptions, *,
+                  source_name: str = "cine", progress: Progress | None = None
+                  ) -> tuple[Cine, list[AnalysisWarning]]:
+    """The cine with a tinted contrast panel turned back into display values.
+
+    A grey panel (colour in at most `MAX_COLOUR_SHARE` of its pixels) is
+    returned as it is.  Otherwise the colour map (``options.colour_map``,
+    `ceuskit.colour_maps.resolve_colour_map`) is inverted on the panel, frame
+    by frame from the source's colour frames (`Cine.rgb_frames`); the rest of
+    the frame (the grey B-mode panel) keeps its luma.  How the map was found,
+    its residuals and the share of off-map colours go to ``cine.meta
+    ["colour_map"]`` (results.json ``linearization.colour_map``).
+
+    Raises
+    ------
+    InputError
+        A colour panel with ``colour_map="off"``, no map found, an ambiguous
+        map, or too many colours off the map (a colour Doppler overlay, a
+        second map).
+    """
+    from ceuskit import colour_maps as cm
+
+    share = colour_share(cine, panels.contrast)
+    if share <= MAX_COLOUR_SHARE:
+        return cine, []
+    if options.colour_map == "off" or cine.rgb_frames is None:
+        raise InputError(
+            source_name,
+            f"the contrast panel is in colour ({share:.0%} of its pixels) and colour-map "
+            "inversion is off",
+            "pass --colour-map auto (or a library tint, or a 256 x 3 table file), export the "
+            "contrast cine in grey scale, or choose a grey panel with --panel",
+        )
+    say = progress or (lambda _msg: None)
+    say("finding the contrast panel's colour map")
+    slices = panels.contrast.slices
+    cmap, how = cm.resolve_colour_map(options.colour_map, cine.rgb_frames, cine.frames, slices,
+                                      source_name)
+    say(f"inverting the colour map ({cmap.name}) on the contrast panel")
+    inv = cm.invert_panel(cmap, cine.rgb_frames, cine.frames, slices)
+    if inv.off_map_share > cm.MAX_OFF_MAP_SHARE:
+        raise InputError(
+            source_name,
+            f"{inv.off_map_share:.1%} of the contrast panel's coloured pixels are not on its colour "
+            f"map ({cmap.name}): a colour Doppler overlay, a second map or a wrong map, so the "
+            "display values cannot be recovered",
+            "export the contrast cine without colour overlays, or pass the scanner's map with "
+            "--colour-map FILE",
+        )
+    frames = np.array(cine.frames, dtype=np.float32)
+    frames[(slice(None), *slices)] = inv.values
+    chroma = None if cine.chroma is None else np.array(cine.chroma)
+    if chroma is not None:
+        # The panel is now grey display values; what stays "colour" is what was off the map.
+        chroma[slices] = np.where(inv.residual_max_rgb > cm.OFF_MAP_RGB, chroma[slices], 0.0)
+    record = {
+        **how,
+        "source": cmap.source,
+        "residual_p99_rgb": round(inv.residual_p99_rgb, 2),
+        "off_map_share": round(inv.off_map_share, 6),
+        "grey_share": round(inv.grey_share, 6),
+        "colour_share": round(share, 4),
+    }
+    warnings: list[AnalysisWarning] = [AnalysisWarning(
+        "colour-map-inverted",
+        f"the contrast panel was exported through a colour map ({cmap.name}: "
+        f"{how.get('found_by', how['method'])}); "
+        f"its display values were recovered from the colours (99th percentile residual "
+        f"{inv.residual_p99_rgb:.0f} RGB units)",
+    )]
+    if cmap.source == "colour bar":
+        warnings.append(AnalysisWarning(
+            "colour-map-from-bar",
+            "the colour map was read off the colour bar, assuming display values run linearly "
+            "along it from its darkest to its brightest end; amplitude parameters are only as "
+            "right as that assumption (pass the scanner's table with --colour-map FILE)",
+        ))
+    meta = {**dict(cine.meta), "colour_map": record}
+    out = replace(cine, frames=frames, chroma=chroma, meta=meta, display_max=255.0,
+                  rgb_frames=None)
+    return out, warnings
+
+
 def prepare_cine(
     cine: Cine,
     roi_path: str | PathLike[str],
@@ -898,36 +991,32 @@ def prepare_cine(
     *,
     source_name: str = "cine",
     progress: Progress | None = None,
-) -> tuple[PanelChoice, list[Roi], MotionEstimate | None, list[AnalysisWarning]]:
-    """The stages every analysis of a loaded cine starts with: panels, ROIs, motion.
+) -> tuple[Cine, PanelChoice, list[Roi], MotionEstimate | None, list[AnalysisWarning]]:
+    """The stages every analysis of a loaded cine starts with: panels, colour, ROIs, motion.
 
-    Chooses the contrast panel (refusing a colour one), rasterises the ROI
-    file on it and estimates motion as ``options.motion`` asks.  Shared by
-    `analyze_cine` and the parametric maps (`ceuskit.api.map_cine`).
+    Chooses the contrast panel, turns a tinted one back into display values
+    (`decolour_cine`), rasterises the ROI file on it and estimates motion as
+    ``options.motion`` asks.  Shared by `analyze_cine` and the parametric
+    maps (`ceuskit.api.map_cine`).
 
     Returns
     -------
-    (panels, rois, motion estimate or None, motion warnings)
+    (cine -- the input, or its decoloured copy --, panels, rois, motion
+    estimate or None, colour and motion warnings)
 
     Raises
     ------
     InputError
-        Colour contrast panel, invalid ROIs, bad options.
+        Colour contrast panel that cannot be inverted, invalid ROIs, bad options.
     """
     say = progress or (lambda _msg: None)
     say("choosing the contrast panel")
     panels = choose_panels(cine, options.panel)
-    share = colour_share(cine, panels.contrast)
-    if share > MAX_COLOUR_SHARE:
-        raise InputError(
-            source_name,
-            f"the contrast panel is in colour ({share:.0%} of its pixels), and colour-map "
-            "inversion is not supported yet",
-            "export the contrast cine in grey scale, or choose a grey panel with --panel",
-        )
+    cine, colour_warnings = decolour_cine(cine, panels, options, source_name=source_name,
+                                          progress=progress)
     rois = load_roi_file(roi_path, panel=panels.contrast, frame_shape=cine.frame_shape)
     motion, motion_warnings = estimate_cine_motion(cine, panels, options, progress)
-    return panels, rois, motion, motion_warnings
+    return cine, panels, rois, motion, colour_warnings + motion_warnings
 
 
 @dataclass(frozen=True, eq=False)
@@ -1115,8 +1204,8 @@ def analyze_cine(
     """
     options = options or AnalysisOptions()
     say = progress or (lambda _msg: None)
-    panels, rois, motion, motion_warnings = prepare_cine(cine, roi_path, options,
-                                                         source_name=source_name, progress=progress)
+    cine, panels, rois, motion, motion_warnings = prepare_cine(
+        cine, roi_path, options, source_name=source_name, progress=progress)
     options, dr_warnings = resolve_dynamic_range(cine, panels, options, progress)
     motion_warnings = motion_warnings + dr_warnings
     do_maps = options.maps and any(r.role == "lesion" for r in rois)
@@ -1195,25 +1284,57 @@ def analyze_cine(
     )
 
 
+def load_clips(cine_paths: str | PathLike[str] | Sequence[str | PathLike[str]],
+               options: AnalysisOptions, progress: Progress | None = None,
+               clip_starts_s: Sequence[float] | None = None
+               ) -> tuple[Cine, str, list[AnalysisWarning]]:
+    """Read one cine, or the clips of one exam joined on one clock (`ceuskit.clips`).
+
+    Returns
+    -------
+    (cine, its name for messages and results.json, warnings of the join)
+    """
+    from ceuskit.clips import join_clips, source_name
+
+    paths = ([cine_paths] if isinstance(cine_paths, str | PathLike) else list(cine_paths))
+    if not paths:
+        raise InputError("ceuskit analyze", "no cine given", "name the cine file(s)")
+    say = progress or (lambda _msg: None)
+    cines = []
+    for p in paths:
+        say(f"reading {Path(p).name}")
+        cines.append(load_cine(p, fps=options.fps))
+    names = [Path(p).name for p in paths]
+    if len(cines) == 1 and clip_starts_s is None:
+        return cines[0], names[0], []
+    say(f"joining {len(cines)} clips on one clock")
+    cine, warnings = join_clips(cines, names, clip_starts_s)
+    return cine, source_name(names), warnings
+
+
 def analyze(
-    cine_path: str | PathLike[str],
+    cine_path: str | PathLike[str] | Sequence[str | PathLike[str]],
     roi_path: str | PathLike[str],
     options: AnalysisOptions | None = None,
     *,
     progress: Progress | None = None,
     case: ClinicalCase | None = None,
+    clip_starts_s: Sequence[float] | None = None,
 ) -> Analysis:
-    """Load a cine (DICOM, video or NPZ) and analyse it with an ROI file.
+    """Load a cine (DICOM, video or NPZ), or an exam's clips, and analyse it with an ROI file.
 
     See `analyze_cine` for the parameters; ``cine_path`` is read with
-    `ceuskit.io.load_cine`.
+    `ceuskit.io.load_cine`.  Several paths are the clips of one exam (same
+    probe position), joined on one clock by `ceuskit.clips.join_clips`
+    (starts from `clip_starts_s`, s, or from the DICOM acquisition times).
     """
     options = options or AnalysisOptions()
-    say = progress or (lambda _msg: None)
-    say(f"reading {Path(cine_path).name}")
-    cine = load_cine(cine_path, fps=options.fps)
-    return analyze_cine(cine, roi_path, options, source_name=Path(cine_path).name,
-                        progress=progress, case=case)
+    cine, name, clip_warnings = load_clips(cine_path, options, progress, clip_starts_s)
+    analysis = analyze_cine(cine, roi_path, options, source_name=name, progress=progress,
+                            case=case)
+    if clip_warnings:
+        analysis = replace(analysis, warnings=clip_warnings + analysis.warnings)
+    return analysis
 
 
 def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
@@ -1277,6 +1398,9 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             "contrast_bolus_seen": analysis.bolus.get("contrast_bolus_seen"),
             "contrast_bolus_reason": analysis.bolus.get("contrast_bolus_reason"),
             "contrast_bolus_evidence": analysis.bolus.get("evidence"),
+            **({"clips": json_ready(analysis.cine_meta["clips"]),
+                "gaps_s": json_ready(analysis.cine_meta["gaps_s"])}
+               if "clips" in analysis.cine_meta else {}),
         },
         "panels": analysis.panels.as_dict(),
         "linearization": {
@@ -1285,6 +1409,8 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             **({"dynamic_range_ci_db": list(analysis.options.dynamic_range_ci_db)}
                if analysis.options.dynamic_range_ci_db is not None else {}),
             "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
+            **({"colour_map": json_ready(analysis.cine_meta["colour_map"])}
+               if "colour_map" in analysis.cine_meta else {}),
         },
         "analysis": {
             "model": analysis.options.model,

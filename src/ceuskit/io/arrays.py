@@ -29,7 +29,8 @@ from __future__ import annotations
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,18 @@ def read_npz(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         meta=meta,
         warnings=tuple(warnings),
         display_max=255.0,
+        rgb_frames=partial(_iter_rgb, p) if chroma is not None else None,
     )
+
+
+def _iter_rgb(p: Path, only: frozenset[int] | None = None
+              ) -> Iterator[tuple[int, NDArray[np.uint8]]]:
+    """The archive's RGB frames once more (loaded again, one frame handed out at a time;
+    only the indices in `only` when given)."""
+    raw = _load_arrays(p)["frames"]
+    for i in range(raw.shape[0]):
+        if only is None or i in only:
+            yield i, raw[i]
 
 
 def _load_arrays(p: Path) -> dict[str, NDArray[Any]]:

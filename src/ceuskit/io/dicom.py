@@ -15,6 +15,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -291,6 +292,39 @@ def _check_decoder(hdr: _Header, path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _palette_rgb(hdr: _Header, path: Path) -> NDArray[np.float32]:
+    """RGB (0..255) of every possible palette index (see `_palette_tables`)."""
+    bits = hdr.bits_stored
+    ramp = np.arange(2**bits, dtype=np.uint16 if bits > 8 else np.uint8)
+    try:
+        rgb = apply_color_lut(ramp, hdr.ds)
+    except Exception as exc:  # missing or inconsistent LUT elements
+        raise InputError(_src(path), f"palette colour lookup table is unusable ({_short(exc)})",
+                         "export the cine as RGB or MONOCHROME2") from None
+    scale = 1.0
+    if rgb.dtype.itemsize > 1 and int(rgb.max()) > 255:
+        scale = 1.0 / 256.0 if not np.any(rgb % 256) else DISPLAY_MAX / 65535.0
+    return np.asarray(rgb.astype(np.float32) * np.float32(scale))
+
+
+def _iter_rgb(path: Path, hdr: _Header, only: frozenset[int] | None = None
+              ) -> Iterator[tuple[int, NDArray[np.uint8]]]:
+    """The colour frames once more, as (index, (rows, cols, 3) uint8 RGB); only
+    the indices in `only` when given."""
+    palette = (np.clip(np.rint(_palette_rgb(hdr, path)), 0, 255).astype(np.uint8)
+               if hdr.photometric == _PALETTE else None)
+    scale = DISPLAY_MAX / float(2**hdr.bits_stored - 1) if hdr.bits_stored > 8 else 1.0
+    for i, arr in enumerate(_iter_decoded(path, hdr)):
+        if only is not None and i not in only:
+            continue
+        if palette is not None:
+            yield i, palette[np.clip(arr, 0, palette.shape[0] - 1)]
+        elif scale == 1.0:
+            yield i, np.asarray(arr, dtype=np.uint8)
+        else:
+            yield i, np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+
+
 def _palette_tables(hdr: _Header, path: Path) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Grey and chroma for every possible palette index, in display units.
 
@@ -302,17 +336,7 @@ def _palette_tables(hdr: _Header, path: Path) -> tuple[NDArray[np.float32], NDAr
     those, and as true 16-bit values they would be black); any other table
     is scaled by 255 / 65535.
     """
-    bits = hdr.bits_stored
-    ramp = np.arange(2**bits, dtype=np.uint16 if bits > 8 else np.uint8)
-    try:
-        rgb = apply_color_lut(ramp, hdr.ds)
-    except Exception as exc:  # missing or inconsistent LUT elements
-        raise InputError(_src(path), f"palette colour lookup table is unusable ({_short(exc)})",
-                         "export the cine as RGB or MONOCHROME2") from None
-    scale = 1.0
-    if rgb.dtype.itemsize > 1 and int(rgb.max()) > 255:
-        scale = 1.0 / 256.0 if not np.any(rgb % 256) else DISPLAY_MAX / 65535.0
-    grey, chroma = rgb_to_grey(rgb.astype(np.float32) * np.float32(scale))
+    grey, chroma = rgb_to_grey(_palette_rgb(hdr, path))
     return grey, chroma
 
 
@@ -687,6 +711,14 @@ def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         ))
     if timing.frame_time_ms is not None:
         meta["frame_time_ms"] = timing.frame_time_ms
+    from ceuskit.clips import dicom_time_of_day_s
+
+    # Time of day only (no date): enough to put an exam's clips on one clock.
+    for key in ("AcquisitionDateTime", "AcquisitionTime", "ContentTime", "SeriesTime"):
+        tod = dicom_time_of_day_s(_text(ds, key))
+        if tod is not None:
+            meta["acquisition_time_of_day_s"] = tod
+            break
 
     return Cine(
         frames=frames,
@@ -697,6 +729,7 @@ def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         meta=meta,
         warnings=tuple(warnings),
         display_max=DISPLAY_MAX,
+        rgb_frames=partial(_iter_rgb, p, hdr) if chroma is not None else None,
     )
 
 

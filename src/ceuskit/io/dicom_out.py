@@ -117,9 +117,11 @@ def _check_inputs(
     frames: NDArray[Any], times_s: ArrayLike, regions: Iterable[Panel]
 ) -> tuple[NDArray[np.uint8], NDArray[np.float64], tuple[Panel, ...]]:
     arr = np.asarray(frames)
-    if arr.ndim != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"frames must be a (T, H, W) uint8 array, got {arr.dtype} {arr.shape}")
-    n, h, w = arr.shape
+    rgb = arr.ndim == 4 and arr.shape[-1] == 3
+    if not (arr.ndim == 3 or rgb) or arr.dtype != np.uint8:
+        raise ValueError(f"frames must be a (T, H, W) or (T, H, W, 3) uint8 array, got "
+                         f"{arr.dtype} {arr.shape}")
+    n, h, w = arr.shape[:3]
     if n < 1:
         raise ValueError("frames holds no frame")
     if h > 0xFFFF or w > 0xFFFF or h == 0 or w == 0:
@@ -202,7 +204,8 @@ def _build_dataset(
             [_region_item(p, spacing_mm) for p in panels]
         )
 
-    ds.set_pixel_data(frames if n > 1 else frames[0], "MONOCHROME2", 8,
+    photometric = "RGB" if frames.ndim == 4 else "MONOCHROME2"
+    ds.set_pixel_data(frames if n > 1 else frames[0], photometric, 8,
                       generate_instance_uid=False)
     return ds
 
@@ -234,8 +237,9 @@ def write_dicom_cine(
     spacing_mm: tuple[float, float] | None = None,
     transfer_syntax: str = ExplicitVRLittleEndian,
     description: str = "ceuskit phantom",
+    acquisition_time_of_day_s: float | None = None,
 ) -> Path:
-    """Write grey frames as a DICOM Ultrasound Multi-frame Image.
+    """Write grey or RGB frames as a DICOM Ultrasound Multi-frame Image.
 
     A single frame is written as an Ultrasound Image (a still, without cine
     timing); readers refuse it for analysis, which is what tests need.
@@ -244,8 +248,9 @@ def write_dicom_cine(
     ----------
     path : path-like
         Output file; replaced atomically if it exists.
-    frames : uint8 array, shape (T, H, W)
-        Grey display values (MONOCHROME2, 8 bits), T >= 1.
+    frames : uint8 array, shape (T, H, W) or (T, H, W, 3)
+        Grey display values (MONOCHROME2, 8 bits), or RGB (colour-by-pixel,
+        8 bits per sample), T >= 1.
     times_s : array-like, shape (T,)
         Frame times in seconds, strictly increasing.  Regular times (every
         frame within 1 µs of a constant rate) are stored as Frame Time,
@@ -264,6 +269,9 @@ def write_dicom_cine(
         JPEG-LS Lossless or JPEG 2000 Lossless.
     description : str
         Series Description.
+    acquisition_time_of_day_s : float, optional
+        Acquisition Time and Content Time (s after midnight; no date), which
+        put the clips of one exam on one clock (`ceuskit.clips`).
 
     Returns
     -------
@@ -289,6 +297,13 @@ def write_dicom_cine(
             f"(got {arr.shape[1]}x{arr.shape[2]}); use RLE or JPEG-LS"
         )
     ds = _build_dataset(arr, t, panels, spacing_mm, description)
+    if acquisition_time_of_day_s is not None:
+        sec = float(acquisition_time_of_day_s)
+        if not 0.0 <= sec < 86400.0:
+            raise ValueError("acquisition_time_of_day_s must lie within one day (0..86400 s)")
+        tm = f"{int(sec // 3600):02d}{int(sec % 3600 // 60):02d}{sec % 60:09.6f}"
+        ds.AcquisitionTime = tm
+        ds.ContentTime = tm
 
     if ts == ImplicitVRLittleEndian:
         ds.file_meta.TransferSyntaxUID = ts

@@ -11,7 +11,9 @@ no declared regions.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,7 @@ def read_video(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
     times, timing_source, timing_warning = _frame_times(pts, n, tick, demuxer, rate, src)
     if timing_warning is not None:
         warnings.append(timing_warning)
+    position = np.arange(n)  # where each decoded frame ends up in the cine
     if pts is not None and timing_source == "pts":
         # Decoders emit frames in presentation order; sorting guards against
         # demuxers that hand B-frames back in decode order.
@@ -158,6 +161,7 @@ def read_video(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         if np.any(order != np.arange(n)):
             frames = frames[order]
             times = times[order]
+            position = np.argsort(order, kind="stable")
     times = check_times(times, src)
 
     steps = np.diff(times)
@@ -192,7 +196,24 @@ def read_video(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         meta=meta,
         warnings=tuple(warnings),
         display_max=255.0,
+        rgb_frames=partial(_iter_rgb, p, position) if chroma is not None else None,
     )
+
+
+def _iter_rgb(p: Path, position: NDArray[np.intp], only: frozenset[int] | None = None
+              ) -> Iterator[tuple[int, NDArray[np.uint8]]]:
+    """Decode the video once more: (cine index, (H, W, 3) uint8 RGB) per frame
+    (only the cine indices in `only` when given)."""
+    container = _open_input(p)
+    with container:
+        stream = _pick_video_stream(container, str(p))
+        stream.thread_type = "AUTO"
+        for k, frame in enumerate(container.decode(stream)):
+            if k >= position.size:
+                break
+            i = int(position[k])
+            if only is None or i in only:
+                yield i, np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
 
 
 def _open_input(p: Path) -> InputContainer:
@@ -293,6 +314,12 @@ class _FrameBuffer:
             colour = None
         else:
             grey, colour = rgb_to_grey(frame.to_ndarray(format="rgb24"))
+            if fmt.startswith(("yuv", "nv")):
+                # The decoded luma plane, not the luma of the RGB conversion:
+                # with subsampled chroma (4:2:0), saturated colours (a tinted
+                # contrast panel) clip in RGB and their luma would be off by
+                # several grey levels; the plane is what was encoded.
+                grey = frame.to_ndarray(format="gray")
         if self.buf is None:
             self._allocate(grey.shape, src)
             self.pixel_format = fmt

@@ -122,6 +122,11 @@ def tic_png(analysis: Analysis) -> bytes:
     if rejected.any():
         ax_lin.plot([], [], "x", color="#8c8c8c",
                     label=f"frames rejected by motion compensation ({int(rejected.sum())}), not fitted")
+    # An exam of several clips: the time between them holds no data.
+    for k, (a, b) in enumerate(analysis.cine_meta.get("gaps_s") or []):
+        for ax in (ax_lin, ax_db):
+            ax.axvspan(a, b, color="#bbbbbb", alpha=0.25, lw=0,
+                       label="no recording (between clips)" if k == 0 and ax is ax_lin else None)
     ax_lin.set_xlabel("time (s)")
     ax_lin.set_ylabel("mean linear echo power (a.u.)")
     ax_lin.set_title("time-intensity curves (linear power)", fontsize=10)

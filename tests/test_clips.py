@@ -1,0 +1,158 @@
+"""Exams in several clips on one clock (`ceuskit.clips`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from ceuskit.cli import main
+from ceuskit.clips import dicom_time_of_day_s, gaps
+from ceuskit.errors import InputError
+from ceuskit.io.arrays import write_npz
+from ceuskit.io.dicom_out import write_dicom_cine
+from ceuskit.pipeline import AnalysisOptions, analyze
+from ceuskit.simulate import SimulationSpec, simulate
+
+#: A 150 s exam recorded as three clips (s on the exam clock, ends included).
+CLIPS_S = ((0.0, 60.0), (90.0, 110.0), (130.0, 150.0))
+KEYS = ("peak_enhancement", "auc", "time_to_peak_s", "arrival_time_s", "mean_transit_time_s")
+
+
+@pytest.fixture(scope="module")
+def exam(tmp_path_factory):
+    ph = simulate(SimulationSpec(seed=2, fps=2.0, duration_s=150.0))
+    base = tmp_path_factory.mktemp("clips")
+    regions = (ph.bmode_panel, ph.contrast_panel)
+    t = ph.times_s
+    parts = [np.flatnonzero((t >= a - 1e-9) & (t <= b + 1e-9)) for a, b in CLIPS_S]
+    clips = []
+    for k, idx in enumerate(parts):
+        p = write_npz(base / f"clip{k}.npz", np.asarray(ph.frames[idx]), t[idx] - t[idx[0]],
+                      regions=regions, spacing_mm=ph.spacing_mm)
+        clips.append(p)
+    kept = np.concatenate(parts)
+    gapped = write_npz(base / "gapped.npz", np.asarray(ph.frames[kept]), t[kept], regions=regions,
+                       spacing_mm=ph.spacing_mm)
+    full = write_npz(base / "full.npz", np.asarray(ph.frames), t, regions=regions,
+                     spacing_mm=ph.spacing_mm)
+    rois = base / "rois.json"
+    rois.write_text(json.dumps(ph.rois))
+    return {"ph": ph, "clips": clips, "gapped": gapped, "full": full, "rois": rois,
+            "parts": parts, "base": base}
+
+
+def _numbers(res: dict) -> dict:
+    return {(roi, k): res["rois"][roi]["perfusion"][k] for roi in res["rois"] for k in KEYS}
+
+
+@pytest.fixture(scope="module")
+def runs(exam):
+    opts = AnalysisOptions(maps=False)
+    starts = [a for a, _ in CLIPS_S]
+    return {
+        "clips": analyze(exam["clips"], exam["rois"], opts, clip_starts_s=starts).results(),
+        "gapped": analyze(exam["gapped"], exam["rois"], opts).results(),
+        "full": analyze(exam["full"], exam["rois"], opts).results(),
+    }
+
+
+def test_three_clips_are_the_single_cine_with_gaps(runs) -> None:
+    clips, gapped = runs["clips"], runs["gapped"]
+    acq = clips["acquisition"]
+    assert [c["start_s"] for c in acq["clips"]] == [0.0, 90.0, 130.0]
+    assert [c["n_frames"] for c in acq["clips"]] == [121, 41, 41]
+    assert acq["gaps_s"] == [[60.0, 90.0], [110.0, 130.0]]
+    assert acq["n_frames"] == 203 and acq["duration_s"] == 150.0
+    assert clips["source"]["file"] == "clip0.npz + 2 more clip(s)"
+    for key, value in _numbers(clips).items():
+        assert value == pytest.approx(_numbers(gapped)[key], rel=1e-9, abs=1e-12), key
+    assert clips["findings"] == gapped["findings"]
+
+
+def test_fits_across_the_gaps_recover_the_full_cine(runs) -> None:
+    # The gaps hold no data, so the fits see less; the lesion's and the
+    # reference's parameters stay close to those of the uninterrupted cine.
+    clips, full = _numbers(runs["clips"]), _numbers(runs["full"])
+    for roi in ("lesion", "muscle"):
+        for k in ("peak_enhancement", "time_to_peak_s", "auc"):
+            assert clips[(roi, k)] == pytest.approx(full[(roi, k)], rel=0.05), (roi, k)
+    assert runs["clips"]["findings"]["wash_out"] == runs["full"]["findings"]["wash_out"]
+
+
+def test_clip_clock_from_dicom_acquisition_times(exam, tmp_path: Path) -> None:
+    ph = exam["ph"]
+    paths = []
+    for k, (idx, (start, _)) in enumerate(zip(exam["parts"], CLIPS_S, strict=True)):
+        p = write_dicom_cine(tmp_path / f"c{k}.dcm", np.asarray(ph.frames[idx]),
+                             ph.times_s[idx] - ph.times_s[idx[0]],
+                             regions=(ph.bmode_panel, ph.contrast_panel))
+        ds = pydicom.dcmread(p)
+        s = 10 * 3600 + 5 * 60 + start  # 10:05:00 + start
+        ds.AcquisitionTime = f"{int(s // 3600):02d}{int(s % 3600 // 60):02d}{s % 60:09.6f}"
+        ds.save_as(p)
+        paths.append(p)
+    res = analyze(paths, exam["rois"], AnalysisOptions(maps=False, motion="off")).results()
+    assert [c["start_s"] for c in res["acquisition"]["clips"]] == [0.0, 90.0, 130.0]
+    # Without acquisition times: refused, naming the fix.
+    with pytest.raises(InputError, match="--clip-start-s"):
+        analyze(exam["clips"], exam["rois"], AnalysisOptions(maps=False))
+
+
+def test_bad_clip_sets_are_refused(exam) -> None:
+    opts = AnalysisOptions(maps=False)
+    with pytest.raises(InputError, match="2 start time"):
+        analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, 90])
+    with pytest.raises(InputError, match="before the previous clip ends"):
+        analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, 30, 130])
+
+
+def test_differing_settings_are_warned(exam, tmp_path: Path) -> None:
+    ph = exam["ph"]
+    idx = exam["parts"][1]
+    other = write_npz(tmp_path / "moved.npz", np.asarray(ph.frames[idx]),
+                      ph.times_s[idx] - ph.times_s[idx[0]], regions=(ph.bmode_panel, ph.contrast_panel),
+                      spacing_mm=(0.25, 0.25))
+    res = analyze([exam["clips"][0], other], exam["rois"], AnalysisOptions(maps=False),
+                  clip_starts_s=[0, 90]).results()
+    (w,) = [w for w in res["warnings"] if w["code"] == "clip-settings-differ"]
+    assert "pixel spacing" in w["message"]
+
+
+def test_dicom_times_of_day() -> None:
+    assert dicom_time_of_day_s("100530.25") == pytest.approx(36330.25)
+    assert dicom_time_of_day_s("20261203100530") == pytest.approx(36330.0)
+    assert dicom_time_of_day_s("1005") == pytest.approx(36300.0)
+    assert dicom_time_of_day_s("") is None and dicom_time_of_day_s("99") is None
+    assert gaps(np.array([0.0, 0.5, 1.0, 10.0, 10.5, 11.0])) == [(1.0, 10.0)]
+
+
+def test_cli_analyzes_clips(exam, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    rc = main(["analyze", *map(str, exam["clips"]), "--roi", str(exam["rois"]), "--out", str(out),
+               "--no-maps", "--clip-start-s", "0", "90", "130", "--quiet"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["acquisition"]["clips"]) == 3
+    assert "finding:" in capsys.readouterr().out
+
+
+def test_simulated_dicom_clips_round_trip(tmp_path: Path, capsys) -> None:
+    ph_dir = tmp_path / "ph"
+    assert main(["simulate", str(ph_dir), "--fps", "2", "--duration", "150",
+                 "--clips", "0-60,90-110,130-150"]) == 0
+    truth = json.loads((ph_dir / "truth.json").read_text())
+    assert [c["start_s"] for c in truth["clips"]] == [0.0, 90.0, 130.0]
+    out = tmp_path / "out"
+    clips = [str(ph_dir / f"clip-{k}.dcm") for k in (1, 2, 3)]
+    assert main(["analyze", *clips, "--roi", str(ph_dir / "rois.json"), "--out", str(out),
+                 "--no-maps", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [c["start_s"] for c in res["acquisition"]["clips"]] == [0.0, 90.0, 130.0]
+    assert res["acquisition"]["gaps_s"] == [[60.0, 90.0], [110.0, 130.0]]
+    capsys.readouterr()
+    assert main(["simulate", str(tmp_path / "bad"), "--clips", "0-60,50-70"]) == 2
+    assert "starts before the previous one ends" in capsys.readouterr().err
