@@ -317,19 +317,13 @@ def test_injection_time_moves_the_wash_out_clock(study, tmp_path, capsys):
     assert_usage_error(code, err, "--injection-time")
 
 
-def test_dynamic_range_auto_is_parsed_and_map_refuses_it(tmp_path, capsys):
+def test_dynamic_range_auto_is_parsed(tmp_path, capsys):
     from ceuskit.cli import build_parser
 
     args = build_parser().parse_args(["analyze", "c.dcm", "--roi", "r.json", "--dynamic-range", "AUTO"])
     assert args.dynamic_range == "auto"
     code, _, err = run(["analyze", "c.dcm", "--roi", "r.json", "--dynamic-range", "loud"], capsys)
     assert_usage_error(code, err, "neither a number of dB nor auto")
-    cine = _small_dicom(tmp_path / "c.dcm")
-    out = tmp_path / "maps"
-    code, _, err = run(["map", cine, "--roi", _rois(tmp_path), "--out", out, "--dynamic-range", "auto"],
-                       capsys)
-    assert_usage_error(code, err, "--dynamic-range", "analyze")
-    assert not out.exists()
 
 
 def test_simulate_dynamic_range_then_analyze_auto(tmp_path, capsys):
@@ -346,5 +340,12 @@ def test_simulate_dynamic_range_then_analyze_auto(tmp_path, capsys):
     lin = doc["linearization"]
     assert lin["dynamic_range_source"] == "estimated" and abs(lin["dynamic_range_db"] - 45.0) <= 3.0
     assert doc["parameters"]["dynamic_range_db"] == "auto"
+    # The maps estimate it the same way and record it in maps.json.
+    code, _, err = run(["map", tmp_path / "sim" / "cine.npz", "--roi", tmp_path / "sim" / "rois.json",
+                        "--out", tmp_path / "maps", "--dynamic-range", "auto", "--quiet"], capsys)
+    assert code == 0, err
+    src = json.loads((tmp_path / "maps" / "maps.json").read_text())["source"]
+    assert src["dynamic_range_source"] == "estimated"
+    assert src["dynamic_range_db"] == pytest.approx(lin["dynamic_range_db"], abs=1e-9)
     code, _, err = run(["simulate", tmp_path / "bad", "--dynamic-range", "200"], capsys)
     assert_usage_error(code, err, "--dynamic-range")

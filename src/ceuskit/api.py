@@ -28,6 +28,7 @@ from ceuskit.pipeline import (
     analyze,
     map_prepared,
     prepare_cine,
+    resolve_dynamic_range,
 )
 
 if TYPE_CHECKING:  # the map modules import numba: load them only when mapping
@@ -272,10 +273,14 @@ def _with_pdf_warning(analysis: Analysis, problem: str) -> Analysis:
 
 def map_provenance(study: MapStudy, options: AnalysisOptions) -> dict[str, Any]:
     """What maps.json records about how a map was made (frame shown, settings, warnings)."""
+    used = study.options or options
     return {"frame_shown_index": study.frame_index,
             "frame_shown_time_s": study.frame_time_s,
             "fits_ran": study.scheduler_used,
-            "dynamic_range_db": options.dynamic_range_db,
+            "dynamic_range_db": used.dynamic_range_db,
+            "dynamic_range_source": used.dynamic_range_source,
+            **({"dynamic_range_ci_db": list(used.dynamic_range_ci_db)}
+               if used.dynamic_range_ci_db is not None else {}),
             "motion": options.motion,
             "panels": study.panels.as_dict(),
             "warnings": [w.as_dict() for w in study.warnings]}
@@ -313,6 +318,8 @@ def map_cine(
     options = options or AnalysisOptions()
     cine, panels, rois, motion, warnings = prepare_cine(cine, roi_path, options,
                                                         source_name=source_name, progress=progress)
+    options, dr_warnings = resolve_dynamic_range(cine, panels, options, progress)
+    warnings = warnings + dr_warnings
     return map_prepared(cine, panels, rois, motion, options, map_options,
                         warnings=list(cine.warnings) + warnings, scheduler=scheduler,
                         progress=progress)

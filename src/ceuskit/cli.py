@@ -312,7 +312,7 @@ def _add_study_options(p: argparse.ArgumentParser, *, default_out: str, clips: b
     p.add_argument("--dynamic-range", type=_dynamic_range_arg, default=DEFAULT_DYNAMIC_RANGE_DB,
                    metavar="DB|auto",
                    help=f"display dynamic range in dB, or auto to estimate it from the cine's "
-                        f"speckle (analyze only; default {DEFAULT_DYNAMIC_RANGE_DB:g})")
+                        f"speckle (default {DEFAULT_DYNAMIC_RANGE_DB:g})")
     p.add_argument("--fps", type=_positive(float), default=None,
                    help="frame rate, for files without timing (frames/s)")
     p.add_argument("--panel", type=_panel_arg, default=None,
@@ -482,11 +482,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     from ceuskit.maps import BLOCK_PX, MapOptions
     from ceuskit.pipeline import AnalysisOptions
 
-    if args.dynamic_range == "auto":
-        raise InputError("--dynamic-range", "auto is supported by 'ceuskit analyze' only so far",
-                         "run analyze --dynamic-range auto and pass the estimate it reports "
-                         "(results.json linearization.dynamic_range_db) to map")
-    options = AnalysisOptions(dynamic_range_db=args.dynamic_range, fps=args.fps,
+    auto = args.dynamic_range == "auto"
+    options = AnalysisOptions(dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB if auto
+                              else args.dynamic_range,
+                              dynamic_range_source="auto" if auto else None, fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
                               reference_frame=args.reference_frame,
                               injection_time_s=args.injection_time, colour_map=args.colour_map)

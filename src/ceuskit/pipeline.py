@@ -1050,6 +1050,8 @@ class MapStudy:
     warnings: list[AnalysisWarning]
     scheduler_used: str
     display_max: float = 255.0
+    #: The options the maps were made with (a dynamic range asked as ``auto`` resolved).
+    options: AnalysisOptions | None = None
 
     @property
     def frame_time_s(self) -> float:
@@ -1134,7 +1136,7 @@ def map_prepared(
     return MapStudy(result=result, panels=panels, rois=rois, background=background,
                     background_label="B-mode" if use_bmode else "contrast",
                     frame_index=int(frame_index), warnings=list(warnings or []),
-                    scheduler_used=used, display_max=float(cine.display_max))
+                    scheduler_used=used, display_max=float(cine.display_max), options=options)
 
 
 def with_map_necrosis(results: list[RoiResult], maps: MapResult) -> list[RoiResult]:
