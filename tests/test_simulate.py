@@ -589,3 +589,34 @@ def test_cli_kinetics_option(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--kinetics" in err and "slow-hypo" in err
     assert not (tmp_path / "q").exists()
+
+
+def test_display_persistence_and_smoothing() -> None:
+    base = SimulationSpec(seed=0, fps=2.0, duration_s=30.0)
+    plain = simulate(base)
+    p = plain.contrast_panel
+    sl = (slice(None), p.slices[0], p.slices[1])
+
+    def frame_jitter(ph: Phantom) -> float:  # spread of the change between frames
+        f = np.asarray(ph.frames[sl], dtype=np.float64)
+        return float(np.std(np.diff(f[40:], axis=0)))
+
+    def pixel_jitter(ph: Phantom) -> float:  # spread of the change between neighbours
+        f = np.asarray(ph.frames[sl], dtype=np.float64)
+        return float(np.std(np.diff(f[40:], axis=2)))
+
+    from dataclasses import replace
+
+    pers = simulate(replace(base, persistence=0.6))
+    smooth = simulate(replace(base, smoothing_px=1.0))
+    # y_t = p y_(t-1) + (1 - p) x_t: for fresh (white) bubble speckle the
+    # frame-to-frame change shrinks by (1 - p) / sqrt(1 + p) = 0.32 at p = 0.6.
+    assert 0.27 < frame_jitter(pers) / frame_jitter(plain) < 0.37
+    assert pixel_jitter(smooth) < 0.5 * pixel_jitter(plain)
+    assert pers.truth["display_processing"] == {"persistence": 0.6, "smoothing_px": 0.0}
+    assert pers.truth["rois"] == plain.truth["rois"]  # display only: the truth is the tissues'
+    assert np.array_equal(np.asarray(pers.frames[0]), np.asarray(plain.frames[0]))
+    with pytest.raises(ValueError, match="--persistence"):
+        SimulationSpec(persistence=0.95)
+    with pytest.raises(ValueError, match="--smoothing"):
+        SimulationSpec(smoothing_px=-1)

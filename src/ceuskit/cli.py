@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blooming", type=_non_negative, default=0.0, metavar="PX",
                    help="lumen blooming: the lumen's signal spreads into its surroundings as a Gaussian "
                         "of this sigma (px, 0..6; default 0)")
+    s.add_argument("--persistence", type=float, default=0.0, metavar="P",
+                   help="display persistence (frame averaging, 0..0.9; default 0): each shown frame "
+                        "is P x the previous one + (1 - P) x the new one")
+    s.add_argument("--smoothing", type=float, default=0.0, metavar="PX",
+                   help="Gaussian smoothing of the display after log compression (sigma in px, "
+                        "0..3; default 0), as speckle reduction does")
     s.add_argument("--mode", choices=("contrast", "fundamental", "cardiac"), default="contrast",
                    help="contrast (default), fundamental (no contrast: B-mode in both panels) or "
                         "cardiac (fundamental with cardiac-like pulsation)")
@@ -524,7 +530,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               motion_px=args.motion, fps=args.fps, duration_s=args.duration,
                               drift_px_per_s=args.drift, out_of_plane_frames=args.out_of_plane,
                               kinetics=args.kinetics, blooming_px=args.blooming, mode=args.mode,
-                              dynamic_range_db=args.dynamic_range)
+                              dynamic_range_db=args.dynamic_range, persistence=args.persistence,
+                              smoothing_px=args.smoothing)
     except ValueError as exc:
         raise InputError("ceuskit simulate", str(exc), "see 'ceuskit simulate --help'") from None
     if args.colour_bar and args.tint is None:

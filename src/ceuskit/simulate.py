@@ -247,6 +247,17 @@ class SimulationSpec:
         in both panels) or ``cardiac`` (fundamental with cardiac-like
         pulsation).  Without contrast nothing enhances and the truth's
         intraluminal enhancement is None (not assessable).
+    persistence : float
+        Frame averaging of the display (0 = none, at most 0.9), as scanners'
+        persistence setting: each displayed frame is ``p`` times the previous
+        displayed frame plus ``1 - p`` times the new one (in display values,
+        after log compression; rounded to 8 bits).  Display only: the truth is
+        the tissues' own, so the displayed curves lag it by about
+        ``p / (1 - p)`` frames.
+    smoothing_px : float
+        Gaussian smoothing of the display after log compression (sigma in
+        px, 0 = none, at most 3), as scanners' speckle reduction does.
+        Display only, like `persistence`.
     """
 
     scenario: str = "tumor"
@@ -263,11 +274,15 @@ class SimulationSpec:
     kinetics: str = "malignant"
     blooming_px: float = 0.0
     mode: str = "contrast"
+    persistence: float = 0.0
+    smoothing_px: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ValueError(f"mode (--mode) must be one of {', '.join(MODES)}, got {self.mode!r}")
         _check_range("blooming_px", "--blooming", self.blooming_px, 0.0, _MAX_BLOOMING_PX)
+        _check_range("persistence", "--persistence", self.persistence, 0.0, 0.9)
+        _check_range("smoothing_px", "--smoothing", self.smoothing_px, 0.0, 3.0)
         if self.scenario not in SCENARIOS:
             raise ValueError(
                 f"scenario (--scenario) must be one of {', '.join(SCENARIOS)}, "
@@ -1193,6 +1208,27 @@ def _render(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
     return frames
 
 
+def _display_processing(frames: NDArray[np.uint8], spec: SimulationSpec) -> NDArray[np.uint8]:
+    """The scanner's display processing after log compression, on both panels:
+    spatial smoothing (`SimulationSpec.smoothing_px`), then persistence."""
+    if spec.smoothing_px <= 0 and spec.persistence <= 0:
+        return frames
+    out = frames.copy()
+    prev: list[NDArray[np.float32] | None] = [None, None]
+    for t in range(frames.shape[0]):
+        for k, (x0, y0, x1, y1) in enumerate((CONTRAST_PANEL_XYXY, BMODE_PANEL_XYXY)):
+            g = frames[t, y0:y1, x0:x1].astype(np.float32)
+            if spec.smoothing_px > 0:
+                g = gaussian_filter(g, float(spec.smoothing_px), mode="reflect")
+            if spec.persistence > 0:
+                p = prev[k]
+                g = g if p is None else np.float32(spec.persistence) * p + np.float32(
+                    1.0 - spec.persistence) * g
+                prev[k] = g
+            out[t, y0:y1, x0:x1] = np.clip(np.rint(g), 0, 255).astype(np.uint8)
+    return out
+
+
 # --------------------------------------------------------------------------- truth
 
 
@@ -1320,6 +1356,8 @@ def _build_truth(spec: SimulationSpec, anat: _Anatomy, kin: dict[str, _Bolus],
         "panel_shape": list(PANEL_SHAPE),
         "spacing_mm": [float(spec.spacing_mm)] * 2,
         "dynamic_range_db": float(spec.dynamic_range_db),
+        "display_processing": {"persistence": float(spec.persistence),
+                               "smoothing_px": float(spec.smoothing_px)},
         "display": {
             "max_grey": 255,
             "formula": "g = round(255 * (1 + 10*log10(P) / DR)), clipped to 0..255",
@@ -1529,6 +1567,7 @@ def simulate(spec: SimulationSpec | None = None) -> Phantom:
     dx, dy = motion_trace(spec, times)
     oop = _out_of_plane(spec, rng_oop)
     frames = _render(spec, anat, shown, tissue_spec, rng_frames, times, dx, dy, oop, rng_oop)
+    frames = _display_processing(frames, spec)
     truth = _build_truth(spec, anat, kin, roi_doc, roi_masks, baseline_map, times, dx, dy, oop)
     truth["acquisition"] = _truth_acquisition(spec, kin)
     if spec.mode != "contrast":
