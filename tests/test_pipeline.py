@@ -206,6 +206,9 @@ def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     assert lin["dynamic_range_ci_db"][0] <= 50.0 <= lin["dynamic_range_ci_db"][1]
     assert true.results()["linearization"]["dynamic_range_source"] == "user"
     assert "dynamic_range_ci_db" not in true.results()["linearization"]
+    # Every estimate carries its caveat (display processing is not detected).
+    assert [w.code for w in auto.warnings].count("dynamic-range-estimated") == 1
+    assert "dynamic-range-estimated" not in [w.code for w in true.warnings]
     ra = {r.roi.name: r for r in auto.rois}["lesion"].relative["peak_enhancement_ratio"]
     rt = {r.roi.name: r for r in true.rois}["lesion"].relative["peak_enhancement_ratio"]
     assert abs(ra - rt) / rt <= 0.10, (ra, rt)
