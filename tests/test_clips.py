@@ -156,3 +156,10 @@ def test_simulated_dicom_clips_round_trip(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["simulate", str(tmp_path / "bad"), "--clips", "0-60,50-70"]) == 2
     assert "starts before the previous one ends" in capsys.readouterr().err
+
+
+def test_dicom_objects_are_refused_for_several_clips(exam, tmp_path: Path, capsys) -> None:
+    rc = main(["analyze", *map(str, exam["clips"]), "--roi", str(exam["rois"]), "--out",
+               str(tmp_path / "o"), "--clip-start-s", "0", "90", "130", "--dicom", "--quiet"])
+    assert rc == 2 and "several clips" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "results.json").exists()

@@ -128,7 +128,12 @@ def analyze_to_dir(
         check_fhir_subject(fhir_subject)
     out = check_out_dir(out_dir, result_set, overwrite=overwrite)
     # DICOM objects and the FHIR study reference point at the first clip.
+    several = not isinstance(cine_path, str | PathLike) and len(list(cine_path)) > 1
     first = cine_path if isinstance(cine_path, str | PathLike) else next(iter(cine_path))
+    if dicom and several:
+        # Derived objects reference the frames of one source image.
+        raise InputError("--dicom", "is not available for an exam of several clips",
+                         "drop --dicom, or analyse one clip for DICOM objects")
     if dicom:
         from ceuskit.io.dicom_derived import check_dicom_source
 

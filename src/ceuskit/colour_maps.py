@@ -2,13 +2,20 @@
 
 Scanners often export the contrast panel through a colour map (a "hot" or
 "gold" tint) beside a grey B-mode panel.  The display value ``v`` (0..255)
-of a tinted pixel is recovered from its colour by finding the nearest point
-on the map's colour curve -- the polyline through the 256 table entries in
-RGB space -- and reading off its position along the curve (a fractional
-index between two entries).  The distance from the curve is the pixel's
-*residual* (RGB units): small for the map's own colours, up to the
-compression noise for lossy exports, large for colours the map does not
-contain (a colour Doppler overlay, a second map, annotations).
+of a tinted pixel is recovered (`display_values`):
+
+* for a map whose luma rises strictly with the value (every library tint),
+  from the pixel's luma -- for videos the decoded luma plane, which the
+  codec keeps at full resolution while it halves the colour (4:2:0);
+* otherwise from its colour: the nearest point on the map's colour curve
+  (the polyline through the 256 entries in RGB space), read off as a
+  fractional index.
+
+Either way the pixel's *residual* (`block_residual`, RGB units) is the
+distance between its colour and the map's colour at that value, both
+averaged over the `RESIDUAL_BLOCK_PX` px around it: ~0 for lossless
+exports, a few units for H.264, large for colours the map does not contain
+(a colour Doppler overlay, a second map, annotations).
 
 Which map (`resolve_colour_map`):
 
@@ -19,7 +26,7 @@ Which map (`resolve_colour_map`):
 3. ``auto`` (the default): the first frame is searched for a colour bar
    (`find_colour_bar`); the colours of the bar and of the panel (sampled over
    the cine) are compared with every library tint (`match_tint`).  A library
-   tint that fits them all (95th percentile residual <= `FIT_RGB`) is used;
+   tint that fits them (median residual <= `FIT_RGB`) is used;
    otherwise the bar itself becomes the map, its darkest end display value 0
    and its brightest 255, linear along the bar; without a bar or a fitting
    tint the panel is refused, naming the fix.
@@ -208,9 +215,9 @@ class Inverter:
         self._p = t[:-1]
         self._d = np.diff(t, axis=0)
         self._dd = np.maximum((self._d ** 2).sum(axis=1), 1e-12)
-        self._value = np.zeros(2**24, dtype=np.uint16)
-        self._resid = np.zeros(2**24, dtype=np.uint8)
-        self._known = np.zeros(2**24, dtype=bool)
+        self._value: NDArray[np.uint16] | None = None  # the 24-bit cache, made on first call
+        self._resid = np.zeros(0, dtype=np.uint8)
+        self._known = np.zeros(0, dtype=bool)
 
     def project(self, colours: NDArray[Any]) -> tuple[FloatArray, FloatArray]:
         """Display value (fractional index) and residual (RGB units) of colours (n, 3)."""
@@ -229,6 +236,10 @@ class Inverter:
 
     def __call__(self, rgb: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Display values and residuals (RGB units, clipped to 255) of RGB pixels (..., 3)."""
+        if self._value is None:
+            self._value = np.zeros(2**24, dtype=np.uint16)
+            self._resid = np.zeros(2**24, dtype=np.uint8)
+            self._known = np.zeros(2**24, dtype=bool)
         a = np.asarray(rgb, dtype=np.uint8)
         code = ((a[..., 0].astype(np.uint32) << 16) | (a[..., 1].astype(np.uint32) << 8)
                 | a[..., 2])
