@@ -468,10 +468,12 @@ _BEFORE_SPECS = {
 def test_default_kinetics_phantoms_are_unchanged(name: str) -> None:
     ph = simulate(_BEFORE_SPECS[name])
     frames = hashlib.sha256(np.ascontiguousarray(ph.frames).tobytes()).hexdigest()
-    # Keys added later (acquisition, blooming, mode) leave the older truth's hash as it was.
-    truth = {k: v for k, v in ph.truth.items() if k not in ("findings", "acquisition")}
+    # Keys added later (acquisition, blooming, mode, display processing) leave the older
+    # truth's hash as it was.
+    truth = {k: v for k, v in ph.truth.items()
+             if k not in ("findings", "acquisition", "display_processing")}
     truth["spec"] = {k: v for k, v in truth["spec"].items()
-                     if k not in ("kinetics", "blooming_px", "mode")}
+                     if k not in ("kinetics", "blooming_px", "mode", "persistence", "smoothing_px")}
     text = hashlib.sha256(json.dumps(truth, sort_keys=True).encode()).hexdigest()
     assert (frames, text) == _BEFORE_FAMILIES[name]
     assert ph.truth["spec"]["kinetics"] == "malignant"
