@@ -10,9 +10,10 @@ import pydicom
 import pytest
 
 from ceuskit.cli import main
-from ceuskit.clips import dicom_time_of_day_s, gaps
+from ceuskit.clips import gaps
 from ceuskit.errors import InputError
 from ceuskit.io.arrays import write_npz
+from ceuskit.io.dicom import dicom_time_of_day_s
 from ceuskit.io.dicom_out import write_dicom_cine
 from ceuskit.pipeline import AnalysisOptions, analyze
 from ceuskit.simulate import SimulationSpec, simulate
@@ -108,6 +109,9 @@ def test_bad_clip_sets_are_refused(exam) -> None:
         analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, 90])
     with pytest.raises(InputError, match="before the previous clip ends"):
         analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, 30, 130])
+    # One clip with two start times is a mistake too, not ignored.
+    with pytest.raises(InputError, match="2 start time"):
+        analyze(exam["clips"][:1], exam["rois"], opts, clip_starts_s=[0, 90])
 
 
 def test_differing_settings_are_warned(exam, tmp_path: Path) -> None:

@@ -36,25 +36,6 @@ def acquisition_time_s(meta: dict[str, Any]) -> float | None:
     return float(v) if isinstance(v, int | float) else None
 
 
-def dicom_time_of_day_s(value: str | None) -> float | None:
-    """Seconds since midnight of a DICOM TM (HHMMSS.FFFFFF, or the time part of a DT)."""
-    if not value:
-        return None
-    text = str(value).strip()
-    if len(text) >= 14 and text[:8].isdigit():  # a DT: YYYYMMDDHHMMSS...
-        text = text[8:]
-    text = text.split("+")[0].split("-")[0]
-    try:
-        hh = int(text[0:2])
-        mm = int(text[2:4]) if len(text) >= 4 else 0
-        ss = float(text[4:]) if len(text) > 4 else 0.0
-    except ValueError:
-        return None
-    if not (0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61):
-        return None
-    return hh * 3600.0 + mm * 60.0 + ss
-
-
 def clip_starts_s(cines: Sequence[Cine], names: Sequence[str],
                   given: Sequence[float] | None) -> list[float]:
     """Start of each clip (s from the first clip's first frame).
@@ -80,10 +61,9 @@ def clip_starts_s(cines: Sequence[Cine], names: Sequence[str],
             raise InputError(missing[0], "carries no acquisition time to put the clips on one clock",
                              "pass --clip-start-s with each clip's start in s (e.g. "
                              "--clip-start-s 0 120 180)")
-        t0 = times[0]
-        assert t0 is not None
+        known = [t for t in times if t is not None]
         # A day boundary between clips: later clips are later in the exam.
-        starts = [((t - t0) % 86400.0) if t is not None else 0.0 for t in times]
+        starts = [(t - known[0]) % 86400.0 for t in known]
     for k in range(1, len(cines)):
         prev_end = starts[k - 1] + cines[k - 1].duration_s
         if starts[k] <= prev_end:
@@ -120,7 +100,7 @@ def join_clips(cines: Sequence[Cine], names: Sequence[str],
     InputError
         Different frame sizes, or the start times of `clip_starts_s`.
     """
-    if len(cines) == 1:
+    if len(cines) == 1 and starts_s is None:
         return cines[0], []
     first = cines[0]
     for c, n in zip(cines[1:], names[1:], strict=True):
@@ -199,5 +179,4 @@ def source_name(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{names[0]} + {len(names) - 1} more clip(s)"
 
 
-__all__ = ["GAP_INTERVALS", "clip_starts_s", "dicom_time_of_day_s", "gaps", "join_clips",
-           "source_name"]
+__all__ = ["GAP_INTERVALS", "clip_starts_s", "gaps", "join_clips", "source_name"]

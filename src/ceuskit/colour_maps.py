@@ -56,6 +56,7 @@ from numpy.typing import NDArray
 
 from ceuskit.cine import RGBFrames
 from ceuskit.errors import InputError
+from ceuskit.io.frames import LUMA_WEIGHTS, chroma
 
 FloatArray = NDArray[np.float64]
 
@@ -96,7 +97,6 @@ BAR_WIDTH_PX = (3, 60)
 BAR_UNIFORM_RGB = 6.0
 BAR_MIN_LUMA_SPAN = 96.0
 
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 
@@ -269,15 +269,7 @@ class ColourBar:
 
 
 def _luma(rgb: NDArray[Any]) -> NDArray[np.float64]:
-    return np.asarray(rgb, dtype=np.float64) @ _LUMA
-
-
-def _chroma(rgb: NDArray[Any]) -> NDArray[np.int16]:
-    a = np.asarray(rgb)
-    r, g, b = a[..., 0], a[..., 1], a[..., 2]
-    # Channel-wise max/min: a reduction over the length-3 axis is far slower.
-    return np.asarray(np.maximum(np.maximum(r, g), b).astype(np.int16)
-                      - np.minimum(np.minimum(r, g), b))
+    return np.asarray(rgb, dtype=np.float64) @ LUMA_WEIGHTS
 
 
 def find_colour_bar(frame: NDArray[np.uint8]) -> ColourBar | None:
@@ -295,7 +287,7 @@ def find_colour_bar(frame: NDArray[np.uint8]) -> ColourBar | None:
         return None
     # Pixels equal (within the tolerance) to their right neighbour.
     same = np.abs(f[:, 1:] - f[:, :-1]).max(axis=-1) <= BAR_UNIFORM_RGB
-    colourful = _chroma(f) > 30.0
+    colourful = chroma(f) > 30.0
     best: ColourBar | None = None
     best_len = 0
     # Columns with a long coloured run are candidate bar columns.
@@ -351,12 +343,12 @@ def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
 
 def map_luma(cmap: ColourMap) -> FloatArray:
     """BT.601 luma of each entry of the map (256,)."""
-    return np.asarray(cmap.table @ _LUMA)
+    return np.asarray(cmap.table @ LUMA_WEIGHTS)
 
 
 def luma_monotonic(cmap: ColourMap) -> bool:
     """Whether the map's luma rises strictly from entry to entry (invertible from luma alone)."""
-    return bool(np.all(np.diff(map_luma(cmap)) > 0))
+    return _tables(cmap).monotonic
 
 
 #: Sub-steps per display level of the look-up tables below (1/64 level:
@@ -472,7 +464,7 @@ def match_tint(samples: list[tuple[NDArray[Any], NDArray[np.uint8]]],
     otherwise none (ambiguous).
     """
     maps = list(candidates) if candidates is not None else [tint(n) for n in TINTS]
-    coloured = [(_chroma(rgb) > GREY_CHROMA) for _, rgb in samples]
+    coloured = [(chroma(rgb) > GREY_CHROMA) for _, rgb in samples]
     if not samples or not any(np.any(c) for c in coloured):
         return TintMatch(None, {}, "no coloured pixels to match")
     fits: list[tuple[float, ColourMap, FloatArray]] = []
@@ -621,7 +613,7 @@ def invert_panel(cmap: ColourMap, rgb_frames: RGBFrames, luma: NDArray[Any],
         assert rmax is not None
         v, pred = values_and_colours(cmap, lum, a, inverter)
         r = block_residual(a, pred)
-        is_grey = _chroma(a) <= GREY_CHROMA
+        is_grey = chroma(a) <= GREY_CHROMA
         on = r <= OFF_MAP_RGB
         keep = ~on
         v[keep] = lum[keep]

@@ -292,6 +292,25 @@ def _check_decoder(hdr: _Header, path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+def dicom_time_of_day_s(value: str | None) -> float | None:
+    """Seconds since midnight of a DICOM TM (HHMMSS.FFFFFF, or the time part of a DT)."""
+    if not value:
+        return None
+    text = str(value).strip()
+    if len(text) >= 14 and text[:8].isdigit():  # a DT: YYYYMMDDHHMMSS...
+        text = text[8:]
+    text = text.split("+")[0].split("-")[0]
+    try:
+        hh = int(text[0:2])
+        mm = int(text[2:4]) if len(text) >= 4 else 0
+        ss = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    if not (0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61):
+        return None
+    return hh * 3600.0 + mm * 60.0 + ss
+
+
 def _palette_rgb(hdr: _Header, path: Path) -> NDArray[np.float32]:
     """RGB (0..255) of every possible palette index (see `_palette_tables`)."""
     bits = hdr.bits_stored
@@ -711,8 +730,6 @@ def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         ))
     if timing.frame_time_ms is not None:
         meta["frame_time_ms"] = timing.frame_time_ms
-    from ceuskit.clips import dicom_time_of_day_s
-
     # Time of day only (no date): enough to put an exam's clips on one clock.
     for key in ("AcquisitionDateTime", "AcquisitionTime", "ContentTime", "SeriesTime"):
         tod = dicom_time_of_day_s(_text(ds, key))

@@ -12,7 +12,17 @@ from ceuskit.errors import InputError
 
 # ITU-R BT.601 luma weights: ultrasound scanners render grey as R = G = B, so
 # any weights give the same grey; these keep colour overlays at a sensible level.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+def chroma(rgb: NDArray[Any]) -> NDArray[np.float32]:
+    """Colour saturation of RGB pixels (..., 3): max - min over the three channels."""
+    x = np.asarray(rgb)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    # Channel-wise max/min is an order of magnitude faster than a reduction
+    # over the last (length-3) axis.
+    c = np.maximum(np.maximum(r, g), b).astype(np.float32) - np.minimum(np.minimum(r, g), b)
+    return c.astype(np.float32, copy=False)
 
 
 def rgb_to_grey(rgb: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -33,11 +43,8 @@ def rgb_to_grey(rgb: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.floa
     # float64 arithmetic keeps grey pixels (R = G = B) exact after the cast.
     x = np.asarray(rgb)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    grey = r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]
-    # Channel-wise max/min is an order of magnitude faster than a reduction
-    # over the last (length-3) axis.
-    chroma = np.maximum(np.maximum(r, g), b).astype(np.float32) - np.minimum(np.minimum(r, g), b)
-    return grey.astype(np.float32, copy=False), chroma.astype(np.float32, copy=False)
+    grey = r * LUMA_WEIGHTS[0] + g * LUMA_WEIGHTS[1] + b * LUMA_WEIGHTS[2]
+    return grey.astype(np.float32, copy=False), chroma(x)
 
 
 def times_from_fps(n_frames: int, fps: float) -> NDArray[np.float64]:

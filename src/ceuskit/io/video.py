@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ceuskit.cine import Cine, check_times
 from ceuskit.errors import AnalysisWarning, InputError
-from ceuskit.io.frames import rgb_to_grey, times_from_fps, valid_fps
+from ceuskit.io.frames import chroma, rgb_to_grey, times_from_fps, valid_fps
 from ceuskit.outputs import atomic_path
 
 __all__ = ["read_video", "write_video"]
@@ -312,14 +312,15 @@ class _FrameBuffer:
             # chroma to record.
             grey: NDArray[Any] = frame.to_ndarray(format="gray")
             colour = None
+        elif fmt.startswith(("yuv", "nv")):
+            # The decoded luma plane, not the luma of the RGB conversion:
+            # with subsampled chroma (4:2:0), saturated colours (a tinted
+            # contrast panel) clip in RGB and their luma would be off by
+            # several grey levels; the plane is what was encoded.
+            grey = frame.to_ndarray(format="gray")
+            colour = chroma(frame.to_ndarray(format="rgb24"))
         else:
             grey, colour = rgb_to_grey(frame.to_ndarray(format="rgb24"))
-            if fmt.startswith(("yuv", "nv")):
-                # The decoded luma plane, not the luma of the RGB conversion:
-                # with subsampled chroma (4:2:0), saturated colours (a tinted
-                # contrast panel) clip in RGB and their luma would be off by
-                # several grey levels; the plane is what was encoded.
-                grey = frame.to_ndarray(format="gray")
         if self.buf is None:
             self._allocate(grey.shape, src)
             self.pixel_format = fmt
