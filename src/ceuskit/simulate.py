@@ -1628,37 +1628,59 @@ def write_phantom(phantom: Phantom, out_dir: str | PathLike[str], fmt: str = "di
         If `out_dir` already holds any of the outputs and `overwrite` is false,
         or is not a directory.
     """
+    paths = phantom_outputs(out_dir, {"cine": FORMATS[fmt]} if fmt in FORMATS else {}, fmt,
+                            overwrite=overwrite)
+    write_cine_file(paths["cine"], fmt, phantom.frames, phantom.times_s,
+                    regions=(phantom.bmode_panel, phantom.contrast_panel),
+                    spacing_mm=phantom.spacing_mm, description="ceuskit phantom")
+    write_json_atomic(paths["truth"], phantom.truth)
+    write_json_atomic(paths["rois"], phantom.rois)
+    return paths
+
+
+def phantom_outputs(out_dir: str | PathLike[str], cines: dict[str, str], fmt: str, *,
+                    overwrite: bool = False) -> dict[str, Path]:
+    """The output paths of a phantom (`cines`: key -> file name, plus truth and rois).
+
+    Creates `out_dir`; refuses an unknown `fmt` (ValueError), a file in the
+    way, or outputs already there without `overwrite` (InputError).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format (--format) must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "is not a directory", "choose a directory for the phantom")
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"cine": out / FORMATS[fmt], "truth": out / "truth.json", "rois": out / "rois.json"}
+    paths = {k: out / name for k, name in cines.items()}
+    paths |= {"truth": out / "truth.json", "rois": out / "rois.json"}
     existing = [p.name for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise InputError(out, f"already holds {', '.join(existing)}",
                          "choose another directory or pass --overwrite")
+    return paths
 
-    cine = paths["cine"]  # each writer puts its file in place atomically
-    regions = (phantom.bmode_panel, phantom.contrast_panel)
+
+def write_cine_file(path: Path, fmt: str, frames: NDArray[Any], times_s: NDArray[np.float64], *,
+                    regions: tuple[Panel, ...], spacing_mm: tuple[float, float],
+                    description: str, acquisition_time_of_day_s: float | None = None) -> None:
+    """Write a phantom's frames in `fmt` (each writer puts its file in place atomically).
+
+    MP4 carries no regions, spacing or acquisition time; NPZ no acquisition time.
+    """
     if fmt == "dicom":
         from ceuskit.io.dicom_out import write_dicom_cine
 
-        write_dicom_cine(cine, phantom.frames, phantom.times_s, regions=regions,
-                         spacing_mm=phantom.spacing_mm, description="ceuskit phantom")
+        write_dicom_cine(path, frames, times_s, regions=regions, spacing_mm=spacing_mm,
+                         description=description,
+                         acquisition_time_of_day_s=acquisition_time_of_day_s)
     elif fmt == "mp4":
         from ceuskit.io.video import write_video
 
-        write_video(cine, phantom.frames, phantom.times_s, codec="libx264", crf=4)
+        write_video(path, frames, times_s, codec="libx264", crf=4)
     else:
         from ceuskit.io.arrays import write_npz
 
-        write_npz(cine, phantom.frames, phantom.times_s, regions=regions,
-                  spacing_mm=phantom.spacing_mm)
-    write_json_atomic(paths["truth"], phantom.truth)
-    write_json_atomic(paths["rois"], phantom.rois)
-    return paths
+        write_npz(path, frames, times_s, regions=regions, spacing_mm=spacing_mm)
 
 
 def confounder_specs(*, seeds: int = 2, fps: float = 2.0) -> list[tuple[str, SimulationSpec]]:

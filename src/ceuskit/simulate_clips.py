@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ceuskit.errors import InputError
 from ceuskit.outputs import write_json_atomic
-from ceuskit.simulate import FORMATS, Phantom
+from ceuskit.simulate import FORMATS, Phantom, phantom_outputs, write_cine_file
 
 #: Time of day (s after midnight) of the exam's first frame in DICOM clips.
 EXAM_START_TIME_OF_DAY_S = 10 * 3600.0
@@ -54,17 +53,9 @@ def write_clips(phantom: Phantom, out_dir: str | PathLike[str], spans: list[tupl
     InputError
         Outputs already there without `overwrite`.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format (--format) must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ext = Path(FORMATS[fmt]).suffix
-    paths = {f"clip-{k + 1}": out / f"clip-{k + 1}{ext}" for k in range(len(spans))}
-    paths |= {"truth": out / "truth.json", "rois": out / "rois.json"}
-    existing = [p.name for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise InputError(out, f"already holds {', '.join(existing)}",
-                         "choose another directory or pass --overwrite")
+    ext = Path(FORMATS[fmt]).suffix if fmt in FORMATS else ""
+    paths = phantom_outputs(out_dir, {f"clip-{k + 1}": f"clip-{k + 1}{ext}"
+                                      for k in range(len(spans))}, fmt, overwrite=overwrite)
     t = phantom.times_s
     regions = (phantom.bmode_panel, phantom.contrast_panel)
     clips = []
@@ -75,20 +66,10 @@ def write_clips(phantom: Phantom, out_dir: str | PathLike[str], spans: list[tupl
         frames = np.asarray(phantom.frames[idx])
         local = t[idx] - t[idx[0]]
         path = paths[f"clip-{k + 1}"]
-        if fmt == "dicom":
-            from ceuskit.io.dicom_out import write_dicom_cine
-
-            write_dicom_cine(path, frames, local, regions=regions, spacing_mm=phantom.spacing_mm,
-                             description=f"ceuskit phantom clip {k + 1}",
-                             acquisition_time_of_day_s=EXAM_START_TIME_OF_DAY_S + float(t[idx[0]]))
-        elif fmt == "mp4":
-            from ceuskit.io.video import write_video
-
-            write_video(path, frames, local, codec="libx264", crf=4)
-        else:
-            from ceuskit.io.arrays import write_npz
-
-            write_npz(path, frames, local, regions=regions, spacing_mm=phantom.spacing_mm)
+        write_cine_file(path, fmt, frames, local, regions=regions, spacing_mm=phantom.spacing_mm,
+                        description=f"ceuskit phantom clip {k + 1}",
+                        acquisition_time_of_day_s=(EXAM_START_TIME_OF_DAY_S + float(t[idx[0]])
+                                                   if fmt == "dicom" else None))
         clips.append({"file": path.name, "start_s": float(t[idx[0]]), "n_frames": int(idx.size)})
     write_json_atomic(paths["truth"], {**phantom.truth, "clips": clips})
     write_json_atomic(paths["rois"], phantom.rois)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,9 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import zoom
 
 from ceuskit.cine import Panel
-from ceuskit.errors import InputError
 from ceuskit.outputs import write_json_atomic
-from ceuskit.simulate import FORMATS, Phantom
+from ceuskit.simulate import FORMATS, Phantom, phantom_outputs, write_cine_file
 
 __all__ = ["LAYOUTS", "Layout", "relayout", "with_layout", "write_layout_phantom"]
 
@@ -191,31 +189,10 @@ def write_layout_phantom(phantom: Phantom, out_dir: str | PathLike[str], fmt: st
     dict of str to Path
         ``{"cine": ..., "truth": ..., "rois": ...}``.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format (--format) must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "is not a directory", "choose a directory for the phantom")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"cine": out / FORMATS[fmt], "truth": out / "truth.json", "rois": out / "rois.json"}
-    existing = [p.name for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise InputError(out, f"already holds {', '.join(existing)}",
-                         "choose another directory or pass --overwrite")
-    kwargs: dict[str, Any] = {"regions": (), "spacing_mm": phantom.spacing_mm}
-    if fmt == "dicom":
-        from ceuskit.io.dicom_out import write_dicom_cine
-
-        write_dicom_cine(paths["cine"], phantom.frames, phantom.times_s,
-                         description="ceuskit phantom", **kwargs)
-    elif fmt == "mp4":
-        from ceuskit.io.video import write_video
-
-        write_video(paths["cine"], phantom.frames, phantom.times_s, codec="libx264", crf=4)
-    else:
-        from ceuskit.io.arrays import write_npz
-
-        write_npz(paths["cine"], phantom.frames, phantom.times_s, **kwargs)
+    paths = phantom_outputs(out_dir, {"cine": FORMATS[fmt]} if fmt in FORMATS else {}, fmt,
+                            overwrite=overwrite)
+    write_cine_file(paths["cine"], fmt, phantom.frames, phantom.times_s, regions=(),
+                    spacing_mm=phantom.spacing_mm, description="ceuskit phantom")
     write_json_atomic(paths["truth"], phantom.truth)
     write_json_atomic(paths["rois"], phantom.rois)
     return paths
