@@ -75,3 +75,31 @@ def test_mask_keeps_only_the_speckle_it_covers() -> None:
     assert speckle_blocks(frames, mask=mask).shape[0] == speckle_blocks(frames[:, :, :128]).shape[0]
     est = estimate_dynamic_range(frames, mask=mask)
     assert est.dynamic_range_db is not None and abs(est.dynamic_range_db - 60.0) <= 5.0
+
+
+def test_trigamma_series_is_scipys_polygamma() -> None:
+    from scipy import special
+
+    x = np.concatenate([np.linspace(0.02, 40.0, 5000), np.geomspace(1e-3, 1e7, 200)])
+    np.testing.assert_allclose(_trigamma(x), special.polygamma(1, x), rtol=1e-10)
+
+
+def test_integer_levels_take_the_histogram_route_with_the_same_moments() -> None:
+    rng = np.random.default_rng(5)
+    blocks = speckle_blocks(_display(rng.gamma(2, 0.5, size=(3, 64, 64)), 55.0))
+    grid = np.arange(30.0, 90.0, 5.0)
+    r_int, l_int = consistency(blocks, grid)
+    # Non-integer values go the per-pixel route; 1e-9 levels change nothing measurable.
+    r_flt, l_flt = consistency(blocks + 1e-9, grid)
+    np.testing.assert_allclose(r_int, r_flt, rtol=1e-9)
+    np.testing.assert_allclose(l_int, l_flt, rtol=1e-9)
+
+
+def test_display_smoothed_after_compression_is_refused_not_read_low() -> None:
+    # A 0.7 px blur of the display reads 21-26 dB at 60-80 dB: refused as implausible.
+    ph = simulate(SimulationSpec(dynamic_range_db=60.0, smoothing_px=0.7, fps=1.0, duration_s=45.0,
+                                 seed=0))
+    p = ph.contrast_panel
+    est = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
+    assert est.dynamic_range_db is None and est.ci_db is None
+    assert "below 30 dB" in est.method and "smoothed or resampled" in est.method

@@ -212,3 +212,13 @@ def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     ra = {r.roi.name: r for r in auto.rois}["lesion"].relative["peak_enhancement_ratio"]
     rt = {r.roi.name: r for r in true.rois}["lesion"].relative["peak_enhancement_ratio"]
     assert abs(ra - rt) / rt <= 0.10, (ra, rt)
+    # The given true value is checked against the speckle and agrees.
+    check = true.results()["linearization"]["dynamic_range_check"]
+    assert check["ci_db"][0] <= 50.0 <= check["ci_db"][1]
+    assert "dynamic-range-disagrees" not in [w.code for w in true.warnings]
+    # A wrong value (the default at a 50 dB scanner setting) is named as such.
+    default = analyze_cine(cine, files["rois"], AnalysisOptions(maps=False))
+    assert default.results()["linearization"]["dynamic_range_source"] == "default"
+    (warning,) = [w for w in default.warnings if w.code == "dynamic-range-disagrees"]
+    assert "60 dB (the documented default)" in warning.message
+    assert "speckle reduction, smoothing or resampling" in warning.message

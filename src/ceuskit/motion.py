@@ -92,6 +92,9 @@ Everything here is pure computation on arrays (no I/O).
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -890,19 +893,31 @@ def _robust_floor(values: FloatArray) -> float:
     return med - max(REJECT_K_MAD * mad, REJECT_MIN_DROP)
 
 
+#: Threads for the per-frame OpenCV filters (they release the GIL; the FFTs
+#: and compiled kernels are parallel on their own).
+FILTER_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _per_frame(fn: Callable[[NDArray[Any]], NDArray[np.float32]], images: Any
+               ) -> NDArray[np.float32]:
+    """``np.stack([fn(x) for x in images])``, the frames spread over `FILTER_THREADS` threads."""
+    if FILTER_THREADS == 1 or len(images) < 2 * FILTER_THREADS:
+        return np.stack([fn(x) for x in images])
+    with ThreadPoolExecutor(FILTER_THREADS) as pool:
+        return np.stack(list(pool.map(fn, images)))
+
+
 def _coarse(images: NDArray[np.float32], factor: int) -> NDArray[np.float32]:
     """Means over factor x factor px blocks of images (n, h, w) (a partial last row or column dropped)."""
     if factor == 1:
         return images
-    n, h, w = images.shape
+    _, h, w = images.shape
     hc, wc = h // factor, w // factor
     # OpenCV's area resampling by an integer factor is the block mean, and
     # several times faster than NumPy's strided or reshaped means.
-    out = np.empty((n, hc, wc), dtype=np.float32)
-    for i in range(n):
-        out[i] = cv2.resize(images[i, :hc * factor, :wc * factor], (wc, hc),
-                            interpolation=cv2.INTER_AREA)
-    return out
+    return _per_frame(lambda x: np.asarray(cv2.resize(x[:hc * factor, :wc * factor], (wc, hc),
+                                                      interpolation=cv2.INTER_AREA), dtype=np.float32),
+                      images)
 
 
 def _chunks(idx: NDArray[np.int64]) -> list[NDArray[np.int64]]:
@@ -913,7 +928,7 @@ def _prepared(stack: NDArray[Any], idx: NDArray[np.int64], st: _Setup) -> NDArra
     if st.panel == "bmode":
         # One conversion of the whole chunk (what `_prepare` does frame by frame).
         return np.asarray(stack[idx], dtype=np.float32)
-    return np.stack([_prepare(stack[t], st) for t in idx])
+    return _per_frame(lambda t: _prepare(stack[t], st), idx)
 
 
 def estimate_motion(
@@ -1100,7 +1115,7 @@ def estimate_motion(
         else:
             theta = np.zeros(c.size)
         mats[c] = _compose(dx, dy, theta, centre_xy)
-        bands = np.stack([_band(image, st) for image in images])
+        bands = _per_frame(lambda image: _band(image, st), images)
         spread = np.empty(c.size)
         qual = np.empty(c.size)
         warped_ncc(bands, tmpl_band, np.ascontiguousarray(mats[c]), VALID_TOLERANCE_PX, qual, spread)

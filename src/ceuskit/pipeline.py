@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from ceuskit import DISCLAIMER, __version__
 from ceuskit.cine import Cine
+from ceuskit.dynamic_range import DynamicRangeEstimate
 from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io import load_cine
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
@@ -138,6 +139,9 @@ class AnalysisOptions:
         `DEFAULT_DYNAMIC_RANGE_DB`, else ``"user"``.
     dynamic_range_ci_db : (float, float) or None
         95 % interval of an estimated dynamic range (dB).
+    dynamic_range_check : DynamicRangeEstimate or None
+        The speckle estimate made to check a given or default dynamic range
+        (`resolve_dynamic_range`); None before the check and for ``auto``.
     colour_map : str
         How a contrast panel exported through a colour map is turned back
         into display values (`decolour_cine`): ``"auto"`` (default: colour
@@ -158,6 +162,7 @@ class AnalysisOptions:
     dynamic_range_source: str | None = None
     dynamic_range_ci_db: tuple[float, float] | None = None
     colour_map: str = "auto"
+    dynamic_range_check: DynamicRangeEstimate | None = None
 
     def __post_init__(self) -> None:
         if self.dynamic_range_source is None:
@@ -868,27 +873,36 @@ def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
 def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
                           progress: Progress | None = None
                           ) -> tuple[AnalysisOptions, list[AnalysisWarning]]:
-    """Replace a requested ``auto`` dynamic range by its estimate from the cine.
+    """Estimate the display dynamic range from the cine: to use it, or to check the given one.
 
-    Options whose ``dynamic_range_source`` is not ``"auto"`` are returned as
-    they are.  Otherwise the contrast panel's brightest frames are measured
-    (`ceuskit.dynamic_range.estimate_dynamic_range`): the estimate and its
-    interval replace the value (source ``"estimated"``); when the cine has
-    too little fully developed speckle, the documented default is kept
-    (source ``"default"``) with warning ``dynamic-range-not-estimated``.
+    The contrast panel's brightest frames are measured
+    (`ceuskit.dynamic_range.estimate_dynamic_range`).
+
+    - ``dynamic_range_source == "auto"``: the estimate and its interval
+      replace the value (source ``"estimated"``, warning
+      ``dynamic-range-estimated`` with its limits); when the cine has too
+      little fully developed speckle, the documented default is kept (source
+      ``"default"``) with warning ``dynamic-range-not-estimated``.
+    - A given or default value is kept; the estimate is recorded in
+      ``dynamic_range_check`` (results.json
+      ``linearization.dynamic_range_check``), and warning
+      ``dynamic-range-disagrees`` is given when the value lies outside the
+      estimate's interval.
 
     Returns
     -------
     (options, warnings)
     """
-    if options.dynamic_range_source != "auto":
-        return options, []
     from ceuskit.dynamic_range import estimate_dynamic_range
 
     say = progress or (lambda _msg: None)
-    say("estimating the display dynamic range from the speckle")
+    auto = options.dynamic_range_source == "auto"
+    say("estimating the display dynamic range from the speckle" if auto
+        else "checking the display dynamic range against the speckle")
     est = estimate_dynamic_range(cine.frames[(slice(None), *panels.contrast.slices)],
                                  display_max=float(cine.display_max))
+    if not auto:
+        return replace(options, dynamic_range_check=est), dynamic_range_disagreement(options, est)
     if est.dynamic_range_db is None or est.ci_db is None:
         return replace(options, dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB,
                        dynamic_range_source="default", dynamic_range_ci_db=None), [AnalysisWarning(
@@ -907,6 +921,36 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
         "holds only for a display without persistence (frame averaging) or speckle reduction: "
         "with them on, simulated cines read up to 13 dB high or 25 dB low, outside the interval; "
         "give the scanner's value with --dynamic-range DB when you know it")]
+
+
+def dynamic_range_check_record(est: DynamicRangeEstimate) -> dict[str, Any]:
+    """results.json ``linearization.dynamic_range_check``: the speckle estimate beside a given value."""
+    return {"estimate_db": est.dynamic_range_db,
+            "ci_db": None if est.ci_db is None else list(est.ci_db),
+            "effective_looks": est.effective_looks, "n_blocks": est.n_blocks, "method": est.method}
+
+
+def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstimate
+                               ) -> list[AnalysisWarning]:
+    """Warning ``dynamic-range-disagrees``: the value used is outside the speckle estimate's interval."""
+    if est.dynamic_range_db is None or est.ci_db is None:
+        return []
+    lo, hi = est.ci_db
+    used = float(options.dynamic_range_db)
+    if lo <= used <= hi:
+        return []
+    given = ("the documented default" if options.dynamic_range_source == "default"
+             else "the value given")
+    # Which display processing reads which way (benchmarks/dr_accuracy.py).
+    why = ("persistence (frame averaging) reads high" if used < lo else
+           "speckle reduction, smoothing or resampling after compression reads low")
+    return [AnalysisWarning(
+        "dynamic-range-disagrees",
+        f"the speckle suggests a display dynamic range of {est.dynamic_range_db:g} dB (95 % interval "
+        f"{lo:g}-{hi:g} dB), but {used:g} dB ({given}) was used to linearise: if that is not the "
+        "scanner's setting, amplitude parameters (PE, AUC, WiPI) and their ratios are distorted; "
+        "check the scanner's setting and pass it with --dynamic-range DB (or use --dynamic-range "
+        f"auto); the estimate can be wrong where {why}")]
 
 
 def decolour_cine(cine: Cine, panels: PanelChoice, options: AnalysisOptions, *,
@@ -1418,6 +1462,8 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             "dynamic_range_source": analysis.options.dynamic_range_source,
             **({"dynamic_range_ci_db": list(analysis.options.dynamic_range_ci_db)}
                if analysis.options.dynamic_range_ci_db is not None else {}),
+            **({"dynamic_range_check": dynamic_range_check_record(analysis.options.dynamic_range_check)}
+               if analysis.options.dynamic_range_check is not None else {}),
             "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
             **({"colour_map": json_ready(analysis.cine_meta["colour_map"])}
                if "colour_map" in analysis.cine_meta else {}),

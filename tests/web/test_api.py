@@ -332,7 +332,31 @@ def test_settings_are_validated_and_change_the_panels(make_client: AppFactory, p
     assert r.json()["info"]["panels"]["contrast"]["bounds_xyxy"] == list(phantom.contrast_panel.bounds)
 
 
+def test_dynamic_range_auto_and_colour_map_settings_reach_the_analysis(
+        make_client: AppFactory) -> None:
+    # Issue 17: the web app offers what the CLI does (--dynamic-range auto, --colour-map).
+    from ceuskit.web.jobs import options_from_settings
+
+    client = make_client()
+    sid = _demo(client)["id"]
+    assert client.get(f"/api/studies/{sid}").json()["settings"]["colour_map"] == "auto"
+    r = client.put(f"/api/studies/{sid}/settings", json={"dynamic_range_db": "auto", "colour_map": "gold"})
+    assert r.status_code == 200, r.text
+    settings = r.json()["settings"]
+    assert settings["dynamic_range_db"] == "auto" and settings["colour_map"] == "gold"
+    options = options_from_settings(settings)
+    assert options.dynamic_range_source == "auto" and options.colour_map == "gold"
+    # The preview cannot wait for the estimate: it says which value it used.
+    tic = client.get(f"/api/studies/{sid}/tic-preview").json()
+    assert tic["dynamic_range_db"] == 60.0 and "estimates the dynamic range" in tic["note"]
+    r = client.put(f"/api/studies/{sid}/settings", json={"dynamic_range_db": 45})
+    assert r.json()["settings"]["dynamic_range_db"] == 45.0
+    assert client.get(f"/api/studies/{sid}/tic-preview").json()["note"] is None
+
+
 @pytest.mark.parametrize(("body", "words"), [
+    ({"colour_map": "/etc/passwd"}, "colour-map setting"),
+    ({"dynamic_range_db": "guess"}, "auto"),
     ({"dynamic_range_db": 5}, "dynamic"),
     ({"dynamic_range_db": "loud"}, "number"),
     ({"fps": -3}, "fps"),

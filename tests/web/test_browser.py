@@ -317,6 +317,34 @@ def test_study_header_is_compact_and_roi_labels_stay_readable_on_the_canvas(serv
         assert 0 <= b["top"] and b["top"] + b["h"] <= b["ch"] + 0.5
 
 
+def test_settings_form_offers_the_dynamic_range_estimate_and_the_colour_map(server: Server,
+                                                                            page: Any) -> None:
+    # Issue 17: what --dynamic-range auto and --colour-map do on the CLI, in the form.
+    r = httpx.post(f"{server.url}/api/studies/demo", json={"seed": 0, "with_rois": True}, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    sid, before = r.json()["id"], r.json()["settings"]
+    try:
+        page.goto(f"{server.url}/studies/{sid}")
+        page.wait_for_selector("#meta-table tr >> nth=4")
+        form = "#settings-form"
+        assert page.is_enabled(f"{form} [name=dynamic_range_db]")
+        page.check(f"{form} [name=dynamic_range_auto]")
+        assert not page.is_enabled(f"{form} [name=dynamic_range_db]")
+        page.select_option(f"{form} [name=colour_map]", "gold")
+        page.click("#save-settings")
+        page.wait_for_function("document.getElementById('settings-status').innerText.includes('saved')")
+        stored = httpx.get(f"{server.url}/api/studies/{sid}", timeout=30).json()["settings"]
+        assert stored["dynamic_range_db"] == "auto" and stored["colour_map"] == "gold"
+        page.reload()
+        page.wait_for_selector("#meta-table tr >> nth=4")
+        assert page.is_checked(f"{form} [name=dynamic_range_auto]")
+        assert page.input_value(f"{form} [name=colour_map]") == "gold"
+    finally:
+        restore = {k: before[k] for k in ("dynamic_range_db", "colour_map") if k in before}
+        httpx.put(f"{server.url}/api/studies/{sid}/settings", timeout=30,
+                  json={"dynamic_range_db": 60.0, "colour_map": "auto", **restore})
+
+
 def test_a_page_on_another_origin_cannot_create_studies(server: Server, browser: Any,
                                                          tmp_path: Path) -> None:
     """A hostile page the user visits tries the cross-origin POSTs a browser sends without asking.

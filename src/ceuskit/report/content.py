@@ -430,6 +430,17 @@ def _reasons(groups: list[dict[str, Any]], words: list[dict[str, str]]) -> list[
     return out
 
 
+
+def _dr_check_text(check: Mapping[str, Any]) -> str:
+    """", speckle estimate 50.3 dB (95 % interval 45.5-55.2 dB)" for a checked dynamic range."""
+    if not check:
+        return ""
+    ci = check.get("ci_db")
+    if check.get("estimate_db") is None or not isinstance(ci, list | tuple) or len(ci) != 2:
+        return "; no speckle estimate to check it against"
+    return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} (95 % interval "
+            f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})")
+
 def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     acq = _m(results.get("acquisition"))
     src = _m(results.get("source"))
@@ -449,6 +460,7 @@ def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
          if isinstance(spacing, list | tuple) and len(spacing) == 2 else "unknown (areas in pixels)"),
         ("Linearisation", f"display dynamic range {fmt(_num(lin.get('dynamic_range_db')), 'dB')}"
                           + (f" ({lin['dynamic_range_source']})" if lin.get("dynamic_range_source") else "")
+                          + _dr_check_text(_m(lin.get("dynamic_range_check")))
                           + f"; {lin.get('formula') or ''}"),
         ("Model", f"{analysis.get('model') or '—'} bolus model fitted to each enhancing ROI's mean "
                   "linear power"),

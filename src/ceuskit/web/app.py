@@ -547,7 +547,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def tic_preview(study_id: Id) -> dict[str, Any]:
         with store.session() as s:
             study = get_study(s, study_id)
-            info, rois, dr = study.info, study.rois or {}, float(study.settings["dynamic_range_db"])
+            info, rois, dr = study.info, study.rois or {}, study.settings["dynamic_range_db"]
         return studies.tic_preview(study_dir(study_id), info, rois, dr)
 
     # ------------------------------------------------------------------ API: clinical case

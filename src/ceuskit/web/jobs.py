@@ -88,11 +88,16 @@ def _store(url: str) -> Store:
 
 def options_from_settings(settings: dict[str, Any]) -> Any:
     """`AnalysisOptions` from a study's stored settings (InputError when invalid)."""
+    from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB
     from ceuskit.pipeline import AnalysisOptions
 
     panel = settings.get("panel")
+    dr = settings.get("dynamic_range_db", DEFAULT_DYNAMIC_RANGE_DB)
+    auto = dr == "auto"
     return AnalysisOptions(
-        dynamic_range_db=float(settings.get("dynamic_range_db", 60.0)),
+        dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB if auto else float(dr),
+        dynamic_range_source="auto" if auto else None,
+        colour_map=str(settings.get("colour_map", "auto")),
         fps=None if settings.get("fps") is None else float(settings["fps"]),
         panel=None if panel is None else (int(panel[0]), int(panel[1]), int(panel[2]), int(panel[3])),
         model=str(settings.get("model", "lognormal")),

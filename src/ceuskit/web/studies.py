@@ -29,8 +29,10 @@ from ceuskit.outputs import atomic_path
 #: Settings a study starts with (the CLI's defaults).
 DEFAULT_SETTINGS: dict[str, Any] = {
     "dynamic_range_db": 60.0, "fps": None, "panel": None, "model": "lognormal", "motion": "auto",
-    "reference_frame": None, "injection_time_s": 0.0,
+    "reference_frame": None, "injection_time_s": 0.0, "colour_map": "auto",
 }
+#: Colour-map settings the web app accepts: no server-side table files.
+WEB_COLOUR_MAPS = ("auto", "off", "hot", "gold", "sepia", "ice")
 SETTING_KEYS = tuple(DEFAULT_SETTINGS)
 #: Frames converted to uint8 at a time while writing ``frames.npy``.
 _CHUNK_FRAMES = 64
@@ -63,7 +65,16 @@ def check_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
                                          and math.isfinite(v) for v in panel)):
         raise InputError("panel", f"{panel!r} is not [x0, y0, x1, y1]",
                          "give four frame pixel coordinates, or null for automatic")
-    for key in ("dynamic_range_db", "fps", "injection_time_s"):
+    dr = settings.get("dynamic_range_db")
+    if dr != "auto" and (isinstance(dr, bool) or not isinstance(dr, int | float)):
+        raise InputError("dynamic_range_db", f"{dr!r} is neither a number of dB nor \"auto\"",
+                         "give the scanner's dynamic range in dB, or \"auto\" to estimate it "
+                         "from the speckle")
+    cmap = settings.get("colour_map")
+    if cmap not in WEB_COLOUR_MAPS:
+        raise InputError("colour_map", f"{cmap!r} is not a colour-map setting",
+                         f"pick one of {', '.join(WEB_COLOUR_MAPS)}")
+    for key in ("fps", "injection_time_s"):
         v = settings.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
             raise InputError(key, f"{v!r} is not a number", "give a number")
@@ -75,11 +86,12 @@ def check_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise InputError(key, f"{settings.get(key)!r} is not a choice", "pick one from the list")
     options = options_from_settings(settings)
     return {
-        "dynamic_range_db": options.dynamic_range_db, "fps": options.fps,
+        "dynamic_range_db": "auto" if options.dynamic_range_source == "auto"
+        else options.dynamic_range_db, "fps": options.fps,
         "panel": None if options.panel is None else list(options.panel),
         "model": options.model, "motion": options.motion,
         "reference_frame": options.reference_frame,
-        "injection_time_s": options.injection_time_s,
+        "injection_time_s": options.injection_time_s, "colour_map": options.colour_map,
     }
 
 
@@ -231,18 +243,27 @@ def check_rois(doc: Any, info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def tic_preview(study_dir: Path, info: Mapping[str, Any], rois: Mapping[str, Any],
-                dynamic_range_db: float) -> dict[str, Any]:
+                dynamic_range_db: float | str) -> dict[str, Any]:
     """Mean linear power per frame in each ROI, before any analysis.
 
     No motion compensation and no fit: a quick look while drawing.  Frames
-    are the stored uint8 display values (display maximum 255).
+    are the stored uint8 display values (display maximum 255).  With
+    ``dynamic_range_db == "auto"`` the preview uses the default dynamic
+    range (the estimate is made by the analysis) and says so in ``note``.
     """
-    from ceuskit.linearize import to_linear_power
+    from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, to_linear_power
     from ceuskit.roi import parse_rois
 
+    note = None
+    if dynamic_range_db == "auto":
+        dynamic_range_db = DEFAULT_DYNAMIC_RANGE_DB
+        note = (f"preview at the default {DEFAULT_DYNAMIC_RANGE_DB:g} dB: the analysis estimates "
+                "the dynamic range from the speckle")
+    dynamic_range_db = float(dynamic_range_db)
     items = rois.get("rois") or []
     if not items:
-        return {"times_s": info["times_s"], "rois": {}}
+        return {"times_s": info["times_s"], "rois": {}, "dynamic_range_db": dynamic_range_db,
+                "note": note}
     panel = contrast_panel(info)
     h, w = info["frame_shape"]
     parsed = parse_rois(dict(rois), panel=panel, frame_shape=(int(h), int(w)), source="ROI file")
@@ -258,7 +279,7 @@ def tic_preview(study_dir: Path, info: Mapping[str, Any], rois: Mapping[str, Any
             sums[r.name][start:start + block.shape[0]] = table[vals].mean(axis=1)
     for r in parsed:
         out[r.name] = {"role": r.role, "intensity": [float(f"{v:.6g}") for v in sums[r.name]]}
-    return {"times_s": info["times_s"], "rois": out}
+    return {"times_s": info["times_s"], "rois": out, "dynamic_range_db": dynamic_range_db, "note": note}
 
 
 def result_files(result_dir: Path) -> list[str]:

@@ -43,7 +43,11 @@
     $("more-meta").hidden = rest.length === 0;
     $("reader-warnings").replaceChildren(...info.warnings.map((w) => ceus.el("li", { text: w.message })));
     const f = $("settings-form"), s = study.settings;
-    f.dynamic_range_db.value = s.dynamic_range_db;
+    const drAuto = s.dynamic_range_db === "auto";
+    f.dynamic_range_auto.checked = drAuto;
+    f.dynamic_range_db.disabled = drAuto;
+    f.dynamic_range_db.value = drAuto ? 60 : s.dynamic_range_db;
+    f.colour_map.value = s.colour_map || "auto";
     f.fps.value = s.fps === null ? "" : s.fps;
     f.panel.value = s.panel ? s.panel.join(",") : "auto";
     f.model.value = s.model;
@@ -52,12 +56,17 @@
     f.injection_time_s.value = s.injection_time_s === undefined ? 0 : s.injection_time_s;
   }
 
+  $("settings-form").dynamic_range_auto.addEventListener("change", (ev) => {
+    $("settings-form").dynamic_range_db.disabled = ev.target.checked;
+  });
+
   $("settings-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
     const panelText = f.panel.value.trim();
     const body = {
-      dynamic_range_db: Number(f.dynamic_range_db.value),
+      dynamic_range_db: f.dynamic_range_auto.checked ? "auto" : Number(f.dynamic_range_db.value),
+      colour_map: f.colour_map.value,
       fps: f.fps.value === "" ? null : Number(f.fps.value),
       panel: panelText === "" || panelText === "auto" ? null : panelText.split(",").map(Number),
       model: f.model.value, motion: f.motion.value,
@@ -217,7 +226,9 @@
       const tic = await ceus.api("GET", base + "/tic-preview");
       const traces = Object.entries(tic.rois).map(([name, r]) => ({
         x: tic.times_s, y: r.intensity, name: ceus.plotText(name), mode: "lines", line: { color: ROLE_COLOURS_PLOT[r.role], width: 1.5 } }));
-      await Plotly.react(div, traces, plotLayout("Preview: mean linear power per ROI (no motion correction, no fit)"),
+      const title = "Preview: mean linear power per ROI (no motion correction, no fit" +
+        (tic.note ? "; " + tic.note : "") + ")";
+      await Plotly.react(div, traces, plotLayout(title),
         { responsive: true, displaylogo: false });
       if (!div.dataset.seek) { clickToSeek(div, tic.times_s); div.dataset.seek = "1"; }
     } catch (e) {
