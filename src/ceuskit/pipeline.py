@@ -465,9 +465,10 @@ def contrast_power_chunks(
     ------
     (slice, ndarray)
         The frames' slice of the cine and their linear power, float32
-        (frames, rows, cols) in a.u. (display maximum = 1.0).  Every chunk
-        is written into the same buffer, so a chunk is valid until the next
-        one is asked for: copy it to keep it.
+        (frames, rows, cols) in a.u. (display maximum = 1.0), read-only.
+        Every chunk is written into the same buffer (or is a view of the
+        aligned power kept for the next pass), so a chunk is valid until the
+        next one is asked for: copy it to keep it or change it.
     """
     n = cine.n_frames
     rows, cols = panels.contrast.shape
@@ -477,9 +478,8 @@ def contrast_power_chunks(
     if cache is not None and cache.complete:
         for start in range(0, n, chunk_frames):
             sl = slice(start, min(n, start + chunk_frames))
-            power = buffer[:sl.stop - sl.start]
-            power[...] = cache.power[sl]  # a copy: callers may change their chunk
-            yield sl, power
+            # A read-only view: no copy of the stack per pass.
+            yield sl, _read_only(cache.power[sl])
         return
     fused = motion is not None and order == 1
     if fused:
@@ -501,9 +501,15 @@ def contrast_power_chunks(
             apply_motion(power, _motion_frames(motion, sl), order=order, out=power)
         if cache is not None:
             cache.power[sl] = power
-        yield sl, power
+        yield sl, _read_only(power)
     if cache is not None:
         cache.complete = True
+
+
+def _read_only(a: NDArray[np.float32]) -> NDArray[np.float32]:
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 #: Largest bilinear-aligned linear-power stack of a motion-corrected cine kept
