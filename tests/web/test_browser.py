@@ -335,8 +335,10 @@ def test_settings_form_offers_the_dynamic_range_estimate_and_the_colour_map(serv
         page.wait_for_function("document.getElementById('settings-status').innerText.includes('saved')")
         stored = httpx.get(f"{server.url}/api/studies/{sid}", timeout=30).json()["settings"]
         assert stored["dynamic_range_db"] == "auto" and stored["colour_map"] == "gold"
-        page.reload()
+        # A fresh load of the page (not reload(), which can race the page's own requests).
+        page.goto(f"{server.url}/studies/{sid}")
         page.wait_for_selector("#meta-table tr >> nth=4")
+        page.wait_for_function("document.querySelector('#settings-form [name=colour_map]').value === 'gold'")
         assert page.is_checked(f"{form} [name=dynamic_range_auto]")
         assert page.input_value(f"{form} [name=colour_map]") == "gold"
     finally:
