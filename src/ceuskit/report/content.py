@@ -432,7 +432,7 @@ def _reasons(groups: list[dict[str, Any]], words: list[dict[str, str]]) -> list[
 
 
 def _dr_check_text(check: Mapping[str, Any]) -> str:
-    """", speckle estimate 50.3 dB (95 % interval 45.5-55.2 dB)" for a checked dynamic range."""
+    """"; speckle estimate 50.3 dB (95 % interval 45.5-55.2 dB)" for a checked dynamic range."""
     if not check:
         return ""
     ci = check.get("ci_db")

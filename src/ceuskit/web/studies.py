@@ -31,8 +31,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "dynamic_range_db": 60.0, "fps": None, "panel": None, "model": "lognormal", "motion": "auto",
     "reference_frame": None, "injection_time_s": 0.0, "colour_map": "auto",
 }
-#: Colour-map settings the web app accepts: no server-side table files.
-WEB_COLOUR_MAPS = ("auto", "off", "hot", "gold", "sepia", "ice")
 SETTING_KEYS = tuple(DEFAULT_SETTINGS)
 #: Frames converted to uint8 at a time while writing ``frames.npy``.
 _CHUNK_FRAMES = 64
@@ -70,10 +68,14 @@ def check_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError("dynamic_range_db", f"{dr!r} is neither a number of dB nor \"auto\"",
                          "give the scanner's dynamic range in dB, or \"auto\" to estimate it "
                          "from the speckle")
+    from ceuskit.colour_maps import TINTS
+
+    # The CLI's choices less table files: no server-side paths from a web form.
+    colour_maps = ("auto", "off", *TINTS)
     cmap = settings.get("colour_map")
-    if cmap not in WEB_COLOUR_MAPS:
+    if cmap not in colour_maps:
         raise InputError("colour_map", f"{cmap!r} is not a colour-map setting",
-                         f"pick one of {', '.join(WEB_COLOUR_MAPS)}")
+                         f"pick one of {', '.join(colour_maps)}")
     for key in ("fps", "injection_time_s"):
         v = settings.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
