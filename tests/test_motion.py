@@ -101,6 +101,31 @@ def test_known_subpixel_translations_are_recovered() -> None:
     assert np.all(est.quality > 0.8)
 
 
+@pytest.mark.parametrize("seed", [7, 8])
+def test_coarse_search_refined_locally_matches_the_full_grid_pass(monkeypatch, seed) -> None:
+    """The second pass's coarse search + full-resolution refinement (`motion._refine`)
+    against the truth and against the full-grid phase correlation, same frames and reference.
+
+    Measured on seeds 7-10: refined RMS error 0.019-0.039 px (full grid
+    0.015-0.022 px), largest difference between the two 0.063 px.
+    """
+    import ceuskit.motion as motion
+
+    t = np.arange(40)
+    shifts = np.column_stack([7.0 * np.sin(t / 3.0 + seed), 5.0 * np.sin(t / 4.3 + 2 * seed)])
+    frames = shifted_speckle(shifts, seed=seed)
+    assert min(frames.shape[1:]) >= motion.COARSE_MIN_SIDE_PX  # the coarse route is taken
+    refined = estimate_motion(frames, reference=0)
+    monkeypatch.setattr(motion, "COARSE_MIN_SIDE_PX", 10_000)  # full grid throughout
+    full = estimate_motion(frames, reference=0)
+    truth = shifts - shifts[0]
+    err = np.hypot(refined.dx_px - truth[:, 0], refined.dy_px - truth[:, 1])
+    assert err.max() <= 0.1 and np.sqrt(np.mean(err**2)) <= 0.05
+    assert np.hypot(refined.dx_px - full.dx_px, refined.dy_px - full.dy_px).max() <= 0.1
+    np.testing.assert_allclose(refined.quality, full.quality, atol=5e-3)
+    assert not refined.rejected.any() and not full.rejected.any()
+
+
 def test_auto_reference_is_reported_and_displacements_are_relative_to_it() -> None:
     t = np.arange(30)
     shifts = np.column_stack([2.0 * np.sin(t / 3.0 + 1.0), 5.0 * np.sin(t / 3.0)])

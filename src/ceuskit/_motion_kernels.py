@@ -254,3 +254,51 @@ def aligned_power(power: Any, mats: Any, tol: float, out: Any) -> None:  # pragm
                 top = (1.0 - fx) * power[t, y0, x0] + fx * power[t, y0, x1]
                 bottom = (1.0 - fx) * power[t, y1, x0] + fx * power[t, y1, x1]
                 out[t, y, x] = (1.0 - fy) * top + fy * bottom
+
+
+#: The integer offsets (dx, dy) px `cross_correlation` scores around each
+#: frame's centre: the centre, then left, right, up and down.
+CROSS_OFFSETS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def cross_correlation(images: Any, window: Any, tiled: Any, centre: Any, out: Any
+                      ) -> None:  # pragma: no cover - compiled
+    """Correlation of each windowed, mean-free image with a filtered template
+    at five integer shifts: ``centre[i]`` and its four neighbours.
+
+    ``out[i, k] = sum_x f_i(x) g(x - s)`` for ``s = centre[i] +
+    CROSS_OFFSETS[k]``, where ``f_i = (images[i] - mean) * window`` and ``g``
+    is the (h, w) filter, periodic, given as `tiled` (3 x 3 copies of it,
+    shape (3h, 3w)): the circular correlation that an inverse FFT of
+    ``F_i conj(G)`` gives at those five points, for ~1/10 of its cost.  The
+    shifts must lie within (-h, h) x (-w, w).  Sums are reassociated
+    (``fastmath``) for vector instructions.
+    """
+    n, h, w = images.shape
+    for i in prange(n):
+        total = 0.0
+        for y in range(h):
+            for x in range(w):
+                total += np.float64(images[i, y, x])
+        mean = total / (h * w)
+        cx = centre[i, 0]
+        cy = centre[i, 1]
+        c0 = c1 = c2 = c3 = c4 = 0.0
+        for y in range(h):
+            r0 = tiled[y - cy + h]
+            r_up = tiled[y - cy + 1 + h]
+            r_down = tiled[y - cy - 1 + h]
+            for x in range(w):
+                f = (np.float64(images[i, y, x]) - mean) * window[y, x]
+                b = x - cx + w
+                c0 += f * r0[b]
+                c1 += f * r0[b + 1]
+                c2 += f * r0[b - 1]
+                c3 += f * r_up[b]
+                c4 += f * r_down[b]
+        out[i, 0] = c0
+        out[i, 1] = c1
+        out[i, 2] = c2
+        out[i, 3] = c3
+        out[i, 4] = c4

@@ -43,6 +43,15 @@ Method (`estimate_motion`)
 4. Second pass against a cleaner template: the motion-corrected mean of up to
    ``N_TEMPLATE`` well-matched frames in the reference's coordinates.
    Displacements are then expressed relative to the reference frame itself.
+   In translation mode on panels that steps 2-3 coarsen, the search runs on
+   the block means too (peak height and second peak come from there), and
+   each shift is refined at full resolution: the same whitened, apodised
+   correlation evaluated at five integer shifts around it (a filter made
+   once from the template's spectrum, `_refine_filter`), and the same
+   Gaussian fit.  On synthetic speckle with known shifts its RMS error is
+   0.02-0.04 px (the full-grid pass's 0.015-0.022 px), the two within
+   0.07 px of each other, at about a third of the cost (no full-resolution
+   FFT per frame; tests/test_motion.py).
 5. ``rigid`` mode measures each frame's rotation with OpenCV's ECC
    (``cv2.findTransformECC``, ``MOTION_EUCLIDEAN``) against the template,
    started from the translation; the frame is rotated back and its shift
@@ -123,7 +132,8 @@ MAX_SHIFT_SHARE = 0.25
 #: averaged over COARSE_FACTOR x COARSE_FACTOR px blocks when both sides of
 #: the panel are at least COARSE_MIN_SIDE_PX: they only choose the reference
 #: frame and the template's members, so a quarter of the pixels is enough;
-#: the template itself and the second pass use the full resolution.
+#: the template itself uses the full resolution, and the second pass (in
+#: translation mode) searches coarse and refines at full resolution.
 COARSE_FACTOR = 2
 COARSE_MIN_SIDE_PX = 96
 #: Candidates for the provisional template, evenly spaced in the cine.
@@ -920,6 +930,68 @@ def _coarse(images: NDArray[np.float32], factor: int) -> NDArray[np.float32]:
                       images)
 
 
+#: Most one-pixel steps `_refine` takes from the coarse grid's shift to the
+#: best integer shift at full resolution (the coarse shift is within ~0.2 px).
+REFINE_MAX_STEPS = 3
+
+
+def _refine_filter(tmpl_conj: NDArray[np.complex64], st: _Setup) -> NDArray[np.float64]:
+    """The template filter of `_refine`, tiled 3 x 3 (shape (3h, 3w)).
+
+    ``g = irfft2(T W)`` with ``W = apod / |T|^(2 p)``: the template's
+    spectrum whitened by its own magnitude (``p`` = `_Setup.whiten`) and
+    apodised.  For a frame that is the template shifted, ``|F| = |T|``, so
+    ``F conj(G)`` is the whitened cross-power spectrum `_correlate` uses, and
+    its peak the same Gaussian.  (Whitening matters: on log-compressed
+    speckle a plain cross-correlation of band-passed images biases sub-pixel
+    shifts by up to 0.25 px, measured on the simulator.)
+    """
+    h, w = st.shape
+    t = np.conj(tmpl_conj[0]).astype(np.complex128)
+    mag = np.abs(t) ** (2.0 * st.whiten)
+    weight = st.apod / np.maximum(mag, 1e-12 * float(mag.max()) + 1e-30)
+    g = scipy.fft.irfft2(t * weight, s=(h, w))
+    return np.ascontiguousarray(np.tile(g, (3, 3)))
+
+
+def _refine(images: NDArray[np.float32], tiled: NDArray[np.float64], dx: FloatArray,
+            dy: FloatArray, st: _Setup) -> tuple[FloatArray, FloatArray]:
+    """Full-resolution shifts (px) of prepared images against the template,
+    from approximate ones (`dx`, `dy`: the coarse grid's, in full px).
+
+    The whitened correlation (`_refine_filter`) is scored at the nearest
+    integer shift and its four neighbours (`cross_correlation`); while a
+    neighbour scores higher the centre moves there (`REFINE_MAX_STEPS` at
+    most); a three-point Gaussian fit per axis (`_gauss3`) gives the
+    sub-pixel offset, as in `_correlate`.  Five points of the surface instead
+    of the searched rows of a full-resolution inverse FFT, and no
+    full-resolution forward FFT of the frames.
+    """
+    from ceuskit._motion_kernels import CROSS_OFFSETS, cross_correlation
+
+    h, w = st.shape
+    n = images.shape[0]
+    centre = np.column_stack([np.clip(np.rint(dx), 2 - w, w - 2),
+                              np.clip(np.rint(dy), 2 - h, h - 2)]).astype(np.int64)
+    scores = np.empty((n, 5))
+    window = st.window.astype(np.float64)
+    cross_correlation(images, window, tiled, centre, scores)
+    step = np.array(CROSS_OFFSETS, dtype=np.int64)
+    for _ in range(REFINE_MAX_STEPS):
+        best = np.argmax(scores, axis=1)
+        moving = np.flatnonzero(best != 0)
+        if moving.size == 0:
+            break
+        centre[moving] = np.clip(centre[moving] + step[best[moving]], [2 - w, 2 - h], [w - 2, h - 2])
+        sub = np.empty((moving.size, 5))
+        cross_correlation(np.ascontiguousarray(images[moving]), window, tiled,
+                          np.ascontiguousarray(centre[moving]), sub)
+        scores[moving] = sub
+    fx = _gauss3(scores[:, 1], scores[:, 0], scores[:, 2])
+    fy = _gauss3(scores[:, 3], scores[:, 0], scores[:, 4])
+    return centre[:, 0] + fx, centre[:, 1] + fy
+
+
 def _chunks(idx: NDArray[np.int64]) -> list[NDArray[np.int64]]:
     return [idx[i:i + CHUNK] for i in range(0, idx.size, CHUNK)]
 
@@ -1099,6 +1171,11 @@ def estimate_motion(
     template = (acc / members.size).astype(np.float32)
     tmpl_conj = np.conj(_spectra(template[None], st))
     tmpl_band = _band(template, st)
+    # Translations: the second pass correlates on the coarse grid and refines
+    # at full resolution (`_refine`); rigid transforms need the full grid.
+    coarse_pass = mode == "translation" and f > 1
+    tmpl_conj1 = np.conj(_spectra(_coarse(template[None], f), st1)) if coarse_pass else tmpl_conj
+    tmpl_filter = _refine_filter(tmpl_conj, st) if coarse_pass else None
 
     # 5. Second pass and match quality, chunk by chunk.
     mats = np.zeros((n, 2, 3))
@@ -1109,13 +1186,16 @@ def estimate_motion(
     band_std = np.full(n, np.nan)
     for c in _chunks(idx):
         images = _prepared(stack, c, st)
-        dx, dy, peak[c], second[c] = _correlate(_spectra(images, st), tmpl_conj, st)
+        bands = _per_frame(lambda image: _band(image, st), images)
+        theta = np.zeros(c.size)
+        if tmpl_filter is not None:
+            dx, dy, peak[c], second[c] = _correlate(_spectra(_coarse(images, f), st1), tmpl_conj1, st1)
+            dx, dy = _refine(images, tmpl_filter, f * dx, f * dy, st)
+        else:
+            dx, dy, peak[c], second[c] = _correlate(_spectra(images, st), tmpl_conj, st)
         if mode == "rigid":
             dx, dy, theta = _rigid(images, template, tmpl_conj, np.column_stack([dx, dy]), st)
-        else:
-            theta = np.zeros(c.size)
         mats[c] = _compose(dx, dy, theta, centre_xy)
-        bands = _per_frame(lambda image: _band(image, st), images)
         spread = np.empty(c.size)
         qual = np.empty(c.size)
         warped_ncc(bands, tmpl_band, np.ascontiguousarray(mats[c]), VALID_TOLERANCE_PX, qual, spread)
