@@ -34,6 +34,7 @@ from ceuskit.pipeline import (
 if TYPE_CHECKING:  # the map modules import numba: load them only when mapping
     from ceuskit.clinical.case import ClinicalCase
     from ceuskit.maps import MapOptions
+    from ceuskit.report.pdf_printer import PdfPrinter
 
 __all__ = ["ASSESSMENT_FILES", "RESULT_FILES", "MapStudy", "analyze_to_dir", "assess_case",
            "assess_to_dir", "fit_tic_to_dir", "map_cine", "map_provenance", "map_to_dir", "read_results"]
@@ -118,8 +119,7 @@ def analyze_to_dir(
         Bad input or options; earlier results in ``out_dir`` without
         ``overwrite``; ``dicom`` with a non-DICOM cine.
     """
-    from ceuskit.report.html import render_html
-    from ceuskit.report.pdf import PdfUnavailableError, pdf_unavailable_reason, render_pdf
+    from ceuskit.report.pdf_printer import PdfPrinter
 
     # dicom/ and fhir/ count as earlier results only when asked for, so that an
     # old output is never replaced silently and plain runs ignore it.
@@ -138,6 +138,29 @@ def analyze_to_dir(
         from ceuskit.io.dicom_derived import check_dicom_source
 
         check_dicom_source(first)  # before the long work
+    # WeasyPrint loads in a child process while the cine is analysed here.
+    printer = PdfPrinter() if pdf else None
+    try:
+        return _analyze_and_write(cine_path, roi_path, options, out, result_set, printer,
+                                  progress=progress, case=case, clip_starts_s=clip_starts_s,
+                                  pdf=pdf, dicom=dicom, fhir=fhir, fhir_subject=fhir_subject,
+                                  first=first)
+    finally:
+        if printer is not None:
+            printer.close()
+
+
+def _analyze_and_write(cine_path: str | PathLike[str] | Sequence[str | PathLike[str]],
+                       roi_path: str | PathLike[str], options: AnalysisOptions | None,
+                       out: Path, result_set: tuple[str, ...], printer: PdfPrinter | None, *,
+                       progress: Progress | None, case: ClinicalCase | None,
+                       clip_starts_s: Sequence[float] | None, pdf: bool, dicom: bool, fhir: bool,
+                       fhir_subject: str | None, first: str | PathLike[str]
+                       ) -> tuple[Analysis, dict[str, Path]]:
+    """`analyze_to_dir` once its arguments are checked: analyse, then write the set."""
+    from ceuskit.report.html import render_html
+    from ceuskit.report.pdf import PdfUnavailableError
+
     analysis = analyze(cine_path, roi_path, options, progress=progress, case=case,
                        clip_starts_s=clip_starts_s)
     say = progress or (lambda _msg: None)
@@ -178,9 +201,9 @@ def analyze_to_dir(
     say("writing results.json")
     paths["results"] = write_json_atomic(out / "results.json", results)
     written_results = results
-    # Loading WeasyPrint takes a while: after results.json, before the HTML
-    # (which repeats the warning when there can be no PDF).
-    pdf_problem = pdf_unavailable_reason() if pdf else None
+    # After results.json, before the HTML (which repeats the warning when
+    # there can be no PDF); waits for the printer to have loaded WeasyPrint.
+    pdf_problem = printer.unavailable_reason() if printer is not None else None
     if pdf_problem is not None:
         analysis = _with_pdf_warning(analysis, pdf_problem)
         results = results_of(analysis)
@@ -194,6 +217,11 @@ def analyze_to_dir(
     say("writing the report")
     html = render_html(analysis, results)
     paths["report"] = write_text_atomic(out / "report.html", html)
+    pdf_job = None
+    if printer is not None and pdf_problem is None:
+        say("printing the PDF report")
+        # The child prints while this process writes the maps.
+        pdf_job = printer.submit(html)
     if analysis.maps is not None:
         from ceuskit.maps_io import write_map_outputs
 
@@ -205,10 +233,11 @@ def analyze_to_dir(
             source_name=analysis.source_name,
             provenance=map_provenance(study, analysis.options), images=map_images)
         paths["maps"] = out / MAPS_DIR
-    if pdf and pdf_problem is None:
-        say("printing the PDF report")
+    if pdf_job is not None:
+        if analysis.maps is not None:
+            say("finishing the PDF report")
         try:
-            paths["pdf"] = write_bytes_atomic(out / "report.pdf", render_pdf(html))
+            paths["pdf"] = write_bytes_atomic(out / "report.pdf", pdf_job.result())
         except PdfUnavailableError as exc:
             # The warning belongs in results.json and the HTML report too.
             analysis = _with_pdf_warning(analysis, str(exc))

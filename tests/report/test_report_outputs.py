@@ -211,12 +211,15 @@ def test_refuses_to_overwrite_an_earlier_pdf_or_maps(phantom_files, tmp_path, ea
 
 def test_missing_pango_is_a_warning_not_a_failure(phantom_files, tmp_path, monkeypatch):
     from ceuskit.report import pdf as pdf_module
+    from ceuskit.report import pdf_printer
 
     def no_pango():
         raise OSError("cannot load library 'libpango-1.0-0': libpango-1.0-0: cannot open shared "
                       "object file: No such file or directory")
 
     monkeypatch.setattr(pdf_module, "_load_weasyprint", no_pango)
+    # Printed here, where the loader is patched (the child's own case is in test_pdf_printer).
+    monkeypatch.setattr(pdf_printer, "_start_child", lambda: None)
     _, files = phantom_files
     out = tmp_path / "out"
     analysis, paths = analyze_to_dir(files["cine"], files["rois"], out, AnalysisOptions(maps=False))
