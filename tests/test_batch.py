@@ -355,3 +355,50 @@ def test_parameter_defaults_are_analyze_defaults():
     from ceuskit.pipeline import AnalysisOptions
 
     assert asdict(Parameters().analysis_options()) == asdict(AnalysisOptions())
+
+
+def test_an_exam_of_several_clips_is_one_case(tmp_path, capsys):
+    """A manifest row of three clips (";"-separated) is `ceuskit analyze CLIP1 CLIP2 CLIP3`."""
+    from ceuskit.simulate_clips import write_clips
+
+    ph = simulate(SimulationSpec(seed=2, fps=2.0, duration_s=150.0))
+    files = write_clips(ph, tmp_path / "exam", [(0.0, 60.0), (90.0, 110.0), (130.0, 150.0)], "npz")
+    clips = [files[f"clip-{k}"] for k in (1, 2, 3)]
+    cell = ";".join(str(c.relative_to(tmp_path)) for c in clips)
+    (tmp_path / "m.csv").write_text(
+        f"id,cine,roi,clip_start_s,site\nE1,{cell},exam/rois.json,0;90;130,s1\n"
+        f"E2,exam/clip-1.npz,exam/rois.json,,s2\n")
+    (tmp_path / "p.yaml").write_text(FAST)
+    specs = {s.id: s for s in read_manifest(tmp_path / "m.csv")}
+    assert specs["E1"].cines == tuple(clips) and specs["E1"].clip_starts_s == (0.0, 90.0, 130.0)
+    assert set(specs["E1"].inputs()) == {"cine", "cine_2", "cine_3", "roi"}
+    assert specs["E2"].cines == (clips[0],) and specs["E2"].clip_starts_s is None
+    assert specs["E1"].extra == {"site": "s1"}
+    result = run_batch(tmp_path / "m.csv", tmp_path / "out", params_path=tmp_path / "p.yaml",
+                       report=False)
+    assert result.records["E1"]["status"] == "ok", result.records["E1"]["error"]
+    assert set(result.records["E1"]["inputs"]) == {"cine", "cine_2", "cine_3", "roi"}
+    single = tmp_path / "single"
+    assert main(["analyze", *map(str, clips), "--roi", str(files["rois"]), "--clip-start-s", "0", "90",
+                 "130", "--out", str(single), "--params", str(tmp_path / "p.yaml"), "--quiet"]) == 0
+    capsys.readouterr()
+    case = tmp_path / "out" / "cases" / "E1" / "results.json"
+    assert case.read_bytes() == (single / "results.json").read_bytes()
+    # Same exam, other clip starts: another key, so the case runs again.
+    (tmp_path / "m.csv").write_text(f"id,cine,roi,clip_start_s\nE1,{cell},exam/rois.json,0;95;130\n")
+    again = run_batch(tmp_path / "m.csv", tmp_path / "out", params_path=tmp_path / "p.yaml",
+                      report=False)
+    assert again.ran == ["E1"]
+
+
+@pytest.mark.parametrize(("cine", "starts", "needle"), [
+    ("a.npz;;b.npz", "", "empty clip"),
+    ("a.npz;b.npz", "0", "2 clips but 1 clip start"),
+    ("a.npz;b.npz", "0;x", "not a number"),
+    ("a.npz", "0", "only with several clips"),
+])
+def test_manifest_clip_errors(tmp_path, cine, starts, needle):
+    (tmp_path / "m.csv").write_text(f"id,cine,roi,clip_start_s\nA,{cine},r.json,{starts}\n")
+    with pytest.raises(InputError, match=needle) as err:
+        read_manifest(tmp_path / "m.csv")
+    assert "line 2" in str(err.value)

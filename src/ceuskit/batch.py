@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -58,7 +59,9 @@ DEFAULT_DB_NAME = "ceuskit.db"
 _ID = re.compile(r"[A-Za-z0-9._-]+")
 LABELS = ("tumor", "bland", "other")
 REQUIRED_COLUMNS = ("id", "cine", "roi")
-OPTIONAL_COLUMNS = ("case", "label")
+OPTIONAL_COLUMNS = ("case", "label", "clip_start_s")
+#: Separates the clips of one exam in the manifest's ``cine`` and ``clip_start_s`` cells.
+CLIP_SEPARATOR = ";"
 OK, FAILED, TIMEOUT = "ok", "failed", "timeout"
 
 
@@ -71,7 +74,13 @@ class CaseSpec:
     id : str
         Unique case id (``[A-Za-z0-9._-]+``), the name of ``cases/<id>/``.
     cine, roi : Path
-        The cine and its ROI file (absolute).
+        The cine (an exam's first clip) and its ROI file (absolute).
+    clips : tuple of Path
+        An exam's further clips, in recording order (absolute; empty for a
+        single cine).  `cines` gives them all.
+    clip_starts_s : tuple of float or None
+        Each clip's start on the exam clock (s), when the manifest gives them
+        (``--clip-start-s``); otherwise DICOM clips' acquisition times place them.
     case : Path or None
         The clinical case file (YAML), if given.
     label : str or None
@@ -89,10 +98,20 @@ class CaseSpec:
     label: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     row: int = 0
+    clips: tuple[Path, ...] = ()
+    clip_starts_s: tuple[float, ...] | None = None
+
+    @property
+    def cines(self) -> tuple[Path, ...]:
+        """Every clip of the case, in order (one for a single cine)."""
+        return (self.cine, *self.clips)
 
     def inputs(self) -> dict[str, Path]:
-        """The input files by role (``cine``, ``roi`` and ``case`` when given)."""
-        files = {"cine": self.cine, "roi": self.roi}
+        """The input files by role (``cine``, then ``cine_2``, ... for further
+        clips, ``roi``, and ``case`` when given)."""
+        files = {"cine": self.cine}
+        files.update({f"cine_{k}": clip for k, clip in enumerate(self.clips, start=2)})
+        files["roi"] = self.roi
         if self.case is not None:
             files["case"] = self.case
         return files
@@ -101,16 +120,21 @@ class CaseSpec:
 def read_manifest(path: str | PathLike[str]) -> list[CaseSpec]:
     """Read and check a cohort manifest (CSV with a header row).
 
-    Columns ``id``, ``cine``, ``roi`` and optionally ``case`` and ``label``;
-    paths are relative to the manifest's folder.  Missing input files are
+    Columns ``id``, ``cine``, ``roi`` and optionally ``case``, ``label`` and
+    ``clip_start_s``; paths are relative to the manifest's folder.  An exam
+    recorded as several clips is one row: its clips in the ``cine`` cell,
+    separated by ``;`` in recording order, and optionally their start times
+    (s on the exam clock, ``;``-separated, one per clip) in ``clip_start_s``
+    (what ``ceuskit analyze CLIP1 CLIP2 ... --clip-start-s`` takes).  Missing input files are
     not an error here: such a case fails alone when it runs.
 
     Raises
     ------
     InputError
         No such file, not CSV, a required column missing, an empty or
-        malformed or duplicated id, an empty cine/roi cell, or a label other
-        than tumor/bland/other; the message names the line.
+        malformed or duplicated id, an empty cine/roi cell (or an empty clip
+        in it), a label other than tumor/bland/other, or clip start times
+        that are not numbers, one per clip; the message names the line.
     """
     p = Path(path)
     text = read_user_text(p, "manifest", "CSV", encoding="utf-8-sig")
@@ -145,12 +169,42 @@ def read_manifest(path: str | PathLike[str]) -> list[CaseSpec]:
             raise InputError(p, f"line {line} (case {cid}): label {label!r} is not one of "
                              f"{', '.join(LABELS)}", "use tumor, bland or other, or leave it empty")
         extra = {k: v for k, v in row.items() if k not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)}
-        cases.append(CaseSpec(id=cid, cine=base / row["cine"], roi=base / row["roi"],
+        cines, starts = _clips(p, line, cid, row["cine"], row.get("clip_start_s", ""))
+        cases.append(CaseSpec(id=cid, cine=base / cines[0], roi=base / row["roi"],
                               case=(base / row["case"]) if row.get("case") else None,
-                              label=label, extra=extra, row=line))
+                              label=label, extra=extra, row=line,
+                              clips=tuple(base / c for c in cines[1:]), clip_starts_s=starts))
     if not cases:
         raise InputError(p, "lists no cases", "add one row per case under the header")
     return cases
+
+
+def _clips(manifest: Path, line: int, cid: str, cell: str, starts_cell: str
+           ) -> tuple[list[str], tuple[float, ...] | None]:
+    """The clips of a ``cine`` cell and the start times of a ``clip_start_s`` cell."""
+    where = f"line {line} (case {cid})"
+    cines = [c.strip() for c in cell.split(CLIP_SEPARATOR)]
+    if not all(cines):
+        raise InputError(manifest, f"{where}: the cine cell {cell!r} has an empty clip",
+                         f"list an exam's clips as CLIP1{CLIP_SEPARATOR}CLIP2{CLIP_SEPARATOR}..., "
+                         "each a path relative to the manifest")
+    if not starts_cell.strip():
+        return cines, None
+    if len(cines) == 1:
+        raise InputError(manifest, f"{where}: clip_start_s is given for a single cine",
+                         "clip start times are only with several clips in the cine cell; "
+                         "leave it empty")
+    parts = [v.strip() for v in starts_cell.split(CLIP_SEPARATOR)]
+    try:
+        starts = tuple(float(v) for v in parts)
+    except ValueError:
+        raise InputError(manifest, f"{where}: clip_start_s {starts_cell!r} is not a number per clip",
+                         f"give each clip's start in s, such as 0{CLIP_SEPARATOR}90") from None
+    if len(starts) != len(cines) or not all(map(math.isfinite, starts)):
+        raise InputError(manifest, f"{where}: {len(cines)} clips but {len(starts)} clip "
+                         f"start{'s' if len(starts) != 1 else ''} ({starts_cell!r})",
+                         "give one finite start time (s) per clip, in the order of the clips")
+    return cines, starts
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str | None:
@@ -174,7 +228,10 @@ def parameters_for_cases(params: Parameters) -> dict[str, Any]:
 
 def case_key(spec: CaseSpec, params: Parameters, hashes: dict[str, str | None]) -> str:
     """The key a case's results are valid for: its inputs' hashes, the parameters, the version."""
-    doc = {"inputs": hashes, "parameters": parameters_for_cases(params), "ceuskit": __version__}
+    doc: dict[str, Any] = {"inputs": hashes, "parameters": parameters_for_cases(params),
+                           "ceuskit": __version__}
+    if spec.clip_starts_s is not None:  # (absent otherwise: earlier cohorts' keys stay valid)
+        doc["clip_starts_s"] = list(spec.clip_starts_s)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -245,7 +302,8 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
     Parameters
     ----------
     job : dict
-        ``id``, ``cine``, ``roi``, ``case`` (or None), ``params_file`` (the
+        ``id``, ``cines`` (the clips, one for a single cine), ``clip_starts_s``
+        (or None), ``roi``, ``case`` (or None), ``params_file`` (the
         effective parameter file in DIR), ``cases_dir``, ``key``, ``hashes``,
         ``timeout_s`` (s).
 
@@ -260,8 +318,10 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
     cases_dir = Path(job["cases_dir"])
     tmp = cases_dir / f".tmp-{job['id']}-{secrets.token_hex(4)}"
     tmp.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "ceuskit.cli", "analyze", str(job["cine"]), "--roi", str(job["roi"]),
-           "--out", str(tmp / "out"), "--params", str(job["params_file"]), "--quiet"]
+    cmd = [sys.executable, "-m", "ceuskit.cli", "analyze", *map(str, job["cines"]), "--roi",
+           str(job["roi"]), "--out", str(tmp / "out"), "--params", str(job["params_file"]), "--quiet"]
+    if job.get("clip_starts_s"):
+        cmd += ["--clip-start-s", *(repr(float(v)) for v in job["clip_starts_s"])]
     if job.get("case"):
         cmd += ["--case", str(job["case"])]
     started = datetime.now(UTC)
@@ -503,7 +563,10 @@ def _run(cases: list[CaseSpec], params: Parameters, params_path: str | PathLike[
             say(f"case {rec['id']}: {rec['status']}" + (f" ({rec['error']})" if rec["error"] else ""))
 
     say(f"running {len(to_run)} cases, keeping {len(planned) - len(to_run)} unchanged")
-    jobs_list = [{"id": pc.spec.id, "cine": str(pc.spec.cine), "roi": str(pc.spec.roi),
+    jobs_list = [{"id": pc.spec.id, "cines": [str(c) for c in pc.spec.cines],
+                  "clip_starts_s": (None if pc.spec.clip_starts_s is None
+                                    else list(pc.spec.clip_starts_s)),
+                  "roi": str(pc.spec.roi),
                   "case": str(pc.spec.case) if pc.spec.case else None,
                   "params_file": str(params_file), "cases_dir": str(cases_dir), "key": pc.key,
                   "hashes": pc.hashes, "timeout_s": params.case_timeout_s} for pc in to_run]

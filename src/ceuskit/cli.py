@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="a cohort: one analysis per manifest row, isolated and "
                                      "resumable, on Dask when asked")
     b.add_argument("manifest", type=Path, metavar="MANIFEST.csv",
-                   help="CSV with columns id,cine,roi[,case][,label] (paths relative to it)")
+                   help="CSV with columns id,cine,roi[,case][,label][,clip_start_s] (paths "
+                        "relative to it; an exam's clips as CLIP1;CLIP2;... in the cine cell, "
+                        "their start times in s as S1;S2;... in clip_start_s)")
     b.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="batch directory (a directory of an earlier run is resumed)")
     b.add_argument("--params", type=Path, default=None, metavar="PARAMS.yaml",

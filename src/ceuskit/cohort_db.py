@@ -116,8 +116,14 @@ def file_case_study(store: Store, out: Path, spec: Any) -> str | None:
     """File a finished case's cine as a web study whose analysis is ``cases/<id>/``.
 
     Returns the study id, or None when the cine cannot be filed (the case's
-    results stay valid; the web app just does not list it).
+    results stay valid; the web app just does not list it).  An exam of
+    several clips is not filed: a web study holds one cine, and showing the
+    first clip beside the whole exam's analysis would misstate what was
+    analysed.
     """
+    if len(getattr(spec, "clips", ())) > 0:
+        log.info("case %s: an exam of several clips, not filed as a web study", spec.id)
+        return None
     case_dir = Path(out) / "cases" / spec.id
     import json
 
