@@ -481,7 +481,7 @@ def contrast_power_chunks(
             # A read-only view: no copy of the stack per pass.
             yield sl, _read_only(cache.power[sl])
         return
-    fused = motion is not None and order == 1
+    fused = motion is not None and order == 1  # (always so when there is a cache)
     if fused:
         from ceuskit._motion_kernels import aligned_power
 
@@ -493,14 +493,14 @@ def contrast_power_chunks(
                                 options.dynamic_range_db, cine.display_max,
                                 out=(scratch if fused else buffer)[:sl.stop - sl.start])
         if fused and mats is not None:
-            # `apply_motion` (bilinear, NaN fill) in one compiled pass over the chunk.
-            aligned = buffer[:sl.stop - sl.start]
+            # `apply_motion` (bilinear, NaN fill) in one compiled pass over the
+            # chunk, straight into the kept stack when there is one: no copy,
+            # and its fresh pages are first touched by the kernel's threads.
+            aligned = cache.power[sl] if cache is not None else buffer[:sl.stop - sl.start]
             aligned_power(power, mats[sl], VALID_TOLERANCE_PX, aligned)
             power = aligned
         elif motion is not None:
             apply_motion(power, _motion_frames(motion, sl), order=order, out=power)
-        if cache is not None:
-            cache.power[sl] = power
         yield sl, _read_only(power)
     if cache is not None:
         cache.complete = True
