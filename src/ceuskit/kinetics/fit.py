@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ceuskit.kinetics import descriptors as _desc
+from ceuskit.kinetics.lm import DIAG_FLOOR, LAMBDA_MAX, LAMBDA_MIN
 from ceuskit.kinetics.models import (
     GUESS_SMOOTH_S,
     BolusModel,
@@ -79,10 +80,7 @@ PEAK_SHRINK_SE = 2.0
 # Normal-consistency factor of the median absolute deviation.
 _MAD_TO_SIGMA = 1.4826
 
-# --- Levenberg-Marquardt constants -----------------------------------------
-_LAMBDA_MIN = 1e-15
-_LAMBDA_MAX = 1e16  # damping beyond this: no descent step left -> converged
-_DIAG_FLOOR = 1e-12  # relative floor of Marquardt's diagonal scaling
+# --- Levenberg-Marquardt constants: `ceuskit.kinetics.lm` (shared by the engines).
 # Covariances (pinv of J^T W J) are split over threads above this many
 # matrices per thread (a thread costs ~0.1 ms, a 5 x 5 pinv ~3 us).
 _PINV_PER_THREAD = 1024
@@ -539,7 +537,7 @@ def _levenberg_marquardt(
         pinned = ((pa <= lo[a]) & (ga < 0)) | ((pa >= hi[a]) & (ga > 0))
         diag = np.diagonal(ha, axis1=-2, axis2=-1)
         dmax = np.max(diag, axis=-1, keepdims=True)
-        scale = np.maximum(diag, _DIAG_FLOOR * dmax)
+        scale = np.maximum(diag, DIAG_FLOOR * dmax)
         scale = np.where(dmax > 0, scale, 1.0)
         h = ha + eye * (lam[a, None] * scale)[..., None]
         free = ~pinned
@@ -562,7 +560,7 @@ def _levenberg_marquardt(
             rho = np.where(predicted > 0, actual / predicted, 1.0)
         shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         lam_a = np.where(accept, lam[a] * shrink, lam[a] * nu[a])
-        lam[a] = np.clip(lam_a, _LAMBDA_MIN, None)
+        lam[a] = np.clip(lam_a, LAMBDA_MIN, None)
         nu[a] = np.where(accept, 2.0, nu[a] * 2.0)
 
         acc = a[accept]
@@ -575,7 +573,7 @@ def _levenberg_marquardt(
         small_cost = actual <= tol * cost[a]
         tiny_cost = cost[a] <= 1e-28 * cost_scale[a]
         done = (
-            (accept & (small_cost | small_step)) | (~accept & small_step) | tiny_cost | (lam[a] > _LAMBDA_MAX)
+            (accept & (small_cost | small_step)) | (~accept & small_step) | tiny_cost | (lam[a] > LAMBDA_MAX)
         )
         converged[a[done]] = True
         active = a[~done]

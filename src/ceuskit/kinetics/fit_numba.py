@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ceuskit.kinetics.fit import _DIAG_FLOOR, _LAMBDA_MAX, _LAMBDA_MIN
+from ceuskit.kinetics.lm import DIAG_FLOOR, LAMBDA_MAX, LAMBDA_MIN
 
 if TYPE_CHECKING:
     from ceuskit.kinetics.models import BolusModel, FloatArray
@@ -570,7 +570,7 @@ if HAVE_NUMBA:
                 pinned[a] = (p[a] <= lo[a] and grad[a] < 0.0) or (p[a] >= hi[a] and grad[a] > 0.0)
                 dmax = max(dmax, jtj[a, a])
             for a in range(n_p):
-                sc = max(jtj[a, a], _DIAG_FLOOR * dmax) if dmax > 0.0 else 1.0
+                sc = max(jtj[a, a], DIAG_FLOOR * dmax) if dmax > 0.0 else 1.0
                 for b in range(n_p):
                     hm[a, b] = 0.0 if (pinned[a] or pinned[b]) else jtj[a, b]
                 if pinned[a]:
@@ -609,7 +609,7 @@ if HAVE_NUMBA:
             else:
                 lam = lam * nu
                 nu = nu * 2.0
-            lam = max(lam, _LAMBDA_MIN)
+            lam = max(lam, LAMBDA_MIN)
             if accept:
                 for a in range(n_p):
                     p[a] = p_new[a]
@@ -624,7 +624,7 @@ if HAVE_NUMBA:
                 (accept and (small_cost or small_step))
                 or (not accept and small_step)
                 or tiny_cost
-                or lam > _LAMBDA_MAX
+                or lam > LAMBDA_MAX
             ):
                 converged = True
                 break

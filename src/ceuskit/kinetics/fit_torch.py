@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ceuskit.kinetics.fit import _DIAG_FLOOR, _LAMBDA_MAX, _LAMBDA_MIN
+from ceuskit.kinetics.lm import DIAG_FLOOR, LAMBDA_MAX, LAMBDA_MIN
 
 if TYPE_CHECKING:
     from ceuskit.kinetics.models import BolusModel, FloatArray
@@ -299,7 +299,7 @@ def _lm_block(
         pinned = ((p <= lo) & (grad < 0)) | ((p >= hi) & (grad > 0))
         diag = torch.diagonal(jtj, dim1=-2, dim2=-1)
         dmax = torch.amax(diag, dim=-1, keepdim=True)
-        scale = torch.maximum(diag, _DIAG_FLOOR * dmax)
+        scale = torch.maximum(diag, DIAG_FLOOR * dmax)
         scale = torch.where(dmax > 0, scale, 1.0)
         h = jtj + torch.diag_embed(s["lam"][:, None] * scale)
         free = ~pinned
@@ -333,7 +333,7 @@ def _lm_block(
         rho = torch.where(predicted > 0, actual / predicted, 1.0)
         shrink = torch.clamp(1.0 - (2.0 * rho - 1.0) ** 3, min=1.0 / 3.0)
         lam = torch.where(accept, s["lam"] * shrink, s["lam"] * s["nu"])
-        s["lam"] = torch.where(act, torch.clamp(lam, min=_LAMBDA_MIN), s["lam"])
+        s["lam"] = torch.where(act, torch.clamp(lam, min=LAMBDA_MIN), s["lam"])
         s["nu"] = torch.where(act, torch.where(accept, 2.0, s["nu"] * 2.0), s["nu"])
 
         upd = act & accept
@@ -345,7 +345,7 @@ def _lm_block(
         small_step = torch.all(torch.abs(step) <= xtol * (torch.abs(p) + xtol), dim=-1)
         small_cost = actual <= tol * s["cost"]
         tiny_cost = s["cost"] <= 1e-28 * s["cost_scale"]
-        stop = tiny_cost | (s["lam"] > _LAMBDA_MAX)
+        stop = tiny_cost | (s["lam"] > LAMBDA_MAX)
         done = (accept & (small_cost | small_step)) | (~accept & small_step) | stop
         s["conv"] = s["conv"] | (act & done)
         s["act"] = act & ~done
