@@ -17,6 +17,7 @@ from ceuskit.io.dicom import dicom_time_of_day_s
 from ceuskit.io.dicom_out import write_dicom_cine
 from ceuskit.pipeline import AnalysisOptions, analyze
 from ceuskit.simulate import SimulationSpec, simulate
+from ceuskit.simulate_clips import write_clips
 
 #: A 150 s exam recorded as three clips (s on the exam clock, ends included).
 CLIPS_S = ((0.0, 60.0), (90.0, 110.0), (130.0, 150.0))
@@ -109,6 +110,8 @@ def test_bad_clip_sets_are_refused(exam) -> None:
         analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, 90])
     with pytest.raises(InputError, match="before the previous clip ends"):
         analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, 30, 130])
+    with pytest.raises(InputError, match="not all finite"):
+        analyze(exam["clips"], exam["rois"], opts, clip_starts_s=[0, float("nan"), 130])
     # One clip with two start times is a mistake too, not ignored.
     with pytest.raises(InputError, match="2 start time"):
         analyze(exam["clips"][:1], exam["rois"], opts, clip_starts_s=[0, 90])
@@ -157,9 +160,32 @@ def test_simulated_dicom_clips_round_trip(tmp_path: Path, capsys) -> None:
     res = json.loads((out / "results.json").read_text())
     assert [c["start_s"] for c in res["acquisition"]["clips"]] == [0.0, 90.0, 130.0]
     assert res["acquisition"]["gaps_s"] == [[60.0, 90.0], [110.0, 130.0]]
+    # The declared gaps between clips are no dropped frames.
+    assert not [w for w in res["warnings"] if w["code"] == "time-gap"]
     capsys.readouterr()
     assert main(["simulate", str(tmp_path / "bad"), "--clips", "0-60,50-70"]) == 2
     assert "starts before the previous one ends" in capsys.readouterr().err
+    # Clips past the simulated cine's end (default 90 s): refused before anything is written.
+    assert main(["simulate", str(tmp_path / "short"), "--clips", "0-60,90-110,130-150"]) == 2
+    assert "add --duration 150" in capsys.readouterr().err
+    assert not (tmp_path / "short").exists()
+
+
+def test_clip_starts_before_the_clips_are_explained(tmp_path: Path, capsys) -> None:
+    rc = main(["analyze", "--clip-start-s", "0", "90", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+               "--roi", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "give it after the clips" in err and "a.npz" in err
+    assert main(["analyze", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--roi",
+                 str(tmp_path / "r.json"), "--clip-start-s", "0", "nan"]) == 2
+    assert "not a finite start time" in capsys.readouterr().err
+
+
+def test_write_clips_checks_every_span_before_writing(tmp_path: Path) -> None:
+    ph = simulate(SimulationSpec(seed=1, fps=1.0, duration_s=60.0))
+    with pytest.raises(ValueError, match="fewer than two frames"):
+        write_clips(ph, tmp_path / "exam", [(0.0, 30.0), (70.0, 80.0)], "npz")
+    assert not (tmp_path / "exam").exists() or not any((tmp_path / "exam").iterdir())
 
 
 def test_dicom_objects_are_refused_for_several_clips(exam, tmp_path: Path, capsys) -> None:

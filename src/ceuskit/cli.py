@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -79,6 +80,20 @@ def _dynamic_range_arg(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is neither a number of dB nor auto") from None
+
+
+def _clip_start(text: str) -> float:
+    """A ``--clip-start-s`` value; a clip's file name there means the option came first."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a start time in s; --clip-start-s takes every value after it, so "
+            "give it after the clips (ceuskit analyze CLIP1 CLIP2 ... --clip-start-s 0 120 ...)"
+        ) from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite start time in s")
+    return v
 
 
 def _positive(kind: type[float]) -> Callable[[str], float]:
@@ -310,9 +325,10 @@ def _add_study_options(p: argparse.ArgumentParser, *, default_out: str, clips: b
         p.add_argument("cine", type=Path, nargs="+",
                        help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine; several files are the "
                             "clips of one exam (same probe position), analysed on one clock")
-        p.add_argument("--clip-start-s", type=float, nargs="+", default=None, metavar="S",
+        p.add_argument("--clip-start-s", type=_clip_start, nargs="+", default=None, metavar="S",
                        help="with several clips: when each clip starts, in s (one value per clip, "
-                            "e.g. 0 120 180; default: from the DICOM acquisition times)")
+                            "e.g. 0 120 180, given after the clips; default: from the DICOM "
+                            "acquisition times)")
     else:
         p.add_argument("cine", type=Path, help="DICOM, video (MP4/AVI/MOV/MKV) or NPZ cine")
     p.add_argument("--roi", type=Path, required=True, help="ROI file (JSON)")
@@ -561,6 +577,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                              "drop --layout, or --clips")
         try:
             spans = parse_spans(args.clips)
+        except ValueError as exc:
+            raise InputError("--clips", str(exc), "give START-END spans in s, e.g. 0-60,90-120"
+                             ) from None
+        if spans[-1][1] > spec.duration_s:
+            # Before the simulation: nothing is written.
+            raise InputError("--clips", f"the last clip ends at {spans[-1][1]:g} s, after the "
+                             f"simulated cine's {spec.duration_s:g} s",
+                             f"add --duration {spans[-1][1]:g} (or shorten the clips)")
+        try:
             paths = write_clips(tinted(simulate(spec)), args.out, spans, args.format,
                                 overwrite=args.overwrite)
         except ValueError as exc:

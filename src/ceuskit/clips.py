@@ -15,6 +15,7 @@ depth or dynamic range changed between clips change the amplitudes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -53,6 +54,9 @@ def clip_starts_s(cines: Sequence[Cine], names: Sequence[str],
         if len(given) != len(cines):
             raise InputError("--clip-start-s", f"{len(given)} start time(s) for {len(cines)} clips",
                              "give one start time (s) per clip, in the order of the clips")
+        if not all(math.isfinite(float(v)) for v in given):
+            raise InputError("--clip-start-s", f"{', '.join(f'{float(v):g}' for v in given)} are "
+                             "not all finite numbers", "give each clip's start in s, e.g. 0 120 180")
         starts = [float(v) - float(given[0]) for v in given]
     else:
         times = [acquisition_time_s(dict(c.meta)) for c in cines]

@@ -53,16 +53,21 @@ def write_clips(phantom: Phantom, out_dir: str | PathLike[str], spans: list[tupl
     InputError
         Outputs already there without `overwrite`.
     """
+    t = phantom.times_s
+    # Every span is checked before any file is written: no partial exam.
+    selected = []
+    for a, b in spans:
+        idx = np.flatnonzero((t >= a - 1e-9) & (t <= b + 1e-9))
+        if idx.size < 2:
+            raise ValueError(f"clip {a:g}-{b:g} s holds fewer than two frames of the cine "
+                             f"(0-{float(t[-1]):g} s)")
+        selected.append(idx)
     ext = Path(FORMATS[fmt]).suffix if fmt in FORMATS else ""
     paths = phantom_outputs(out_dir, {f"clip-{k + 1}": f"clip-{k + 1}{ext}"
                                       for k in range(len(spans))}, fmt, overwrite=overwrite)
-    t = phantom.times_s
     regions = (phantom.bmode_panel, phantom.contrast_panel)
     clips = []
-    for k, (a, b) in enumerate(spans):
-        idx = np.flatnonzero((t >= a - 1e-9) & (t <= b + 1e-9))
-        if idx.size < 2:
-            raise ValueError(f"clip {a:g}-{b:g} s holds fewer than two frames of the cine")
+    for k, idx in enumerate(selected):
         frames = np.asarray(phantom.frames[idx])
         local = t[idx] - t[idx[0]]
         path = paths[f"clip-{k + 1}"]
