@@ -161,6 +161,17 @@ def test_time_gap(tumour):
     assert "3.88 s" in w.message and "interpolated" in w.message
 
 
+def test_declared_clip_gaps_are_not_warned_about():
+    # Three clips 0-60, 90-110, 130-150 s at 2 fps, and one dropped stretch inside clip 1.
+    t = np.concatenate([np.arange(0, 60.25, 0.5), np.arange(90, 110.25, 0.5),
+                        np.arange(130, 150.25, 0.5)])
+    t = t[(t < 20) | (t > 25)]
+    (w,) = qc.time_gap_warnings(t, [[60.0, 90.0], [110.0, 130.0]])
+    assert "1 gap(s)" in w.message and "after 19.5 s" in w.message
+    assert qc.time_gap_warnings(t[t > 30], [[60.0, 90.0], [110.0, 130.0]]) == []
+    assert "3 gap(s)" in qc.time_gap_warnings(t)[0].message  # undeclared: all three
+
+
 def test_variable_frame_clock_is_not_a_gap():
     t = np.cumsum(np.random.default_rng(0).uniform(0.08, 0.17, 600))
     assert qc.time_gap_warnings(t - t[0]) == []

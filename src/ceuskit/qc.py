@@ -365,20 +365,29 @@ def duration_warnings(times_s: ArrayLike) -> list[AnalysisWarning]:
     )]
 
 
-def time_gap_warnings(times_s: ArrayLike) -> list[AnalysisWarning]:
+def time_gap_warnings(times_s: ArrayLike, declared_gaps_s: Sequence[Sequence[float]] = ()
+                      ) -> list[AnalysisWarning]:
     """``time-gap``: frame intervals longer than `GAP_FACTOR` x the median interval.
 
     Parameters
     ----------
     times_s : array, shape (T,)
         Frame times in seconds (strictly increasing).
+    declared_gaps_s : sequence of (start, end), optional
+        Gaps (s) known to lie between the clips of an exam
+        (`ceuskit.clips`): intervals that span one are not warned about,
+        since nothing was dropped there.
     """
     t = np.asarray(times_s, dtype=np.float64).reshape(-1)
     if t.size < 3:
         return []
     dt = np.diff(t)
     med = float(np.median(dt))
-    gaps = np.flatnonzero(dt > GAP_FACTOR * med)
+    long = dt > GAP_FACTOR * med
+    for a, b in declared_gaps_s:
+        # The interval from the last frame before a declared gap to the first after it.
+        long &= ~((t[:-1] <= float(a) + 1e-6) & (t[1:] >= float(b) - 1e-6))
+    gaps = np.flatnonzero(long)
     if gaps.size == 0:
         return []
     worst = int(gaps[np.argmax(dt[gaps])])
@@ -1304,7 +1313,7 @@ def acquisition_warnings(
 
     out: list[AnalysisWarning] = []
     out += duration_warnings(t)
-    out += time_gap_warnings(t)
+    out += time_gap_warnings(t, cine.meta.get("gaps_s") or ())
     out += duplicate_frame_warnings(contrast, t)
     out += gain_change_warnings(contrast, bmode, t, dynamic_range_db=dynamic_range_db,
                                 display_max=dmax, valid_frames=valid)
