@@ -139,3 +139,12 @@ def test_oversized_or_misspelt_rois_are_refused(tmp_path, items, message):
     with pytest.raises(InputError, match=message) as exc:
         parse_rois(doc, panel=PANEL, frame_shape=FRAME, source=tmp_path / "rois.json")
     assert "\n" not in str(exc.value).replace("a\nb", "") and "rois.json" in str(exc.value)
+
+
+@pytest.mark.parametrize("key", ["spce", "Space", "roi"])
+def test_misspelt_top_level_keys_are_refused(tmp_path, key):
+    """A misspelt 'space' would silently read frame coordinates as panel ones."""
+    doc = {key: "frame", "rois": [{"name": "l", "role": "lesion", "ellipse": [50, 40, 5, 5]}]}
+    with pytest.raises(InputError, match=rf"unknown top-level key\(s\) '{key}'") as exc:
+        parse_rois(doc, panel=PANEL, frame_shape=FRAME, source=tmp_path / "rois.json")
+    assert "rois.json" in str(exc.value) and "'space'" in str(exc.value)

@@ -29,6 +29,9 @@ ROLES = ("lesion", "reference", "vessel", "other")
 SPACES = ("panel", "frame")
 #: Keys an ROI entry may have (a typo such as "polgon" is named, not ignored).
 ROI_KEYS = frozenset({"name", "role", "polygon", "ellipse", "mask"})
+#: Keys of the ROI file's top level: a misspelt 'space' must not silently
+#: read frame coordinates as panel coordinates.
+FILE_KEYS = frozenset({"space", "rois"})
 #: Most ROIs per file: an analysis needs a handful (lesion, reference, vessel).
 MAX_ROIS = 64
 #: Longest ROI name (characters): names label plots, tables and DICOM segments.
@@ -218,6 +221,10 @@ def parse_rois(
     if not isinstance(doc, Mapping):
         raise InputError(src, "must hold a JSON object with 'space' and 'rois'",
                          "see the ROI file format in the README")
+    unknown_top = sorted(set(map(str, doc)) - FILE_KEYS)
+    if unknown_top:
+        raise InputError(src, f"has unknown top-level key(s) {', '.join(map(repr, unknown_top))}",
+                         "use only 'space' (panel or frame) and 'rois'")
     space = doc.get("space", "panel")
     if space not in SPACES:
         raise InputError(src, f"'space' is {space!r}", "use 'panel' or 'frame'")
