@@ -394,7 +394,9 @@ def test_an_exam_of_several_clips_is_one_case(tmp_path, capsys):
 @pytest.mark.parametrize(("cine", "starts", "needle"), [
     ("a.npz;;b.npz", "", "empty clip"),
     ("a.npz;b.npz", "0", "2 clips but 1 clip start"),
-    ("a.npz;b.npz", "0;x", "not a number"),
+    ("a.npz;b.npz", "0;x", "not a finite number"),
+    ("a.npz;b.npz;c.npz", "0;nan;130", "not a finite number"),
+    ("a.npz;b.npz", "0;inf", "not a finite number"),
     ("a.npz", "0", "only with several clips"),
 ])
 def test_manifest_clip_errors(tmp_path, cine, starts, needle):

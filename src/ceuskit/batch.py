@@ -198,9 +198,11 @@ def _clips(manifest: Path, line: int, cid: str, cell: str, starts_cell: str
     try:
         starts = tuple(float(v) for v in parts)
     except ValueError:
-        raise InputError(manifest, f"{where}: clip_start_s {starts_cell!r} is not a number per clip",
-                         f"give each clip's start in s, such as 0{CLIP_SEPARATOR}90") from None
-    if len(starts) != len(cines) or not all(map(math.isfinite, starts)):
+        starts = ()
+    if len(starts) != len(parts) or not all(map(math.isfinite, starts)):
+        raise InputError(manifest, f"{where}: clip_start_s {starts_cell!r} is not a finite number "
+                         "per clip", f"give each clip's start in s, such as 0{CLIP_SEPARATOR}90")
+    if len(starts) != len(cines):
         raise InputError(manifest, f"{where}: {len(cines)} clips but {len(starts)} clip "
                          f"start{'s' if len(starts) != 1 else ''} ({starts_cell!r})",
                          "give one finite start time (s) per clip, in the order of the clips")
