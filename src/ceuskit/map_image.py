@@ -239,8 +239,10 @@ def compose(
         y0 = min(p[1] for p in pts)
         lw, lh = _text_size(o.label, f_tick)
         ty = max(top + 1, y0 - lh - 6)
-        draw.text((x0 + 1, ty + 1), o.label, font=f_tick, fill=(0, 0, 0))
-        draw.text((x0, ty), o.label, font=f_tick, fill=(255, 255, 255))
+        # On a dark box: white text alone is lost on bright speckle.
+        tx = min(x0, left + pw - lw - 4)
+        draw.rectangle((tx - 2, ty, tx + lw + 2, ty + lh + 3), fill=(0, 0, 0))
+        draw.text((tx, ty), o.label, font=f_tick, fill=(255, 255, 255))
 
     # Frame and axes.
     draw.rectangle((left - 1, top - 1, left + pw, top + ph), outline=black)
@@ -278,9 +280,10 @@ def compose(
             py = top + (1.0 - (v - scale.lo) / span) * bar_h
             draw.line((bx + 20, py, bx + 24, py), fill=black)
             sh = _text_size(s, f_tick)[1]
-            draw.text((tx, min(max(py - sh / 2 - 2, top - 4), top + bar_h - sh)), s, font=f_tick,
-                      fill=black)
-            placed.append(py)
+            ty = min(max(py - sh / 2 - 2, top - 4), top + bar_h - sh)
+            draw.text((tx, ty), s, font=f_tick, fill=black)
+            # Where the label is drawn (kept inside the bar's height), not the tick.
+            placed.append(ty + sh / 2 + 2)
         for v, s in zip(ticks, labels, strict=True):
             py = top + (1.0 - (v - scale.lo) / span) * bar_h
             if any(abs(py - q) < lh_tick for q in placed):

@@ -279,7 +279,8 @@ def test_report_states_the_enhancement_verdict_and_its_margins(with_maps):
     results = json.loads(paths["results"].read_text())
     assert results["findings"]["intraluminal_enhancement"] is True
     assert "Contrast bolus seen: yes" in html
-    assert "Margin of the enhancement verdict" in html and "core margin px" in html
+    assert "Margin of the enhancement verdict" in html and "Core margin inside the lesion" in html
+    assert "core margin px" not in html
     assert f"{CORE_MARGIN_PX:g} px" in html or f"{CORE_MARGIN_PX:.0f} px" in html
     assert "Enhancement degree (enhancing part)" in html and "Enhancement degree (whole ROI)" in html
 

@@ -90,6 +90,26 @@ def test_no_statistics_or_exponents_in_the_clinician_part(demo: dict[str, Any]) 
         assert "statistic" not in clinician.lower(), name
     appendix = _text(demo["html"].partition('<section id="appendix"')[2])
     assert "z = " in appendix  # the expert still finds the test statistic
+    # ... with readable names and no six-digit statistic.
+    assert "min cine s" not in appendix and "leak max share" not in appendix
+    tests_table = demo["html"].partition("Enhancement test per ROI")[2].partition("<h3>")[0]
+    assert "<td" in tests_table and not re.search(r">-?\d{4,}", tests_table)
+
+
+def test_every_verdict_margin_has_a_readable_label() -> None:
+    from ceuskit.enhancement import margins
+    from ceuskit.report.content import _MARGIN_LABELS
+
+    keys = {k for k, v in margins().items() if isinstance(v, dict)}
+    assert keys == set(_MARGIN_LABELS)
+
+
+def test_large_test_statistics_are_written_with_a_power_of_ten() -> None:
+    from ceuskit.report.content import fmt_statistic
+
+    assert fmt_statistic(116545.0) == "1.17 × 10⁵" and fmt_statistic(1747.2) == "1.75 × 10³"
+    assert fmt_statistic(99960.0) == "1.00 × 10⁵" and fmt_statistic(-25000.0) == "-2.50 × 10⁴"
+    assert fmt_statistic(930.4) == "930" and fmt_statistic(None) == "—"
 
 
 def test_findings_are_in_words_with_the_reference_named(demo: dict[str, Any]) -> None:
@@ -154,8 +174,8 @@ def test_numbers_have_significant_figures_and_no_exponent() -> None:
 def test_roi_figure_caption_names_the_roi_frame(demo: dict[str, Any]) -> None:
     mo = demo["results"]["motion"]
     ref = mo["reference_frame"]["index"]
-    caption = re.search(r'alt="The ROIs on the frame they were drawn on"><figcaption>(.*?)</figcaption>',
-                        demo["html"], re.S)
+    caption = re.search(r'alt="The ROIs on the frame whose coordinates they are measured in">'
+                        r"<figcaption>(.*?)</figcaption>", demo["html"], re.S)
     assert caption is not None
     assert f"frame {ref}" in caption.group(1) and "motion reference frame" in caption.group(1)
     assert demo["analysis"].roi_frame is not None and demo["analysis"].roi_frame[0] == ref

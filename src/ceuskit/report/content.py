@@ -18,6 +18,7 @@ appendix.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -441,6 +442,30 @@ def _dr_check_text(check: Mapping[str, Any]) -> str:
     return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} (95 % interval "
             f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})")
 
+def _dr_source_text(lin: Mapping[str, Any]) -> str:
+    """" (estimated, 95 % interval 40.4-51.8 dB)" or " (user)": where the dynamic range came from."""
+    source = lin.get("dynamic_range_source")
+    if not source:
+        return ""
+    ci = lin.get("dynamic_range_ci_db")
+    if isinstance(ci, list | tuple) and len(ci) == 2:
+        return f" ({source}, 95 % interval {fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})"
+    return f" ({source})"
+
+
+def _clips_text(clips: list[Mapping[str, Any]], gaps: Any) -> str:
+    """The clips of an exam and the gaps between them, for the study table."""
+    parts = [f"{c.get('file') or '—'} from {fmt(_num(c.get('start_s')), 's')} "
+             f"({c.get('n_frames')} frames, {fmt(_num(c.get('duration_s')), 's')})" for c in clips]
+    spans = [f"{fmt(_num(g[0]))}–{fmt(_num(g[1]), 's')}" for g in gaps or []
+             if isinstance(g, list | tuple) and len(g) == 2]
+    text = f"{len(clips)} clips on one clock: " + "; ".join(parts)
+    if spans:
+        text += (f"; no data in the gap{'s' if len(spans) > 1 else ''} {', '.join(spans)} "
+                 "(the fits use the recorded frames only)")
+    return text
+
+
 def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     acq = _m(results.get("acquisition"))
     src = _m(results.get("source"))
@@ -449,9 +474,12 @@ def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     analysis = _m(results.get("analysis"))
     contrast = _m(panels.get("contrast"))
     spacing = contrast.get("spacing_mm")
+    clips = [c for c in acq.get("clips") or [] if isinstance(c, Mapping)]
     rows = [
         ("Cine", f"{src.get('source_name') or src.get('file') or '—'} ({src.get('format') or '—'})"),
-        ("Frames", f"{acq.get('n_frames')} over {fmt(_num(acq.get('duration_s')), 's')} "
+        *([("Clips", _clips_text(clips, acq.get("gaps_s")))] if clips else []),
+        ("Frames", f"{acq.get('n_frames')} {'recorded ' if clips else ''}over "
+                   f"{fmt(_num(acq.get('duration_s')), 's')} "
                    f"({fmt(_num(acq.get('frame_rate_hz')), 'frames/s')}; timing from "
                    f"{acq.get('timing_source') or '—'})"),
         ("Contrast panel", f"{', '.join(str(v) for v in contrast.get('bounds_xyxy') or [])} px "
@@ -459,9 +487,10 @@ def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Pixel size", f"{fmt(_num(spacing[0]))} × {fmt(_num(spacing[1]))} mm (row × column)"
          if isinstance(spacing, list | tuple) and len(spacing) == 2 else "unknown (areas in pixels)"),
         ("Linearisation", f"display dynamic range {fmt(_num(lin.get('dynamic_range_db')), 'dB')}"
-                          + (f" ({lin['dynamic_range_source']})" if lin.get("dynamic_range_source") else "")
+                          + _dr_source_text(lin)
                           + _dr_check_text(_m(lin.get("dynamic_range_check")))
-                          + f"; {lin.get('formula') or ''}"),
+                          + "; linear power P = 10^((g / 255 − 1) × DR / 10) of display value g "
+                            "(g = 255 gives P = 1)"),
         ("Model", f"{analysis.get('model') or '—'} bolus model fitted to each enhancing ROI's mean "
                   "linear power"),
         ("Injection", f"at {fmt(_num(analysis.get('injection_time_s')), 's')} on the cine clock "
@@ -545,11 +574,43 @@ def _motion(results: Mapping[str, Any]) -> dict[str, Any]:
                      f"displacement, {size}, is below {fmt(MOTION_PLOT_THRESHOLD_PX, 'px', 2)} and no frame "
                      "was rejected, so motion does not affect the ROI means (no plot).")
     lines.append(f"Reference frame {ref.get('index')} (t = {fmt(_num(ref.get('time_s')), 's')}): "
-                 f"{ref.get('choice') or '—'}. The ROIs are drawn on this frame.")
+                 f"{ref.get('choice') or '—'}. The ROIs are measured in this frame's coordinates.")
     return {"matters": matters, "lines": lines, "roi_frame": ref.get("index"),
             "roi_frame_time_s": _num(ref.get("time_s")),
             "rejection_rule": mo.get("rejection_rule"),
             "rejected": rejected.get("indices") or []}
+
+
+#: Readable names of the enhancement verdict's margins (results.json keys on the left).
+_MARGIN_LABELS = {
+    "min_cine_s": "Shortest cine judged",
+    "bolus_smooth_s": "Bolus curve smoothing",
+    "bolus_min_rise_db": "Least rise that counts as a bolus",
+    "bolus_min_half_width_s": "Least bolus duration (half width)",
+    "baseline_max_share": "Highest pre-arrival level (share of the rise)",
+    "min_rise_vs_reference_db": "Least lesion rise against the reference",
+    "core_margin_px": "Core margin inside the lesion",
+    "neighbour_brighter_db": "Neighbour brighter than the lesion by",
+    "leak_max_share": "Largest share of a neighbour's signal taken as leakage",
+    "leak_min_r2": "Least fit (R²) of the neighbour's curve for leakage",
+    "leak_max_lag_s": "Largest lag of a leaked copy",
+    "earlier_margin_s": "Lesion filling earlier than its neighbour by",
+    "core_decay_db": "Fall from rim to core that marks leakage",
+    "faint_core_vs_reference_db": "Core level against the reference never called leakage",
+}
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def fmt_statistic(value: float | None) -> str:
+    """A test statistic: 3 significant figures, large ones as ``1.17 × 10⁵`` (no 117355)."""
+    if value is None or not math.isfinite(value) or abs(value) < 1000:
+        return fmt(value)
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = value / 10**exponent
+    if round(abs(mantissa), 2) >= 10:  # 9.996e4 -> 1.00 × 10⁵
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.2f} × 10{str(exponent).translate(_SUPERSCRIPT)}"
 
 
 def _appendix(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[str, Any]:
@@ -559,7 +620,8 @@ def _appendix(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[s
         t = _m(r.get("enhancement_test"))
         if t:
             tests.append({"name": name, "role": str(r.get("role")),
-                          "z": fmt(_num(t.get("statistic"))), "z_threshold": fmt(_num(t.get("z_threshold"))),
+                          "z": fmt_statistic(_num(t.get("statistic"))),
+                          "z_threshold": fmt(_num(t.get("z_threshold"))),
                           "rise": fmt(_num(t.get("peak_to_baseline_db")), "dB"),
                           "min_rise": fmt(_num(t.get("min_rise_db")), "dB")})
     labels = {"intraluminal_enhancement": "Intraluminal enhancement", "wash_in": "Wash-in",
@@ -579,7 +641,8 @@ def _appendix(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[s
                          "threshold": str(e.get("threshold") or ""), "source": str(e.get("source") or ""),
                          "text": str(e.get("text") or "")})
     verdict = _m(findings.get("verdict"))
-    margins = [{"name": k.replace("_", " "), "value": fmt(_num(_m(m).get("value")),
+    margins = [{"name": _MARGIN_LABELS.get(k, k.replace("_", " ").capitalize()),
+                "value": fmt(_num(_m(m).get("value")),
                                                             None if _m(m).get("unit") in ("1", "") else
                                                             _m(m).get("unit")),
                 "reason": str(_m(m).get("reason") or "")}

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ceuskit.fmt import fmt
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -70,7 +72,7 @@ def roi_overlay_png(analysis: Analysis) -> bytes:
     fig, axes = plt.subplots(1, 2 if has_b else 1, figsize=(10 if has_b else 5.5, 4.2), squeeze=False)
     t_frame = float(analysis.times_s[index])
     spacing = analysis.panels.contrast.spacing_mm
-    _show_panel(axes[0, 0], contrast, spacing, f"contrast, frame {index} (t = {t_frame:.1f} s)")
+    _show_panel(axes[0, 0], contrast, spacing, f"contrast, frame {index} (t = {fmt(t_frame, 's')})")
     panels = [axes[0, 0]]
     if bmode is not None and analysis.panels.bmode is not None:
         _show_panel(axes[0, 1], bmode, analysis.panels.bmode.spacing_mm or spacing,
@@ -83,8 +85,11 @@ def roi_overlay_png(analysis: Analysis) -> bytes:
         for ax in panels:
             ax.plot(xy[:, 0] * sx, xy[:, 1] * sy, color=colour, lw=1.4)
             cx = r.roi.centroid_xy[0]
+            # On a dark box: the role colour alone is lost on bright speckle.
             ax.text(cx * sx, (xy[:, 1].min() - 3) * sy, r.roi.name, color=colour, fontsize=8,
-                    ha="center", va="bottom", fontweight="bold")
+                    ha="center", va="bottom", fontweight="bold", clip_on=True,
+                    bbox={"boxstyle": "square,pad=0.15", "facecolor": "black", "edgecolor": "none",
+                          "alpha": 0.75})
     return _png(fig)
 
 

@@ -65,7 +65,8 @@ def _maps_context(analysis: Analysis, results: dict[str, Any]) -> dict[str, Any]
     def caption(name: str) -> str:
         text = captions.get(name, TITLES[name])
         statement = images[name].scale.get("statement")
-        return f"{text}. {statement}" if statement else text
+        # The template ends the caption with its own full stop.
+        return (f"{text}. {statement}" if statement else text).rstrip(".")
 
     figures = [{"name": n, "title": TITLES[n], "unit": MAP_UNITS.get(n, ""),
                 "caption": caption(n), "src": _b64(image.png)} for n, image in images.items()]
@@ -191,8 +192,8 @@ def render_html(
     fig: dict[str, Any] = {
         "tic": _b64(tic_png(analysis)),
         "roi": _b64(roi_overlay_png(analysis)),
-        "roi_caption": (f"The ROIs on frame {index} (t = {fmt(t_roi, 's')}), the frame they were drawn on: "
-                        f"{why}."),
+        "roi_caption": (f"The ROIs on frame {index} (t = {fmt(t_roi, 's')}), the frame whose "
+                        f"coordinates they are measured in: {why}."),
         "motion": None,
         "maps": [],
     }
