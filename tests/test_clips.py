@@ -162,6 +162,10 @@ def test_simulated_dicom_clips_round_trip(tmp_path: Path, capsys) -> None:
     assert res["acquisition"]["gaps_s"] == [[60.0, 90.0], [110.0, 130.0]]
     # The declared gaps between clips are no dropped frames.
     assert not [w for w in res["warnings"] if w["code"] == "time-gap"]
+    # The report names the clips and the gaps.
+    report = (out / "report.html").read_text()
+    assert "3 clips on one clock: clip-1.dcm from 0 s (121 frames, 60 s); clip-2.dcm from 90 s" in report
+    assert "no data in the gaps 60–90 s, 110–130 s" in report
     capsys.readouterr()
     assert main(["simulate", str(tmp_path / "bad"), "--clips", "0-60,50-70"]) == 2
     assert "starts before the previous one ends" in capsys.readouterr().err

@@ -455,9 +455,13 @@ def _dr_source_text(lin: Mapping[str, Any]) -> str:
 
 def _clips_text(clips: list[Mapping[str, Any]], gaps: Any) -> str:
     """The clips of an exam and the gaps between them, for the study table."""
-    parts = [f"{c.get('file') or '—'} from {fmt(_num(c.get('start_s')), 's')} "
-             f"({c.get('n_frames')} frames, {fmt(_num(c.get('duration_s')), 's')})" for c in clips]
-    spans = [f"{fmt(_num(g[0]))}–{fmt(_num(g[1]), 's')}" for g in gaps or []
+    def sec(v: Any) -> str:  # one precision for every time on the row (0.1 s)
+        x = _num(v)
+        return "—" if x is None else f"{round(x, 1):g}"
+
+    parts = [f"{c.get('file') or '—'} from {sec(c.get('start_s'))} s "
+             f"({c.get('n_frames')} frames, {sec(c.get('duration_s'))} s)" for c in clips]
+    spans = [f"{sec(g[0])}–{sec(g[1])} s" for g in gaps or []
              if isinstance(g, list | tuple) and len(g) == 2]
     text = f"{len(clips)} clips on one clock: " + "; ".join(parts)
     if spans:
