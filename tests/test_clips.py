@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -192,8 +193,46 @@ def test_write_clips_checks_every_span_before_writing(tmp_path: Path) -> None:
     assert not (tmp_path / "exam").exists() or not any((tmp_path / "exam").iterdir())
 
 
-def test_dicom_objects_are_refused_for_several_clips(exam, tmp_path: Path, capsys) -> None:
+def test_dicom_objects_need_dicom_clips(exam, tmp_path: Path, capsys) -> None:
     rc = main(["analyze", *map(str, exam["clips"]), "--roi", str(exam["rois"]), "--out",
                str(tmp_path / "o"), "--clip-start-s", "0", "90", "130", "--dicom", "--quiet"])
-    assert rc == 2 and "several clips" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "clip0.npz" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_dicom_objects_of_an_exam_reference_the_clip_of_their_frame(tmp_path: Path, capsys) -> None:
+    """SEG, SR and Parametric Maps of a three-clip exam point at the clip holding the ROI frame
+    (here frame 130 of the exam: clip 2's frame 9, number 10), and pass dciodvfy."""
+    import highdicom as hd
+
+    from ceuskit.cine import Panel
+    from ceuskit.roi import load_roi_file
+    from tests.io.test_dicom_derived import _dciodvfy
+
+    ph_dir = tmp_path / "ph"
+    assert main(["simulate", str(ph_dir), "--fps", "2", "--duration", "150",
+                 "--clips", "0-60,90-110,130-150"]) == 0
+    clips = [ph_dir / f"clip-{k}.dcm" for k in (1, 2, 3)]
+    out = tmp_path / "out"
+    assert main(["analyze", *map(str, clips), "--roi", str(ph_dir / "rois.json"), "--out", str(out),
+                 "--reference-frame", "130", "--dicom", "--quiet"]) == 0
+    capsys.readouterr()
+    res = json.loads((out / "results.json").read_text())
+    assert [c["n_frames"] for c in res["acquisition"]["clips"]] == [121, 41, 41]
+    assert res["motion"]["reference_frame"]["index"] == 130
+    source = pydicom.dcmread(clips[1], stop_before_pixels=True)
+    seg = hd.seg.segread(out / "dicom" / "seg.dcm")
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    got = seg.get_pixels_by_source_frame(source.SOPInstanceUID, source_frame_numbers=[10],
+                                         combine_segments=False)
+    x0, y0, x1, y1 = res["panels"]["contrast"]["bounds_xyxy"]
+    rois = load_roi_file(ph_dir / "rois.json", panel=Panel(x0=x0, y0=y0, x1=x1, y1=y1),
+                         frame_shape=(int(source.Rows), int(source.Columns)))
+    for i, r in enumerate(rois):
+        np.testing.assert_array_equal(got[0, y0:y1, x0:x1, i].astype(bool), r.mask)
+    files = sorted((out / "dicom").iterdir())
+    assert any(f.name.startswith("pmap") for f in files) and (out / "dicom" / "sr.dcm").exists()
+    if shutil.which("dciodvfy") is not None:
+        report = {f.name: _dciodvfy(f) for f in files}
+        assert all(e == [] and w == [] for e, w in report.values()), report

@@ -127,24 +127,21 @@ def analyze_to_dir(
     if fhir_subject is not None:
         check_fhir_subject(fhir_subject)
     out = check_out_dir(out_dir, result_set, overwrite=overwrite)
-    # DICOM objects and the FHIR study reference point at the first clip.
-    several = not isinstance(cine_path, str | PathLike) and len(list(cine_path)) > 1
-    first = cine_path if isinstance(cine_path, str | PathLike) else next(iter(cine_path))
-    if dicom and several:
-        # Derived objects reference the frames of one source image.
-        raise InputError("--dicom", "is not available for an exam of several clips",
-                         "drop --dicom, or analyse one clip for DICOM objects")
+    # The FHIR study reference points at the first clip; the DICOM objects at
+    # the clip that holds the frame they belong to.
+    clips = [cine_path] if isinstance(cine_path, str | PathLike) else list(cine_path)
     if dicom:
         from ceuskit.io.dicom_derived import check_dicom_source
 
-        check_dicom_source(first)  # before the long work
+        for clip in clips:
+            check_dicom_source(clip)  # before the long work
     # WeasyPrint loads in a child process while the cine is analysed here.
     printer = PdfPrinter() if pdf else None
     try:
         return _analyze_and_write(cine_path, roi_path, options, out, result_set, printer,
                                   progress=progress, case=case, clip_starts_s=clip_starts_s,
                                   pdf=pdf, dicom=dicom, fhir=fhir, fhir_subject=fhir_subject,
-                                  first=first)
+                                  clips=clips)
     finally:
         if printer is not None:
             printer.close()
@@ -155,7 +152,7 @@ def _analyze_and_write(cine_path: str | PathLike[str] | Sequence[str | PathLike[
                        out: Path, result_set: tuple[str, ...], printer: PdfPrinter | None, *,
                        progress: Progress | None, case: ClinicalCase | None,
                        clip_starts_s: Sequence[float] | None, pdf: bool, dicom: bool, fhir: bool,
-                       fhir_subject: str | None, first: str | PathLike[str]
+                       fhir_subject: str | None, clips: list[str | PathLike[str]]
                        ) -> tuple[Analysis, dict[str, Path]]:
     """`analyze_to_dir` once its arguments are checked: analyse, then write the set."""
     from ceuskit.report.pdf import PdfUnavailableError
@@ -247,10 +244,12 @@ def _analyze_and_write(cine_path: str | PathLike[str] | Sequence[str | PathLike[
             results = results_of(analysis)
             paths["report"] = write_text_atomic(out / "report.html", render_html(analysis, results))
     if dicom:
-        from ceuskit.io.dicom_derived import write_dicom_derived
+        from ceuskit.clips import clip_frame
+        from ceuskit.io.dicom_derived import derived_frame_index, write_dicom_derived
 
-        written = write_dicom_derived(analysis, first, out / DICOM_DIR, progress=progress,
-                                      results=results)
+        clip, local = clip_frame(analysis.cine_meta, derived_frame_index(analysis))
+        written = write_dicom_derived(analysis, clips[clip], out / DICOM_DIR, progress=progress,
+                                      results=results, frame_index=local)
         results["dicom"] = {"directory": DICOM_DIR,
                             "files": sorted(f"{DICOM_DIR}/{p.name}" for p in written.values())}
         paths["dicom"] = out / DICOM_DIR
@@ -258,7 +257,7 @@ def _analyze_and_write(cine_path: str | PathLike[str] | Sequence[str | PathLike[
         from ceuskit.fhir import FHIR_FILE, results_bundle
 
         say("writing the FHIR bundle")
-        bundle = results_bundle(results, study_instance_uid=_study_instance_uid(first),
+        bundle = results_bundle(results, study_instance_uid=_study_instance_uid(clips[0]),
                                 subject=fhir_subject)
         make_out_dir(out / FHIR_DIR)
         paths["fhir"] = write_json_atomic(out / FHIR_FILE, bundle)

@@ -16,7 +16,7 @@ depth or dynamic range changed between clips change the amplitudes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -183,4 +183,33 @@ def source_name(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{names[0]} + {len(names) - 1} more clip(s)"
 
 
-__all__ = ["GAP_INTERVALS", "clip_starts_s", "gaps", "join_clips", "source_name"]
+def clip_frame(meta: Mapping[str, Any], index: int) -> tuple[int, int]:
+    """Which clip holds frame `index` of a joined exam, and the frame's index in it.
+
+    Parameters
+    ----------
+    meta : mapping
+        The joined cine's metadata (``meta["clips"]``: each clip's
+        ``n_frames``, in order); without clips the cine is one clip.
+    index : int
+        Frame of the joined cine (0-based).
+
+    Returns
+    -------
+    (clip, local) : (int, int)
+        0-based clip number and frame index within that clip.
+    """
+    clips = meta.get("clips") or []
+    local = int(index)
+    for k, clip in enumerate(clips):
+        n = int(clip["n_frames"])
+        if local < n:
+            return k, local
+        local -= n
+    if clips:
+        raise ValueError(f"frame {index} is beyond the exam's {sum(int(c['n_frames']) for c in clips)} "
+                         "frames")
+    return 0, local
+
+
+__all__ = ["GAP_INTERVALS", "clip_frame", "clip_starts_s", "gaps", "join_clips", "source_name"]

@@ -396,6 +396,7 @@ def write_dicom_derived(
     *,
     progress: Callable[[str], None] | None = None,
     results: Mapping[str, Any] | None = None,
+    frame_index: int | None = None,
 ) -> dict[str, Path]:
     """Write a DICOM SEG of the ROIs (and necrosis) and Parametric Maps for a DICOM source.
 
@@ -413,6 +414,11 @@ def write_dicom_derived(
     results : mapping, optional
         The results.json document of `analysis` (``analysis.results()`` when
         not given): the SR's measurements and findings come from it.
+    frame_index : int, optional
+        The frame of `source_path` (0-based) the objects belong to; default
+        `derived_frame_index`.  An exam of several clips passes the clip that
+        holds that frame as `source_path` and the frame's index within it
+        (`ceuskit.clips.clip_frame`).
 
     Returns
     -------
@@ -443,7 +449,11 @@ def write_dicom_derived(
                          f"{panel.y1} x {panel.x1}", "give the DICOM file that was analysed")
     spacing, _spacing_source = _spacing_mm(analysis, source)
     geometry, position = _geometry_copy(source, spacing)
-    frame_number = derived_frame_index(analysis) + 1
+    frame_number = (derived_frame_index(analysis) if frame_index is None else int(frame_index)) + 1
+    n_source = int(getattr(source, "NumberOfFrames", 1) or 1)
+    if not 1 <= frame_number <= n_source:
+        raise InputError(src, f"has {n_source} frame(s), not frame {frame_number}",
+                         "give the DICOM file that was analysed")
     run_time = datetime.now().replace(microsecond=0)
     common: dict[str, Any] = {
         "manufacturer": "ceuskit", "manufacturer_model_name": "ceuskit",
