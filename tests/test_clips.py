@@ -223,7 +223,13 @@ def test_dicom_objects_of_an_exam_reference_the_clip_of_their_frame(tmp_path: Pa
     assert res["motion"]["reference_frame"]["index"] == 130
     source = pydicom.dcmread(clips[1], stop_before_pixels=True)
     seg = hd.seg.segread(out / "dicom" / "seg.dcm")
+    # One exam: the simulated clips share the study and the frame of reference.
+    heads = [pydicom.dcmread(c, stop_before_pixels=True) for c in clips]
+    assert len({(h.StudyInstanceUID, h.FrameOfReferenceUID) for h in heads}) == 1
+    assert len({h.SOPInstanceUID for h in heads}) == 3
     assert seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID \
+        == source.SOPInstanceUID
     got = seg.get_pixels_by_source_frame(source.SOPInstanceUID, source_frame_numbers=[10],
                                          combine_segments=False)
     x0, y0, x1, y1 = res["panels"]["contrast"]["bounds_xyxy"]

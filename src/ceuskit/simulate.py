@@ -1662,17 +1662,19 @@ def phantom_outputs(out_dir: str | PathLike[str], cines: dict[str, str], fmt: st
 
 def write_cine_file(path: Path, fmt: str, frames: NDArray[Any], times_s: NDArray[np.float64], *,
                     regions: tuple[Panel, ...], spacing_mm: tuple[float, float],
-                    description: str, acquisition_time_of_day_s: float | None = None) -> None:
+                    description: str, acquisition_time_of_day_s: float | None = None,
+                    study: tuple[str, str] | None = None) -> None:
     """Write a phantom's frames in `fmt` (each writer puts its file in place atomically).
 
-    MP4 carries no regions, spacing or acquisition time; NPZ no acquisition time.
+    MP4 carries no regions, spacing or acquisition time; NPZ no acquisition time;
+    `study` (Study Instance and Frame of Reference UIDs) is for DICOM.
     """
     if fmt == "dicom":
         from ceuskit.io.dicom_out import write_dicom_cine
 
         write_dicom_cine(path, frames, times_s, regions=regions, spacing_mm=spacing_mm,
                          description=description,
-                         acquisition_time_of_day_s=acquisition_time_of_day_s)
+                         acquisition_time_of_day_s=acquisition_time_of_day_s, study=study)
     elif fmt == "mp4":
         from ceuskit.io.video import write_video
 

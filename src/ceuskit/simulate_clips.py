@@ -66,6 +66,10 @@ def write_clips(phantom: Phantom, out_dir: str | PathLike[str], spans: list[tupl
     paths = phantom_outputs(out_dir, {f"clip-{k + 1}": f"clip-{k + 1}{ext}"
                                       for k in range(len(spans))}, fmt, overwrite=overwrite)
     regions = (phantom.bmode_panel, phantom.contrast_panel)
+    # One exam: one study and one frame of reference (the probe stays put).
+    from pydicom.uid import generate_uid
+
+    study = (generate_uid(), generate_uid())
     clips = []
     for k, idx in enumerate(selected):
         frames = np.asarray(phantom.frames[idx])
@@ -74,7 +78,8 @@ def write_clips(phantom: Phantom, out_dir: str | PathLike[str], spans: list[tupl
         write_cine_file(path, fmt, frames, local, regions=regions, spacing_mm=phantom.spacing_mm,
                         description=f"ceuskit phantom clip {k + 1}",
                         acquisition_time_of_day_s=(EXAM_START_TIME_OF_DAY_S + float(t[idx[0]])
-                                                   if fmt == "dicom" else None))
+                                                   if fmt == "dicom" else None),
+                        study=study if fmt == "dicom" else None)
         clips.append({"file": path.name, "start_s": float(t[idx[0]]), "n_frames": int(idx.size)})
     write_json_atomic(paths["truth"], {**phantom.truth, "clips": clips})
     write_json_atomic(paths["rois"], phantom.rois)

@@ -144,6 +144,7 @@ def _build_dataset(
     panels: tuple[Panel, ...],
     spacing_mm: tuple[float, float] | None,
     description: str,
+    study: tuple[str, str] | None = None,
 ) -> Dataset:
     n = frames.shape[0]
     sop_uid = generate_uid()
@@ -167,7 +168,7 @@ def _build_dataset(
     ds.PatientID = "PHANTOM"
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    ds.StudyInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid() if study is None else study[0]
     ds.StudyDate = ""
     ds.StudyTime = ""
     ds.ReferringPhysicianName = ""
@@ -181,7 +182,7 @@ def _build_dataset(
     ds.Laterality = ""
     # Not part of the US IOD, but later derived objects (segmentations,
     # parametric maps) need a frame of reference to point at.
-    ds.FrameOfReferenceUID = generate_uid()
+    ds.FrameOfReferenceUID = generate_uid() if study is None else study[1]
     ds.PositionReferenceIndicator = ""
     ds.Manufacturer = "ceuskit"
     ds.InstanceNumber = 1
@@ -238,6 +239,7 @@ def write_dicom_cine(
     transfer_syntax: str = ExplicitVRLittleEndian,
     description: str = "ceuskit phantom",
     acquisition_time_of_day_s: float | None = None,
+    study: tuple[str, str] | None = None,
 ) -> Path:
     """Write grey or RGB frames as a DICOM Ultrasound Multi-frame Image.
 
@@ -272,6 +274,10 @@ def write_dicom_cine(
     acquisition_time_of_day_s : float, optional
         Acquisition Time and Content Time (s after midnight; no date), which
         put the clips of one exam on one clock (`ceuskit.clips`).
+    study : (str, str), optional
+        Study Instance UID and Frame of Reference UID to write (the clips of
+        one exam share both: one study, one probe position); new ones when
+        not given.
 
     Returns
     -------
@@ -296,7 +302,7 @@ def write_dicom_cine(
             f"JPEG 2000 needs frames of at least {_J2K_MIN_SIDE}x{_J2K_MIN_SIDE} pixels "
             f"(got {arr.shape[1]}x{arr.shape[2]}); use RLE or JPEG-LS"
         )
-    ds = _build_dataset(arr, t, panels, spacing_mm, description)
+    ds = _build_dataset(arr, t, panels, spacing_mm, description, study)
     if acquisition_time_of_day_s is not None:
         sec = float(acquisition_time_of_day_s)
         if not 0.0 <= sec < 86400.0:
