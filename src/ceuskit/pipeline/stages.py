@@ -204,8 +204,8 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
                    dynamic_range_ci_db=est.ci_db), [AnalysisWarning(
         "dynamic-range-estimated",
-        f"the display dynamic range ({est.dynamic_range_db:g} dB, 95 % interval "
-        f"{est.ci_db[0]:g}-{est.ci_db[1]:g} dB) was estimated from the speckle; the estimate "
+        f"the display dynamic range ({est.dynamic_range_db:.1f} dB, 95 % interval "
+        f"{est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB) was estimated from the speckle; the estimate "
         "holds only for a display without persistence (frame averaging) or speckle reduction: "
         "with them on, simulated cines read up to 13 dB high or 25 dB low, outside the interval; "
         "give the scanner's value with --dynamic-range DB when you know it")]
@@ -227,9 +227,9 @@ def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstima
            "speckle reduction, smoothing or resampling after compression reads low")
     return [AnalysisWarning(
         "dynamic-range-disagrees",
-        f"the speckle suggests a display dynamic range of {est.dynamic_range_db:g} dB (95 % interval "
-        f"{lo:g}-{hi:g} dB), but {used:g} dB ({given}) was used to linearise: if that is not the "
-        "scanner's setting, amplitude parameters (PE, AUC, WiPI) and their ratios are distorted; "
+        f"the speckle suggests a display dynamic range of {est.dynamic_range_db:.1f} dB (95 % "
+        f"interval {lo:.1f}-{hi:.1f} dB), but {used:g} dB ({given}) was used to linearise: if that is "
+        "not the scanner's setting, amplitude parameters (PE, AUC, WiPI) and their ratios are distorted; "
         "check the scanner's setting and pass it with --dynamic-range DB (or use --dynamic-range "
         f"auto); the estimate can be wrong where {why}")]
 
