@@ -87,8 +87,8 @@ class PdfPrinter:
         return self._child is not None
 
     def _fall_back(self) -> None:
+        """Give up on the child: this process prints from now on (`close` forgets the child)."""
         self.close()
-        self._child = None
 
     def unavailable_reason(self) -> str | None:
         """Why no PDF can be printed here, or None when it can.
