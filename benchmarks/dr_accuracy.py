@@ -12,18 +12,29 @@ Prints, for display dynamic ranges 40-80 dB, the estimate of
    compression (not in the maxima),
 
 and, for comparison, what the single-look rule (DR = 5.57 dB x 255 / display
-spread) would read on the same blocks.  The last line is
-``dr_accuracy: max |error| = E dB (gamma), S dB (simulator), true value
-inside the interval in K/N``.
+spread) would read on the same blocks.
+
+With ``--ratios N`` (default 4) it then analyses the simulator's tumour (seeds
+0 to N-1, 2 fps, 90 s, DR 40-80 dB) with ``--dynamic-range auto`` and with
+the true value, and prints the lesion/muscle peak-enhancement ratio of each,
+the ratio's range over the estimate's interval
+(``relative_to_reference.peak_enhancement_ratio_interval``) and whether that
+range holds the ratio at the true DR.
+
+The last line is ``dr_accuracy: max |error| = E dB (gamma), S dB
+(simulator), true value inside the interval in K/N; PE ratio within 10 % in
+A/B, true-DR ratio inside its range in C/B``.
 
 Usage::
 
-    python benchmarks/dr_accuracy.py [--seeds 8]
+    python benchmarks/dr_accuracy.py [--seeds 8] [--ratios 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -40,9 +51,55 @@ def _single_look(frames: np.ndarray) -> float:
     return float(5.57 * 255.0 / np.median(np.sqrt(b.var(axis=1, ddof=1) - 1 / 12)))
 
 
+def _ratios(seeds: int) -> tuple[int, int, int]:
+    """PE ratios with ``auto`` against the true DR; (within 10 %, cases, true inside the range)."""
+    from ceuskit.io import load_cine
+    from ceuskit.pipeline import AnalysisOptions, analyze_cine
+    from ceuskit.simulate import write_phantom
+
+    print()
+    print("| seed | true DR (dB) | estimate (dB) | interval (dB) | PE ratio, auto | PE ratio, true DR "
+          "| error (%) | range over the interval | true inside |")
+    print("|---:|---:|---:|---|---:|---:|---:|---|---|")
+    within = inside = n = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            for dr in DRS:
+                ph = simulate(SimulationSpec(scenario="tumor", seed=seed, fps=2.0,
+                                             dynamic_range_db=dr))
+                files = write_phantom(ph, Path(tmp) / f"s{seed}-{dr:.0f}", "npz")
+                cine = load_cine(files["cine"])
+                res = {}
+                for label, opts in (("auto", AnalysisOptions(dynamic_range_source="auto", maps=False)),
+                                    ("true", AnalysisOptions(dynamic_range_db=dr, maps=False))):
+                    res[label] = analyze_cine(cine, files["rois"], opts).results()
+                rel = res["auto"]["rois"]["lesion"]["relative_to_reference"] or {}
+                ra = rel.get("peak_enhancement_ratio")
+                rt = (res["true"]["rois"]["lesion"]["relative_to_reference"] or {}).get(
+                    "peak_enhancement_ratio")
+                rng = rel.get("peak_enhancement_ratio_interval")
+                est = res["auto"]["linearization"]["dynamic_range_db"]
+                ci = res["auto"]["linearization"].get("dynamic_range_ci_db")
+                ci_text = "-" if ci is None else f"{ci[0]:.1f}-{ci[1]:.1f}"
+                if ra is None or rt is None:
+                    print(f"| {seed} | {dr:.0f} | {est} | {ci_text} | {ra} | {rt} | - | {rng} | - |")
+                    continue
+                n += 1
+                err = 100.0 * (ra - rt) / rt
+                within += abs(err) <= 10.0
+                ok = rng is not None and rng[0] <= rt <= rng[1]
+                inside += ok
+                shown = "-" if rng is None else f"{rng[0]:.2f}-{rng[1]:.2f}"
+                print(f"| {seed} | {dr:.0f} | {est:.1f} | {ci_text} | {ra:.2f} | {rt:.2f} | {err:+.1f} "
+                      f"| {shown} | {'yes' if ok else 'no'} |", flush=True)
+    return within, n, inside
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=8, help="simulator seeds (default 8)")
+    ap.add_argument("--ratios", type=int, default=4,
+                    help="simulator seeds for the PE-ratio table (default 4; 0 skips it)")
     args = ap.parse_args()
     rng = np.random.default_rng(7)
     print("| source | true DR (dB) | estimate (dB) | interval (dB) | looks | error (dB) "
@@ -108,9 +165,11 @@ def main() -> None:
             err = float("nan") if e.dynamic_range_db is None else e.dynamic_range_db - dr
             print(f"| simulator, {label} | {dr:.0f} | {e.dynamic_range_db} | {e.ci_db} | "
                   f"{e.effective_looks} | {err:+.1f} | {_single_look(frames):.1f} |")
+    within, n, inside = _ratios(args.ratios) if args.ratios > 0 else (0, 0, 0)
     print(f"dr_accuracy: max |error| = {np.nanmax(err_g):.1f} dB (gamma), "
           f"{np.nanmax(err_s):.1f} dB (simulator), true value inside the interval in "
-          f"{sum(covered)}/{len(covered)}")
+          f"{sum(covered)}/{len(covered)}; PE ratio within 10 % in {within}/{n}, true-DR ratio "
+          f"inside its range in {inside}/{n}")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,25 @@ def test_display_smoothed_after_compression_is_refused_not_read_low() -> None:
     est = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
     assert est.dynamic_range_db is None and est.ci_db is None
     assert "below 30 dB" in est.method and "smoothed or resampled" in est.method
+
+
+def test_level_scale_follows_the_source_of_the_dynamic_range() -> None:
+    from ceuskit.dynamic_range import level_scale
+
+    est = level_scale({"dynamic_range_db": 50.0, "dynamic_range_source": "estimated",
+                       "dynamic_range_ci_db": [44.0, 56.0]})
+    assert est is not None and (est.low, est.high) == pytest.approx((0.88, 1.12))
+    assert est.describe() == "the estimated dynamic range's interval, 44.0-56.0 dB"
+    # A given value is taken as exact; a refused estimate gives no interval.
+    assert level_scale({"dynamic_range_db": 50.0, "dynamic_range_source": "user",
+                        "dynamic_range_check": {"ci_db": [40.0, 45.0]}}) is None
+    assert level_scale({"dynamic_range_db": 60.0, "dynamic_range_source": "default",
+                        "dynamic_range_check": {"ci_db": None}}) is None
+    # The default outside the speckle's interval: the range still holds the DR used.
+    d = level_scale({"dynamic_range_db": 60.0, "dynamic_range_source": "default",
+                     "dynamic_range_check": {"ci_db": [42.0, 54.0]}})
+    assert d is not None and (d.low, d.high) == pytest.approx((0.7, 1.0))
+    assert "the default dynamic range, 60 dB" in d.describe()
+    for bad in ([0.0, 50.0], [float("nan"), 50.0], [50.0], "50"):
+        assert level_scale({"dynamic_range_db": 50.0, "dynamic_range_source": "estimated",
+                            "dynamic_range_ci_db": bad}) is None

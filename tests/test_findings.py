@@ -288,3 +288,63 @@ def test_injection_time_is_a_parameter() -> None:
     assert late["definitions"]["injection_time_s"] == -10.0
     with pytest.raises(ValueError, match="injection_time_s"):
         derive_findings(doc, injection_time_s=math.nan)
+
+
+# --------------------------------------------------------------------------- dynamic range's interval
+
+
+def _with_dr(doc: dict[str, Any], source: str, dr: float, interval: list[float] | None) -> dict[str, Any]:
+    lin: dict[str, Any] = {"dynamic_range_db": dr, "dynamic_range_source": source}
+    if source == "estimated":
+        lin["dynamic_range_ci_db"] = interval
+    elif interval is not None:
+        lin["dynamic_range_check"] = {"estimate_db": sum(interval) / 2, "ci_db": interval}
+    return {**doc, "linearization": lin}
+
+
+def test_a_degree_that_the_dynamic_ranges_interval_can_change_is_undecided() -> None:
+    # 3.3 dB is hyper at the DR used; over 44-56 dB at 50 dB it is 2.9-3.7 dB: iso or hyper.
+    doc = _doc(90.0, lambda t: np.full(t.shape, 3.3))
+    assert derive_findings(_with_dr(doc, "user", 50.0, None))["enhancement"] == "hyper"
+    f = derive_findings(_with_dr(doc, "estimated", 50.0, [44.0, 56.0]))
+    assert f["enhancement"] is None and f["enhancement_whole_roi"] is None
+    why = f["not_assessable"]["enhancement"]
+    assert why.startswith("enhancement degree: iso or hyper") and "--dynamic-range" in why
+    assert "2.9 to 3.7 dB" in why and "44.0-56.0 dB" in why
+    assert why in f["missing"]
+    assert "degree undecided" in f["evidence"]["enhancement"]["text"]
+    # The margin is what matters, not the interval's width: 6 dB stays hyper over 44-56 dB,
+    # and the evidence gives its range.
+    f6 = derive_findings(_with_dr(_doc(90.0, lambda t: np.full(t.shape, 6.0)), "estimated", 50.0,
+                                  [44.0, 56.0]))
+    assert f6["enhancement"] == "hyper"
+    assert "(5.3 to 6.7 dB over the estimated dynamic range's interval, 44.0-56.0 dB)" in f6["evidence"]["enhancement"]["text"]
+    # The default DR with the speckle check's interval: the same rule (the default itself is
+    # kept inside the range even where the check reads elsewhere).
+    fd = derive_findings(_with_dr(doc, "default", 60.0, [45.0, 55.0]))
+    assert fd["enhancement"] is None
+    assert "the default dynamic range, 60 dB" in fd["not_assessable"]["enhancement"]
+    # No interval (a user's value, or a refused estimate): the label stands.
+    assert derive_findings(_with_dr(doc, "default", 60.0, None))["enhancement"] == "hyper"
+    json.dumps(f, allow_nan=False)
+
+
+def test_wash_out_that_the_dynamic_ranges_interval_can_change_is_undecided() -> None:
+    # Iso until 30 s, then a fall to -2.8 dB: short of 3 dB at the DR used, 3.1 dB at the
+    # interval's top (x 1.12): wash-out cannot be called absent.
+    def rel(t: np.ndarray) -> np.ndarray:
+        return np.where(t < 30.0, 0.0, -2.8)
+
+    doc = _doc(150.0, rel)
+    assert derive_findings(_with_dr(doc, "user", 50.0, None))["wash_out"]["present"] is False
+    f = derive_findings(_with_dr(doc, "estimated", 50.0, [44.0, 56.0]))
+    assert f["wash_out"] == {"present": None, "onset_s": None, "timing": None, "degree": None}
+    assert "dynamic range" in f["not_assessable"]["wash_out"]
+    # A marked fall of 9.5 dB within 120 s: present either way, mild or marked undecided.
+    doc2 = _doc(150.0, lambda t: np.where(t < 30.0, 0.0, -9.5))
+    assert derive_findings(_with_dr(doc2, "user", 50.0, None))["wash_out"]["degree"] == "mild"
+    f2 = derive_findings(_with_dr(doc2, "estimated", 50.0, [44.0, 56.0]))
+    assert f2["wash_out"]["present"] is True and f2["wash_out"]["timing"] == "early"
+    assert f2["wash_out"]["degree"] is None
+    assert any(m.startswith("wash-out degree: whether the wash-out is mild or marked")
+               for m in f2["missing"])

@@ -212,6 +212,20 @@ def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     ra = {r.roi.name: r for r in auto.rois}["lesion"].relative["peak_enhancement_ratio"]
     rt = {r.roi.name: r for r in true.rois}["lesion"].relative["peak_enhancement_ratio"]
     assert abs(ra - rt) / rt <= 0.10, (ra, rt)
+    # The ratio's range over the estimate's interval holds the ratio at the true DR.
+    rel = auto.results()["rois"]["lesion"]["relative_to_reference"]
+    lo, hi = rel["peak_enhancement_ratio_interval"]
+    assert lo < ra < hi and lo <= rt <= hi, (lo, rt, hi)
+    scale = lin["level_scale"]
+    assert scale["low"] == pytest.approx(lin["dynamic_range_ci_db"][0] / lin["dynamic_range_db"])
+    assert "peak_enhancement_ratio_interval" not in \
+        true.results()["rois"]["lesion"]["relative_to_reference"]
+    assert "level_scale" not in true.results()["linearization"]
+    # The range's ends are the ratios measured at the interval's ends.
+    for end, ci_end in zip((lo, hi), lin["dynamic_range_ci_db"], strict=True):
+        at = analyze_cine(cine, files["rois"], AnalysisOptions(dynamic_range_db=ci_end, maps=False))
+        r_end = {r.roi.name: r for r in at.rois}["lesion"].relative["peak_enhancement_ratio"]
+        assert end == pytest.approx(r_end, rel=1e-3), (end, r_end, ci_end)
     # The given true value is checked against the speckle and agrees.
     check = true.results()["linearization"]["dynamic_range_check"]
     assert check["ci_db"][0] <= 50.0 <= check["ci_db"][1]

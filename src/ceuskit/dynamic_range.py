@@ -22,7 +22,9 @@ crossing inside `GRID_DB` is found: the estimate is refused with the reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -278,3 +280,80 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         f"{N_BRIGHT_FRAMES} brightest frames; the DR at which their display spread equals "
         "the log spread of gamma speckle with the looks their linear contrast gives "
         f"(median effective looks {lk:.2f})")
+
+
+@dataclass(frozen=True)
+class LevelScale:
+    """How far the dB levels of an analysis may be off because its dynamic range is uncertain.
+
+    Linearised at ``DR``, a display value ``g`` gives ``10 log10 P = (g /
+    255 - 1) DR``: every level in dB, and with it every power ratio's dB
+    value, is proportional to the DR.  A level ``E`` dB read at the DR used
+    lies between ``E * low`` and ``E * high`` over the DR's interval, and a
+    power ratio ``r`` between ``r ** low`` and ``r ** high``.  Exact for one
+    pixel; for ROI means of speckle of the same statistics in both ROIs too
+    (the mean of ``P ** k`` is the mean of ``P``, to the power ``k``, times a
+    factor of the speckle alone, which cancels in the ratio); approximate
+    where a baseline is subtracted.
+
+    Attributes
+    ----------
+    low, high : float
+        Factors (``low <= 1 <= high``): the interval's ends over the DR used.
+    dynamic_range_db : float
+        The DR the analysis used (dB).
+    interval_db : (float, float)
+        The DR's interval (dB) the factors come from.
+    source : str
+        ``estimated`` (the analysis used the speckle estimate) or ``default``
+        (it used the default, and the speckle check gave the interval).
+    """
+
+    low: float
+    high: float
+    dynamic_range_db: float
+    interval_db: tuple[float, float]
+    source: str
+
+    def describe(self) -> str:
+        """The interval in words, for findings and reports (no parentheses: it goes inside some)."""
+        lo, hi = self.interval_db
+        if self.source == "estimated":
+            return f"the estimated dynamic range's interval, {lo:.1f}-{hi:.1f} dB"
+        return (f"the default dynamic range, {self.dynamic_range_db:g} dB, and the speckle's "
+                f"reading, {lo:.1f}-{hi:.1f} dB")
+
+
+def level_scale(linearization: Mapping[str, Any]) -> LevelScale | None:
+    """The `LevelScale` of a results.json ``linearization`` section.
+
+    Parameters
+    ----------
+    linearization : mapping
+        ``dynamic_range_db``, ``dynamic_range_source`` and, for an estimated
+        DR, ``dynamic_range_ci_db``; for the default, the speckle check
+        ``dynamic_range_check.ci_db``.
+
+    Returns
+    -------
+    LevelScale or None
+        None for a DR the user gave (taken as exact), and where there is no
+        interval (the estimate was refused).
+    """
+    dr = linearization.get("dynamic_range_db")
+    source = linearization.get("dynamic_range_source")
+    if not isinstance(dr, int | float) or not dr > 0:
+        return None
+    interval: Any = None
+    if source == "estimated":
+        interval = linearization.get("dynamic_range_ci_db")
+    elif source == "default":
+        check = linearization.get("dynamic_range_check")
+        interval = check.get("ci_db") if isinstance(check, Mapping) else None
+    if (not isinstance(interval, list | tuple) or len(interval) != 2
+            or not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in interval)):
+        return None
+    lo, hi = float(min(interval)), float(max(interval))
+    # The DR used is inside the range even where the check disagrees with the
+    # default: the values reported were measured there.
+    return LevelScale(min(lo / dr, 1.0), max(hi / dr, 1.0), float(dr), (lo, hi), str(source))

@@ -76,12 +76,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ceuskit.dynamic_range import LevelScale, level_scale
 from ceuskit.enhancement import CORE_MARGIN_PX, MIN_RISE_VS_REFERENCE_DB, smooth_over
 from ceuskit.kinetics.fit import ENHANCEMENT_Z
 from ceuskit.outputs import finite_or_none
@@ -246,6 +247,7 @@ def assess_wash_out(
     enhancement_degree_db: float,
     *,
     injection_time_s: float = 0.0,
+    level_scale: float = 1.0,
 ) -> WashOut:
     """Wash-out of the lesion relative to the reference (module definitions).
 
@@ -262,6 +264,10 @@ def assess_wash_out(
         ``E``, the peak ratio in dB (starting level ``min(0, E)``).
     injection_time_s : float
         When the contrast was injected (s, cine clock).
+    level_scale : float
+        Factor applied to every dB level (the relative level and ``E``): the
+        same curves read at another display dynamic range
+        (`ceuskit.dynamic_range.LevelScale`).
 
     Returns
     -------
@@ -273,11 +279,11 @@ def assess_wash_out(
     if not (t.size == les.size == ref.size) or t.size < 2:
         raise ValueError("times and curves must have the same length (>= 2)")
     t_end = float(t[-1])
-    start = min(0.0, float(enhancement_degree_db))
+    start = min(0.0, float(enhancement_degree_db) * level_scale)
     if not math.isfinite(lesion_peak_s) or lesion_peak_s > t_end:
         return WashOut(None, None, None, None, start, None, None, t_end,
                        reason=f"the cine ends ({t_end:.0f} s) before the lesion's peak")
-    rel = _relative_db(les, ref)
+    rel = _relative_db(les, ref) * level_scale
     level = _sustained_level(t, rel, WASH_OUT_MIN_DURATION_S)
     after = t >= lesion_peak_s
     marked_window = after & (t <= injection_time_s + WASH_OUT_MARKED_WITHIN_S)
@@ -382,6 +388,29 @@ def _evidence(text: str, statistic: str, value: float | None, unit: str, thresho
               source: str) -> dict[str, Any]:
     return {"text": text, "statistic": statistic, "value": value, "unit": unit,
             "threshold": threshold, "source": source}
+
+
+def _over_interval(db: float, scale: LevelScale | None) -> str:
+    """`` (X to Y dB over <the DR's interval>)`` for an evidence text; empty without an interval."""
+    if scale is None or not math.isfinite(db):
+        return ""
+    return f" ({db * scale.low:.1f} to {db * scale.high:.1f} dB over {scale.describe()})"
+
+
+def _degree_undecided(db: float, scale: LevelScale | None, what: str) -> str | None:
+    """Why the enhancement degree of ``db`` changes within the DR's interval; None when it does not.
+
+    `classify_enhancement` is monotonic in the level, so the interval's ends decide.
+    """
+    if scale is None or not math.isfinite(db):
+        return None
+    lo, hi = classify_enhancement(db * scale.low), classify_enhancement(db * scale.high)
+    if lo == hi:
+        return None
+    return (f"enhancement degree: {lo} or {hi} depending on the display's dynamic range: {what} "
+            f"{abs(db):.1f} dB {'above' if db >= 0 else 'below'} the reference at "
+            f"{scale.dynamic_range_db:g} dB, {db * scale.low:.1f} to {db * scale.high:.1f} dB over "
+            f"{scale.describe()}; give the scanner's dynamic range (--dynamic-range) to decide")
 
 
 def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | None = None) -> dict[str, Any]:
@@ -520,6 +549,8 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
                            "degree and wash-out cannot be compared with it; choose perfused tissue")
     lp: Mapping[str, Any] = les.get("perfusion") or {}
     rp: Mapping[str, Any] = ref.get("perfusion") or {}
+    lin = results.get("linearization") if isinstance(results, Mapping) else None
+    scale = level_scale(lin) if isinstance(lin, Mapping) else None
 
     # -- wash-in
     if enhancing is False:
@@ -530,12 +561,12 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
             missing.append("wash-in: an arrival time could not be measured")
         else:
             d = ta - tb
-            label = classify_wash_in(d)
-            out["wash_in"] = label
+            wash_in = classify_wash_in(d)
+            out["wash_in"] = wash_in
             when = "before" if d < 0 else "after"
             evidence["wash_in"] = _evidence(
                 f"Contrast reaches the lesion {abs(d):.1f} s {when} the reference "
-                f"(arrival {ta:.1f} s vs {tb:.1f} s): {label} wash-in.",
+                f"(arrival {ta:.1f} s vs {tb:.1f} s): {wash_in} wash-in.",
                 "arrival-time difference lesion - reference", d, "s",
                 f"rapid <= -{WASH_IN_MARGIN_S:g} s, slow >= +{WASH_IN_MARGIN_S:g} s", PROPOSED)
 
@@ -555,40 +586,56 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
         else:
             thr = f"hyper >= +{ENHANCEMENT_MARGIN_DB:g} dB, hypo <= -{ENHANCEMENT_MARGIN_DB:g} dB"
             e_db = enhancement_db(pa, pb)
-            whole_label = classify_enhancement(e_db)
+            whole_label: str | None = classify_enhancement(e_db)
+            whole_why = _degree_undecided(e_db, scale, "the whole lesion ROI peaks")
+            if whole_why is not None:
+                whole_label = None
+                out["not_assessable"]["enhancement_whole_roi"] = whole_why
             out["enhancement_whole_roi"] = whole_label
+            whole_verdict = f"{whole_label}-enhancing" if whole_label else "degree undecided"
             evidence["enhancement_whole_roi"] = _evidence(
                 f"The whole lesion ROI's peak enhancement (necrosis included) is {abs(e_db):.1f} dB "
-                f"{'above' if e_db >= 0 else 'below'} the reference's: {whole_label}-enhancing.",
+                f"{'above' if e_db >= 0 else 'below'} the reference's{_over_interval(e_db, scale)}: "
+                f"{whole_verdict}.",
                 "10 log10(peak enhancement lesion ROI / reference)", finite_or_none(e_db), "dB",
                 thr, PROPOSED)
             viable = les.get("viable_part") if isinstance(les.get("viable_part"), Mapping) else None
             pv = finite_or_none(viable.get("peak_enhancement")) if viable is not None else None
+            label: str | None  # the degree of the viable part, else of the whole ROI
             if pv is not None and pv > 0 and viable is not None:
                 v_db = enhancement_db(pv, pb)
                 label = classify_enhancement(v_db)
+                why = _degree_undecided(v_db, scale, "the lesion's enhancing (viable) part peaks")
                 share = viable.get("viable_px", 0) / max(1, viable.get("lesion_px", 1))
                 evidence["enhancement"] = _evidence(
                     f"The lesion's enhancing (viable) part, {100 * share:.0f} % of the ROI, peaks "
-                    f"{abs(v_db):.1f} dB {'above' if v_db >= 0 else 'below'} the reference: "
-                    f"{label}-enhancing.",
+                    f"{abs(v_db):.1f} dB {'above' if v_db >= 0 else 'below'} the reference"
+                    f"{_over_interval(v_db, scale)}: "
+                    f"{f'{label}-enhancing' if why is None else 'degree undecided'}.",
                     "10 log10(peak enhancement viable part / reference)", finite_or_none(v_db), "dB",
                     thr, PROPOSED)
             else:
-                label = whole_label
+                label = classify_enhancement(e_db)
+                why = whole_why
                 evidence["enhancement"] = _evidence(
                     f"The lesion's peak enhancement is {abs(e_db):.1f} dB "
-                    f"{'above' if e_db >= 0 else 'below'} the reference's: {label}-enhancing (whole "
+                    f"{'above' if e_db >= 0 else 'below'} the reference's"
+                    f"{_over_interval(e_db, scale)}: "
+                    f"{f'{label}-enhancing' if why is None else 'degree undecided'} (whole "
                     "ROI: no viable part was measured apart).",
                     "10 log10(peak enhancement lesion / reference)", finite_or_none(e_db), "dB",
                     thr, PROPOSED)
+            if why is not None:
+                label = None
+                missing.append(why)
+                out["not_assessable"]["enhancement"] = why
             out["enhancement"] = label
 
     # -- wash-out
     if enhancing is False:
         missing.append("wash-out: the lesion does not enhance")
     elif enhancing and ref_ok and e_db is not None:
-        _wash_out(out, evidence, missing, les, ref, lp, e_db, inj)
+        _wash_out(out, evidence, missing, les, ref, lp, e_db, inj, scale)
     elif enhancing and ref_ok:
         missing.append("wash-out: needs the enhancement degree, which could not be measured")
 
@@ -652,9 +699,33 @@ def _fill_not_assessable(out: dict[str, Any]) -> None:
         na[key] = reason or "not assessable with the ROIs and curves given"
 
 
+def _decided_over(w: WashOut, ends: list[WashOut], scale: LevelScale) -> tuple[WashOut, str | None]:
+    """``w`` with what changes over the DR's interval (the `ends`) made undecided (None).
+
+    A larger level scale deepens every fall, so the interval's ends bound
+    what any DR inside it would give.  Returns the outcome and, when only the
+    timing is undecided, why (``reason`` holds the rest).
+    """
+    where = (f"depends on the display's dynamic range ({scale.describe()}); give the scanner's "
+             "dynamic range (--dynamic-range) to decide")
+    if any(e.present is not None and e.present != w.present for e in ends):
+        return replace(w, present=None, onset_s=None, timing=None, degree=None,
+                       reason=f"whether the lesion falls {WASH_OUT_DROP_DB:g} dB below its starting "
+                              f"level {where}"), None
+    if not w.present:
+        return w, None
+    timing_why = None
+    if any(e.timing != w.timing for e in ends):
+        w = replace(w, timing=None)
+        timing_why = f"whether the wash-out is early or late {where}"
+    if w.degree is not None and any(e.degree is not None and e.degree != w.degree for e in ends):
+        w = replace(w, degree=None, reason=f"whether the wash-out is mild or marked {where}")
+    return w, timing_why
+
+
 def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],
               les: Mapping[str, Any], ref: Mapping[str, Any], lp: Mapping[str, Any],
-              e_db: float, inj: float) -> None:
+              e_db: float, inj: float, scale: LevelScale | None = None) -> None:
     ttp = finite_or_none(lp.get("time_to_peak_s"))
     cl, cr = _enhancement_curve(les), _enhancement_curve(ref)
     if ttp is None or cl is None or cr is None:
@@ -666,6 +737,11 @@ def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],
         missing.append("wash-out: the lesion and reference curves do not share a time axis")
         return
     w = assess_wash_out(t, yl, yr, ttp, e_db, injection_time_s=inj)
+    timing_why = None
+    if scale is not None and w.present is not None:
+        w, timing_why = _decided_over(
+            w, [assess_wash_out(t, yl, yr, ttp, e_db, injection_time_s=inj, level_scale=f)
+                for f in (scale.low, scale.high)], scale)
     out["wash_out"] = {"present": w.present, "onset_s": w.onset_s, "timing": w.timing,
                        "degree": w.degree}
     curves = kind_l if kind_l == kind_r else f"{kind_l} (lesion), {kind_r} (reference)"
@@ -691,8 +767,11 @@ def _wash_out(out: dict[str, Any], evidence: dict[str, Any], missing: list[str],
         "starting level after the lesion's peak", drop, "dB", thr, _SRC_LIRADS + "; " + PROPOSED)
     if w.present:
         onset_after = w.onset_s - inj if w.onset_s is not None else None
+        if timing_why is not None:
+            missing.append(f"wash-out timing: {timing_why}")
         evidence["wash_out_timing"] = _evidence(
-            f"Wash-out begins {onset_after:.0f} s after the injection: {w.timing}.",
+            f"Wash-out begins {onset_after:.0f} s after the injection: "
+            f"{w.timing if timing_why is None else 'timing undecided: ' + timing_why}.",
             "wash-out onset - injection time", onset_after, "s",
             f"early < {WASH_OUT_EARLY_LIMIT_S:g} s", _SRC_LIRADS)
         drop_m = (None if w.lowest_db_marked_window is None

@@ -260,3 +260,19 @@ def test_pdf_has_no_near_blank_page(demo: dict[str, Any], tmp_path) -> None:
     # in every page's footer, once.
     assert all(page.count("Decision support, not a diagnosis") == 1 for page in pages), \
         [page.count("Decision support, not a diagnosis") for page in pages]
+
+
+def test_peak_ratio_is_shown_with_its_range_over_the_dynamic_ranges_interval(
+        demo: dict[str, Any]) -> None:
+    # The demo uses the default DR, which the speckle check gives an interval: the ratio's
+    # range over it is in results.json and in the report's table beside the ratio.
+    rel = demo["results"]["rois"]["lesion"]["relative_to_reference"]
+    r = rel["peak_enhancement_ratio"]
+    lo, hi = rel["peak_enhancement_ratio_interval"]
+    assert lo <= r * (1 + 1e-6) and r <= hi * (1 + 1e-6) and lo < hi
+    content = report_content(demo["results"])
+    (row,) = [x for x in content["parameters"]["relative"] if x["label"] == "Peak enhancement ratio"]
+    columns = [c["name"] for c in content["parameters"]["relative_columns"]]
+    cell = row["cells"][columns.index("lesion")]
+    assert cell == f"{fmt(r)} ({fmt(lo)}–{fmt(hi)} over the dynamic range's interval)"
+    assert cell in _text(demo["html"])

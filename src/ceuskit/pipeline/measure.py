@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ceuskit.cine import Cine
+from ceuskit.dynamic_range import LevelScale, level_scale
 from ceuskit.errors import AnalysisWarning
 from ceuskit.kinetics.fast import fast_descriptors
 from ceuskit.kinetics.fit import (
@@ -106,8 +107,16 @@ def measure_rois(
     power_sum = np.zeros(panels.contrast.shape, dtype=np.float64)
     power_count = np.zeros(panels.contrast.shape, dtype=np.int64)
     kept = None if motion is None else ~np.asarray(motion.rejected)
+    scale = options_level_scale(options)
+    # The power at the DR interval's ends is the power here to the power
+    # DR' / DR, pixel by pixel: the ROIs' curves there come from this pass.
+    exponents = () if scale is None else (scale.low, scale.high)
+    boxes = [_box(m) for m in masks] if exponents else []
+    powered: list[list[NDArray[np.float64]]] = [[] for _ in exponents]
     for sl, power in contrast_power_chunks(cine, panels, options, motion):
         chunks.append(roi_means(power, masks))
+        for i, exponent in enumerate(exponents):
+            powered[i].append(_powered_means(power, masks, boxes, exponent))
         with np.errstate(invalid="ignore"):
             panel_chunks.append(np.nanmean(power.reshape(power.shape[0], -1), axis=1, dtype=np.float64))
         use = power if kept is None else power[kept[sl]]
@@ -161,6 +170,9 @@ def measure_rois(
                                  enhancement=edict, fit=one_fit, perfusion=perfusion,
                                  fit_status=status_label, selection=selection))
     results = _with_relative(results)
+    if scale is not None:
+        results = _with_ratio_range(results, t, [np.concatenate(p, axis=1) for p in powered],
+                                    None if motion is None else motion.rejected)
     bolus, results = _with_verdicts(cine, panels, options, motion, results, panel_curve, mean_image)
     if necrosis:
         results = _with_necrosis(results, cine, panels, options, motion)
@@ -334,6 +346,81 @@ def with_viable_part(results: list[RoiResult], viable: dict[str, NDArray[np.bool
                            "definition": "lesion pixels the necrosis pixel test calls enhancing; "
                                          "their mean curve fitted with the lesion's model"}
     return [replace(r, viable=out[r.roi.name]) if r.roi.name in out else r for r in results]
+
+
+def options_level_scale(options: AnalysisOptions) -> LevelScale | None:
+    """The `LevelScale` of the dynamic range `options` hold (None for a DR the user gave)."""
+    check = options.dynamic_range_check
+    return level_scale({
+        "dynamic_range_db": options.dynamic_range_db,
+        "dynamic_range_source": options.dynamic_range_source,
+        "dynamic_range_ci_db": None if options.dynamic_range_ci_db is None
+        else list(options.dynamic_range_ci_db),
+        "dynamic_range_check": {"ci_db": None if check is None or check.ci_db is None
+                                else list(check.ci_db)},
+    })
+
+
+def _box(mask: NDArray[np.bool_]) -> tuple[slice, slice]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("empty ROI mask")
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _powered_means(power: NDArray[np.float32], masks: list[NDArray[np.bool_]],
+                   boxes: list[tuple[slice, slice]], exponent: float) -> NDArray[np.float64]:
+    """`roi_means` of ``power ** exponent`` (NaN pixels left out), over each ROI's pixels only."""
+    out = np.empty((len(masks), power.shape[0]), dtype=np.float64)
+    for i, (m, (ys, xs)) in enumerate(zip(masks, boxes, strict=True)):
+        vals = power[:, ys, xs][:, m[ys, xs]].astype(np.float64) ** exponent
+        n = np.isfinite(vals).sum(axis=1)
+        # A frame with no finite pixel in the ROI gives NaN, as in `roi_means`.
+        out[i] = np.where(n > 0, np.nansum(vals, axis=1) / np.maximum(n, 1), np.nan)
+    return out
+
+
+def _peak(fit_model: Any, t: NDArray[np.float64], curve: NDArray[np.float64]) -> float | None:
+    fit = fit_curves(fit_model, t, curve[None])
+    if FitStatus(int(np.asarray(fit.status).reshape(-1)[0])) not in USABLE_STATUSES:
+        return None
+    pe = finite_or_none(fast_descriptors(fit.select(0), float(t[-1]))["peak_enhancement"])
+    return pe if pe is not None and pe > 0 else None
+
+
+def _with_ratio_range(results: list[RoiResult], t: NDArray[np.float64],
+                      powered: list[NDArray[np.float64]],
+                      rejected: NDArray[np.bool_] | None) -> list[RoiResult]:
+    """Give each peak-enhancement ratio its range over the dynamic range's interval.
+
+    `powered` holds every ROI's curve linearised at each end of the interval
+    (`_powered_means`); the reference's and each ROI's are fitted with their
+    own models there, as at the DR used.
+    """
+    ref_i = next((i for i, r in enumerate(results) if r.roi.role == "reference" and r.enhancing), None)
+    if ref_i is None or results[ref_i].fit is None:
+        return results
+    ref_fit = results[ref_i].fit
+    assert ref_fit is not None
+    curves = [c.copy() for c in powered]
+    if rejected is not None and rejected.any():
+        for c in curves:
+            c[:, rejected] = np.nan
+    ref_peaks = [_peak(ref_fit.model, t, c[ref_i]) for c in curves]
+    out = []
+    for i, r in enumerate(results):
+        ratio = r.relative.get("peak_enhancement_ratio")
+        if i == ref_i or r.fit is None or not r.enhancing or ratio is None or not ratio > 0:
+            out.append(r)
+            continue
+        ends = [None if pr is None or pe is None else pe / pr
+                for pr, pe in zip(ref_peaks, (_peak(r.fit.model, t, c[i]) for c in curves), strict=True)]
+        if any(e is None for e in ends):
+            out.append(r)
+            continue
+        values = [float(ratio), *(float(e) for e in ends if e is not None)]
+        out.append(replace(r, ratio_range=(min(values), max(values))))
+    return out
 
 
 def _with_relative(results: list[RoiResult]) -> list[RoiResult]:

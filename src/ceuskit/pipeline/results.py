@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ceuskit import DISCLAIMER, __version__
-from ceuskit.dynamic_range import DynamicRangeEstimate
+from ceuskit.dynamic_range import DynamicRangeEstimate, level_scale
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
 from ceuskit.outputs import finite_or_none, json_ready
 from ceuskit.pipeline.values import Analysis
@@ -30,10 +30,44 @@ def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
     return [None if not math.isfinite(float(v)) else float(f"{float(v):.{digits}g}") for v in a]
 
 
+def linearization_record(analysis: Analysis) -> dict[str, Any]:
+    """results.json ``linearization``: the dynamic range used, where it came from, its interval."""
+    return {
+        "dynamic_range_db": analysis.options.dynamic_range_db,
+        "dynamic_range_source": analysis.options.dynamic_range_source,
+        **({"dynamic_range_ci_db": list(analysis.options.dynamic_range_ci_db)}
+           if analysis.options.dynamic_range_ci_db is not None else {}),
+        **({"dynamic_range_check": dynamic_range_check_record(analysis.options.dynamic_range_check)}
+           if analysis.options.dynamic_range_check is not None else {}),
+        "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
+        **({"colour_map": json_ready(analysis.cine_meta["colour_map"])}
+           if "colour_map" in analysis.cine_meta else {}),
+    }
+
+
+#: Definition of ``linearization.level_scale``.
+LEVEL_SCALE_TEXT = ("every level in dB is proportional to the display dynamic range: over the DR's "
+                    "interval a level E dB lies between E x low and E x high; findings that change "
+                    "within it are not assessable")
+#: Definition of ``relative_to_reference.peak_enhancement_ratio_interval``.
+RATIO_INTERVAL_TEXT = ("the peak enhancement ratio's range over the dynamic range's interval: each "
+                       "ROI's curve measured again at the interval's ends (the power there is this "
+                       "power to the power DR' / DR, pixel by pixel) and fitted with its model")
+
+
+def _with_ratio_interval(relative: dict[str, Any], ratio_range: tuple[float, float] | None
+                         ) -> dict[str, Any]:
+    if ratio_range is None or "peak_enhancement_ratio" not in relative:
+        return relative
+    return {**relative, "peak_enhancement_ratio_interval": [float(f"{v:.6g}") for v in ratio_range]}
+
+
 def build_results(analysis: Analysis) -> dict[str, Any]:
     """Assemble the results.json document."""
     t = analysis.times_s
     dt = np.diff(t)
+    linearization = linearization_record(analysis)
+    scale = level_scale(linearization)
     rois: dict[str, Any] = {}
     for r in analysis.rois:
         entry: dict[str, Any] = dict(r.roi.as_dict())
@@ -63,7 +97,7 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             entry["necrosis"] = r.necrosis
         if analysis.maps is not None and r.roi.name in analysis.maps.result.rois:
             entry["map"] = json_ready(analysis.maps.result.rois[r.roi.name])
-        entry["relative_to_reference"] = r.relative or None
+        entry["relative_to_reference"] = _with_ratio_interval(dict(r.relative or {}), r.ratio_range) or None
         entry["tic"] = {
             "times_s": json_array(t, 8),
             "intensity": json_array(r.intensity),
@@ -91,17 +125,11 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
                if "clips" in analysis.cine_meta else {}),
         },
         "panels": analysis.panels.as_dict(),
-        "linearization": {
-            "dynamic_range_db": analysis.options.dynamic_range_db,
-            "dynamic_range_source": analysis.options.dynamic_range_source,
-            **({"dynamic_range_ci_db": list(analysis.options.dynamic_range_ci_db)}
-               if analysis.options.dynamic_range_ci_db is not None else {}),
-            **({"dynamic_range_check": dynamic_range_check_record(analysis.options.dynamic_range_check)}
-               if analysis.options.dynamic_range_check is not None else {}),
-            "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
-            **({"colour_map": json_ready(analysis.cine_meta["colour_map"])}
-               if "colour_map" in analysis.cine_meta else {}),
-        },
+        "linearization": {**linearization,
+                          **({"level_scale": {"low": scale.low, "high": scale.high,
+                                              "definition": LEVEL_SCALE_TEXT,
+                                              "peak_enhancement_ratio_interval": RATIO_INTERVAL_TEXT}}
+                             if scale is not None else {})},
         "analysis": {
             "model": analysis.options.model,
             "injection_time_s": float(analysis.options.injection_time_s),

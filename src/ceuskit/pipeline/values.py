@@ -226,6 +226,9 @@ class RoiResult:
     verdict: dict[str, Any] | None = None
     #: Lesion ROIs: peak enhancement of the viable (enhancing) part (`with_viable_part`).
     viable: dict[str, Any] | None = None
+    #: The peak-enhancement ratio's range (low, high) over the dynamic range's
+    #: interval, measured at its ends; None for a DR the user gave.
+    ratio_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -519,6 +519,17 @@ def _roi_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _relative_cell(relative: Mapping[str, Any], key: str) -> str:
+    """A relative value, with its range over the dynamic range's interval where it has one."""
+    text = fmt(_num(relative.get(key)))
+    interval = relative.get(f"{key}_interval")
+    if text != "—" and isinstance(interval, list) and len(interval) == 2:
+        lo, hi = (_num(v) for v in interval)
+        if lo is not None and hi is not None:
+            text += f" ({fmt(lo)}–{fmt(hi)} over the dynamic range's interval)"
+    return text
+
+
 def _parameters(results: Mapping[str, Any]) -> dict[str, Any]:
     rois = _rois_in_order(results)
     rows = []
@@ -531,7 +542,7 @@ def _parameters(results: Mapping[str, Any]) -> dict[str, Any]:
     if ref is not None:
         others = [(n, r) for n, r in rois if n != ref]
         for key, label, unit in _RELATIVE:
-            cells = [fmt(_num(_m(r.get("relative_to_reference")).get(key))) for _, r in others]
+            cells = [_relative_cell(_m(r.get("relative_to_reference")), key) for _, r in others]
             if any(c != "—" for c in cells):
                 relative.append({"label": label, "unit": unit, "cells": cells})
         return {"columns": [{"name": n, "role": str(r.get("role"))} for n, r in rois], "rows": rows,
