@@ -97,7 +97,15 @@ def surface_peaks(block: Any, exclusion_px2: float, iy: Any, ix: Any, second: An
         second[i] = far if np.isfinite(far) else 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _bilinear(row0: Any, row1: Any, x0: int, x1: int, fx: float,
+              fy: float) -> float:  # pragma: no cover - compiled
+    """Bilinear interpolation between two rows at columns x0, x1 (weights fx, fy)."""
+    return ((1.0 - fy) * ((1.0 - fx) * row0[x0] + fx * row0[x1])
+            + fy * ((1.0 - fx) * row1[x0] + fx * row1[x1]))
+
+
+@njit(cache=True, parallel=True, fastmath=True)
 def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: Any
                ) -> None:  # pragma: no cover - compiled
     """Match quality of each band-passed frame, aligned, with the template's band.
@@ -109,6 +117,12 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
     (0 with fewer than 16 of them, or no spread); ``spread[i]`` the standard
     deviation of the unaligned band over the whole frame (the B-mode
     structure measure).
+
+    Sums are reassociated (``fastmath``) so that they vectorise: the values
+    differ from a strict left-to-right sum by rounding alone (~1e-13 of the
+    NCC).  A pure translation splits each row into the columns whose two
+    source columns lie inside the frame (no clamping, the vectorised bulk)
+    and the one or two edge columns that replicate the edge.
     """
     n, h, w = bands.shape
     for i in prange(n):
@@ -118,7 +132,7 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
         s2 = 0.0
         for y in range(h):
             for x in range(w):
-                v = float(bands[i, y, x])
+                v = np.float64(bands[i, y, x])
                 s1 += v
                 s2 += v * v
         size = h * w
@@ -140,20 +154,35 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
             oy = math.floor(m12)
             fx = m02 - ox
             fy = m12 - oy
+            # Columns whose source columns x + ox and x + ox + 1 both lie in
+            # the frame: no clamping there.
+            xi0 = min(max(xa, -ox), max(xa, xb))
+            xi1 = max(min(xb, w - 1 - ox), xi0)
             for y in range(ya, yb):
                 y0 = min(max(y + oy, 0), h - 1)
                 y1 = min(y0 + 1, h - 1)
-                for x in range(xa, xb):
-                    x0 = min(max(x + ox, 0), w - 1)
-                    x1 = min(x0 + 1, w - 1)
-                    a = ((1.0 - fy) * ((1.0 - fx) * bands[i, y0, x0] + fx * bands[i, y0, x1])
-                         + fy * ((1.0 - fx) * bands[i, y1, x0] + fx * bands[i, y1, x1]))
-                    b = float(tmpl[y, x])
+                row0 = bands[i, y0]
+                row1 = bands[i, y1]
+                trow = tmpl[y]
+                for x in range(xi0, xi1):
+                    a = _bilinear(row0, row1, x + ox, x + ox + 1, fx, fy)
+                    b = np.float64(trow[x])
                     sa += a
                     sb += b
                     saa += a * a
                     sbb += b * b
                     sab += a * b
+                for k in range(2):  # the edge columns, left then right
+                    for x in range(xa, xi0) if k == 0 else range(xi1, xb):
+                        x0 = min(max(x + ox, 0), w - 1)
+                        x1 = min(x0 + 1, w - 1)
+                        a = _bilinear(row0, row1, x0, x1, fx, fy)
+                        b = np.float64(trow[x])
+                        sa += a
+                        sb += b
+                        saa += a * a
+                        sbb += b * b
+                        sab += a * b
             count = max(0, yb - ya) * max(0, xb - xa)
         else:
             for y in range(h):
@@ -170,9 +199,8 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
                     y0 = min(max(y0, 0), h - 1)
                     x1 = min(x0 + 1, w - 1)
                     y1 = min(y0 + 1, h - 1)
-                    a = ((1.0 - fy) * ((1.0 - fx) * bands[i, y0, x0] + fx * bands[i, y0, x1])
-                         + fy * ((1.0 - fx) * bands[i, y1, x0] + fx * bands[i, y1, x1]))
-                    b = float(tmpl[y, x])
+                    a = _bilinear(bands[i, y0], bands[i, y1], x0, x1, fx, fy)
+                    b = np.float64(tmpl[y, x])
                     sa += a
                     sb += b
                     saa += a * a
