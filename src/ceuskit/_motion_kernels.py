@@ -217,6 +217,66 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
         ncc[i] = cab / den if den > 0 else 0.0
 
 
+@njit(cache=True, inline="always")
+def _align_frame(src: Any, m00: float, m01: float, m02: float, m10: float, m11: float,
+                 m12: float, tol: float, out: Any) -> None:  # pragma: no cover - compiled
+    """One frame of `aligned_power`: `src` (h, w) sampled bilinearly into `out` (h, w)."""
+    h, w = src.shape
+    if m01 == 0.0 and m10 == 0.0 and m00 == 1.0 and m11 == 1.0:
+        # A pure translation: one rectangle of valid pixels, fixed weights.
+        xa = max(0, math.ceil(-m02 - tol))
+        xb = max(xa, min(w, math.floor(w - 1 - m02 + tol) + 1))
+        ya = max(0, math.ceil(-m12 - tol))
+        yb = max(ya, min(h, math.floor(h - 1 - m12 + tol) + 1))
+        ox = math.floor(m02)
+        oy = math.floor(m12)
+        fx = m02 - ox
+        fy = m12 - oy
+        for y in range(h):
+            if y < ya or y >= yb:
+                for x in range(w):
+                    out[y, x] = np.nan
+                continue
+            y0 = min(max(y + oy, 0), h - 1)
+            y1 = min(y0 + 1, h - 1)
+            for x in range(xa):
+                out[y, x] = np.nan
+            for x in range(xb, w):
+                out[y, x] = np.nan
+            for x in range(xa, xb):
+                x0 = min(max(x + ox, 0), w - 1)
+                x1 = min(x0 + 1, w - 1)
+                top = (1.0 - fx) * src[y0, x0] + fx * src[y0, x1]
+                bottom = (1.0 - fx) * src[y1, x0] + fx * src[y1, x1]
+                out[y, x] = (1.0 - fy) * top + fy * bottom
+        return
+    for y in range(h):
+        for x in range(w):
+            sx = m00 * x + m01 * y + m02
+            sy = m10 * x + m11 * y + m12
+            if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
+                out[y, x] = np.nan
+                continue
+            x0 = math.floor(sx)
+            y0 = math.floor(sy)
+            fx = sx - x0
+            fy = sy - y0
+            x0 = min(max(x0, 0), w - 1)
+            y0 = min(max(y0, 0), h - 1)
+            x1 = min(x0 + 1, w - 1)
+            y1 = min(y0 + 1, h - 1)
+            top = (1.0 - fx) * src[y0, x0] + fx * src[y0, x1]
+            bottom = (1.0 - fx) * src[y1, x0] + fx * src[y1, x1]
+            out[y, x] = (1.0 - fy) * top + fy * bottom
+
+
+@njit(cache=True, inline="always")
+def _is_identity(mats: Any, t: int) -> bool:  # pragma: no cover - compiled
+    return (abs(mats[t, 0, 0] - 1.0) <= 1e-9 and abs(mats[t, 1, 1] - 1.0) <= 1e-9
+            and abs(mats[t, 0, 1]) <= 1e-9 and abs(mats[t, 1, 0]) <= 1e-9
+            and abs(mats[t, 0, 2]) <= 1e-9 and abs(mats[t, 1, 2]) <= 1e-9)
+
+
 @njit(cache=True, parallel=True)
 def aligned_power(power: Any, mats: Any, tol: float, out: Any) -> None:  # pragma: no cover - compiled
     """Frames aligned bilinearly to the reference, NaN where they hold no data.
@@ -228,60 +288,76 @@ def aligned_power(power: Any, mats: Any, tol: float, out: Any) -> None:  # pragm
     bilinear interpolation with NaN fill, in one pass over the frames in
     parallel and with exact (not 1/32-px) interpolation weights.
     """
-    n, h, w = power.shape
-    for t in prange(n):
-        m00, m01, m02 = mats[t, 0, 0], mats[t, 0, 1], mats[t, 0, 2]
-        m10, m11, m12 = mats[t, 1, 0], mats[t, 1, 1], mats[t, 1, 2]
-        if (abs(m00 - 1.0) <= 1e-9 and abs(m11 - 1.0) <= 1e-9 and abs(m01) <= 1e-9
-                and abs(m10) <= 1e-9 and abs(m02) <= 1e-9 and abs(m12) <= 1e-9):
+    for t in prange(power.shape[0]):
+        if _is_identity(mats, t):
             out[t] = power[t]
             continue
-        if m01 == 0.0 and m10 == 0.0 and m00 == 1.0 and m11 == 1.0:
-            # A pure translation: one rectangle of valid pixels, fixed weights.
-            xa = max(0, math.ceil(-m02 - tol))
-            xb = max(xa, min(w, math.floor(w - 1 - m02 + tol) + 1))
-            ya = max(0, math.ceil(-m12 - tol))
-            yb = max(ya, min(h, math.floor(h - 1 - m12 + tol) + 1))
-            ox = math.floor(m02)
-            oy = math.floor(m12)
-            fx = m02 - ox
-            fy = m12 - oy
+        _align_frame(power[t], mats[t, 0, 0], mats[t, 0, 1], mats[t, 0, 2],
+                     mats[t, 1, 0], mats[t, 1, 1], mats[t, 1, 2], tol, out[t])
+
+
+@njit(cache=True, parallel=True)
+def aligned_table_power(display: Any, table: Any, mats: Any, tol: float,
+                        out: Any) -> None:  # pragma: no cover - compiled
+    """`aligned_power` of ``table[display]``: 8-bit display values looked up and aligned.
+
+    Each frame is looked up into a frame-sized scratch image (which stays in
+    the core's cache) and aligned from there: the same values as
+    `ceuskit._lut.apply_table` then `aligned_power`, without writing and
+    re-reading a float32 copy of the whole chunk.
+    """
+    n, h, w = display.shape
+    for t in prange(n):
+        if _is_identity(mats, t):
             for y in range(h):
-                if y < ya or y >= yb:
-                    for x in range(w):
-                        out[t, y, x] = np.nan
-                    continue
-                y0 = min(max(y + oy, 0), h - 1)
-                y1 = min(y0 + 1, h - 1)
-                for x in range(xa):
-                    out[t, y, x] = np.nan
-                for x in range(xb, w):
-                    out[t, y, x] = np.nan
-                for x in range(xa, xb):
-                    x0 = min(max(x + ox, 0), w - 1)
-                    x1 = min(x0 + 1, w - 1)
-                    top = (1.0 - fx) * power[t, y0, x0] + fx * power[t, y0, x1]
-                    bottom = (1.0 - fx) * power[t, y1, x0] + fx * power[t, y1, x1]
-                    out[t, y, x] = (1.0 - fy) * top + fy * bottom
+                for x in range(w):
+                    out[t, y, x] = table[display[t, y, x]]
             continue
+        scratch = np.empty((h, w), dtype=np.float32)
         for y in range(h):
             for x in range(w):
-                sx = m00 * x + m01 * y + m02
-                sy = m10 * x + m11 * y + m12
-                if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
-                    out[t, y, x] = np.nan
-                    continue
-                x0 = math.floor(sx)
-                y0 = math.floor(sy)
-                fx = sx - x0
-                fy = sy - y0
-                x0 = min(max(x0, 0), w - 1)
-                y0 = min(max(y0, 0), h - 1)
-                x1 = min(x0 + 1, w - 1)
-                y1 = min(y0 + 1, h - 1)
-                top = (1.0 - fx) * power[t, y0, x0] + fx * power[t, y0, x1]
-                bottom = (1.0 - fx) * power[t, y1, x0] + fx * power[t, y1, x1]
-                out[t, y, x] = (1.0 - fy) * top + fy * bottom
+                scratch[y, x] = table[display[t, y, x]]
+        _align_frame(scratch, mats[t, 0, 0], mats[t, 0, 1], mats[t, 0, 2],
+                     mats[t, 1, 0], mats[t, 1, 1], mats[t, 1, 2], tol, out[t])
+
+
+@njit(cache=True, parallel=True)
+def power_sums(power: Any, keep: Any, frame_sum: Any, frame_count: Any, pixel_sum: Any,
+               pixel_count: Any) -> None:  # pragma: no cover - compiled
+    """Per-row frame sums and per-pixel sums over kept frames of a power chunk, skipping NaN.
+
+    For a chunk `power` (n, h, w): ``frame_sum[t, y]`` and ``frame_count[t, y]``
+    receive the float64 sum and the count of the finite values of row y of
+    frame t (their sums over y give each frame's NaN-mean); ``pixel_sum[y, x]``
+    and ``pixel_count[y, x]`` are *increased* by the sum (float64, frames in
+    order from 0, as NumPy's ``sum(axis=0)`` adds them) and the count of the
+    finite values at (y, x) over the frames where ``keep[t]``.  Rows over
+    threads.
+    """
+    n, h, w = power.shape
+    for y in prange(h):
+        acc = np.zeros(w, dtype=np.float64)
+        cnt = np.zeros(w, dtype=np.int64)
+        for t in range(n):
+            row = power[t, y]
+            s = 0.0
+            c = 0
+            for x in range(w):
+                v = row[x]
+                if np.isfinite(v):
+                    s += v
+                    c += 1
+            frame_sum[t, y] = s
+            frame_count[t, y] = c
+            if keep[t]:
+                for x in range(w):
+                    v = row[x]
+                    if np.isfinite(v):
+                        acc[x] += v
+                        cnt[x] += 1
+        for x in range(w):
+            pixel_sum[y, x] += acc[x]
+            pixel_count[y, x] += cnt[x]
 
 
 #: The integer offsets (dx, dy) px `cross_correlation` scores around each

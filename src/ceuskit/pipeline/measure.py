@@ -101,12 +101,22 @@ def measure_rois(
     say = progress or (lambda _msg: None)
     warnings: list[AnalysisWarning] = []
     say("linearising the contrast panel" + (" and aligning it" if motion is not None else ""))
+    from ceuskit._motion_kernels import power_sums
+
     masks = [r.mask for r in rois]
     chunks: list[NDArray[np.float64]] = []
-    panel_chunks: list[NDArray[np.float64]] = []
+    rows = panels.contrast.shape[0]
+    # Per frame and row: the finite values' sum and count (the panel curve is
+    # each frame's NaN-mean); per pixel: the same over the kept frames (the
+    # cine-mean image).  One compiled pass over each chunk (`power_sums`)
+    # instead of NumPy's NaN-mean and masked sums, which made several
+    # full-size temporaries per chunk.
+    frame_sum = np.empty((cine.n_frames, rows), dtype=np.float64)
+    frame_count = np.empty((cine.n_frames, rows), dtype=np.int64)
     power_sum = np.zeros(panels.contrast.shape, dtype=np.float64)
     power_count = np.zeros(panels.contrast.shape, dtype=np.int64)
-    kept = None if motion is None else ~np.asarray(motion.rejected)
+    kept = (np.ones(cine.n_frames, dtype=bool) if motion is None
+            else ~np.asarray(motion.rejected))
     scale = options_level_scale(options)
     # The power at the DR interval's ends is the power here to the power
     # DR' / DR, pixel by pixel: the ROIs' curves there come from this pass.
@@ -117,15 +127,10 @@ def measure_rois(
         chunks.append(roi_means(power, masks))
         for i, exponent in enumerate(exponents):
             powered[i].append(_powered_means(power, masks, boxes, exponent))
-        with np.errstate(invalid="ignore"):
-            panel_chunks.append(np.nanmean(power.reshape(power.shape[0], -1), axis=1, dtype=np.float64))
-        use = power if kept is None else power[kept[sl]]
-        finite = np.isfinite(use)
-        power_sum += np.where(finite, use, 0.0).sum(axis=0, dtype=np.float64)
-        power_count += finite.sum(axis=0)
+        power_sums(power, kept[sl], frame_sum[sl], frame_count[sl], power_sum, power_count)
     curves = np.concatenate(chunks, axis=1)
-    panel_curve = np.concatenate(panel_chunks)
     with np.errstate(invalid="ignore", divide="ignore"):
+        panel_curve = frame_sum.sum(axis=1) / frame_count.sum(axis=1)
         mean_image = np.where(power_count > 0, power_sum / np.maximum(power_count, 1), np.nan)
     t = cine.times_s
     t_end = float(t[-1])

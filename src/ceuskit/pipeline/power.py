@@ -80,15 +80,24 @@ def contrast_power_chunks(
             yield sl, _read_only(cache.power[sl])
         return
     fused = motion is not None and order == 1  # (always so when there is a cache)
+    # 8-bit frames are looked up and aligned in one compiled pass
+    # (`aligned_table_power`): no float32 copy of each chunk before alignment.
+    table = (linear_power_table(options.dynamic_range_db, cine.display_max)
+             if fused and cine.frames.dtype == np.uint8 else None)
     if fused:
-        from ceuskit._motion_kernels import aligned_power
+        from ceuskit._motion_kernels import aligned_power, aligned_table_power
 
         mats = motion.matrices((rows, cols)) if motion is not None else None
-        scratch = np.empty_like(buffer)
+        scratch = np.empty_like(buffer) if table is None else buffer
     for start in range(0, n, chunk_frames):
         sl = slice(start, min(n, start + chunk_frames))
-        power = to_linear_power(cine.frames[(sl, *panels.contrast.slices)],
-                                options.dynamic_range_db, cine.display_max,
+        display = cine.frames[(sl, *panels.contrast.slices)]
+        if table is not None and mats is not None:
+            aligned = cache.power[sl] if cache is not None else buffer[:sl.stop - sl.start]
+            aligned_table_power(display, table, mats[sl], VALID_TOLERANCE_PX, aligned)
+            yield sl, _read_only(aligned)
+            continue
+        power = to_linear_power(display, options.dynamic_range_db, cine.display_max,
                                 out=(scratch if fused else buffer)[:sl.stop - sl.start])
         if fused and mats is not None:
             # `apply_motion` (bilinear, NaN fill) in one compiled pass over the
