@@ -69,3 +69,29 @@ def block_medians(values: Any, grid_rows: int, grid_cols: int, stride: int, pixe
                         hi = v
                         break
                 out[t, k] = 0.5 * (lo + hi)
+
+
+@njit(cache=True, parallel=True)
+def frame_differences(values: Any, dark: float, abs_diff: Any, live: Any
+                      ) -> None:  # pragma: no cover - compiled
+    """Per frame of a (T, H, W) uint8 array: the summed absolute difference to
+    the frame before (``abs_diff[t]``, t >= 1; ``abs_diff[0]`` is 0) and the
+    count of pixels above `dark` (``live[t]``), both exact integers.
+
+    `ceuskit.qc.duplicate_frame_indices` in one pass over the frames, without
+    NumPy's full-size temporaries (|a - b|, a > dark) per chunk.
+    """
+    n, h, w = values.shape
+    for t in prange(n):
+        total = 0
+        above = 0
+        for i in range(h):
+            for j in range(w):
+                v = values[t, i, j]
+                if v > dark:
+                    above += 1
+                if t > 0:
+                    p = values[t - 1, i, j]
+                    total += (v - p) if v >= p else (p - v)
+        abs_diff[t] = total
+        live[t] = above

@@ -422,21 +422,25 @@ def duplicate_frame_indices(contrast: NDArray[Any]) -> NDArray[np.intp]:
     """
     n = contrast.shape[0]
     out: list[NDArray[np.intp]] = []
-    # 8-bit frames stay 8-bit: |a - b| as max - min cannot wrap, and the sums
-    # of whole numbers are exact, so the means equal the float path's.
+    # 8-bit frames stay 8-bit: the sums of whole numbers are exact, so the
+    # means equal the float path's.  One compiled pass over all the frames.
     byte = np.asarray(contrast[:0]).dtype == np.uint8
+    if byte and n > 1:
+        from ceuskit._lut import frame_differences
+
+        total = np.empty(n, dtype=np.int64)
+        above = np.empty(n, dtype=np.int64)
+        frame_differences(contrast, _DARK_GREY, total, above)
+        size = float(contrast.shape[1] * contrast.shape[2])
+        mad = total[1:] / size
+        live = above[1:] / size
+        hit = (mad <= DUPLICATE_MAX_MEAN_ABS_DIFF) & (live >= DUPLICATE_MIN_LIVE_SHARE)
+        return (np.flatnonzero(hit) + 1).astype(np.intp)
     for start in range(1, n, _CHUNK_FRAMES):
         stop = min(n, start + _CHUNK_FRAMES)
-        if byte:
-            cur = np.asarray(contrast[start:stop])
-            prev = np.asarray(contrast[start - 1:stop - 1])
-            diff = np.maximum(cur, prev)
-            diff -= np.minimum(cur, prev)
-            mad = diff.sum(axis=(1, 2), dtype=np.int64) / float(cur.shape[1] * cur.shape[2])
-        else:
-            cur = np.asarray(contrast[start:stop], dtype=np.float32)
-            prev = np.asarray(contrast[start - 1:stop - 1], dtype=np.float32)
-            mad = np.abs(cur - prev).mean(axis=(1, 2), dtype=np.float64)
+        cur = np.asarray(contrast[start:stop], dtype=np.float32)
+        prev = np.asarray(contrast[start - 1:stop - 1], dtype=np.float32)
+        mad = np.abs(cur - prev).mean(axis=(1, 2), dtype=np.float64)
         live = (cur > _DARK_GREY).mean(axis=(1, 2), dtype=np.float64)
         hit = (mad <= DUPLICATE_MAX_MEAN_ABS_DIFF) & (live >= DUPLICATE_MIN_LIVE_SHARE)
         out.append(np.flatnonzero(hit).astype(np.intp) + start)
