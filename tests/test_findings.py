@@ -318,7 +318,8 @@ def test_a_degree_that_the_dynamic_ranges_interval_can_change_is_undecided() -> 
     f6 = derive_findings(_with_dr(_doc(90.0, lambda t: np.full(t.shape, 6.0)), "estimated", 50.0,
                                   [44.0, 56.0]))
     assert f6["enhancement"] == "hyper"
-    assert "(5.3 to 6.7 dB over the estimated dynamic range's interval, 44.0-56.0 dB)" in f6["evidence"]["enhancement"]["text"]
+    assert ("(5.3 to 6.7 dB over the estimated dynamic range's interval, 44.0-56.0 dB)"
+            in f6["evidence"]["enhancement"]["text"])
     # The default DR with the speckle check's interval: the same rule (the default itself is
     # kept inside the range even where the check reads elsewhere).
     fd = derive_findings(_with_dr(doc, "default", 60.0, [45.0, 55.0]))
