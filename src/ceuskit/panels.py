@@ -180,7 +180,8 @@ def _content_components(frames: NDArray[np.float32]) -> tuple[NDArray[np.int32],
     return labels.astype(np.int32), big
 
 
-def _bbox(mask: NDArray[np.bool_], source: str = "image") -> Panel | None:
+def mask_bbox(mask: NDArray[np.bool_], source: str = "image") -> Panel | None:
+    """The smallest rectangle holding every True pixel of `mask` (None when there is none)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return None
@@ -282,8 +283,8 @@ def detect_layout(frames: NDArray[np.float32]) -> tuple[DualLayout | None, dict[
     if not big:
         return None, {"reason": "no imaging content brighter than the background"}
     if len(big) >= 2:
-        a = _bbox(labels == big[0])
-        b = _bbox(labels == big[1])
+        a = mask_bbox(labels == big[0])
+        b = mask_bbox(labels == big[1])
         assert a is not None and b is not None
         first, second = sorted((a, b), key=lambda p: (p.x0, p.y0))
         if first.x1 <= second.x0:
@@ -305,7 +306,7 @@ def detect_layout(frames: NDArray[np.float32]) -> tuple[DualLayout | None, dict[
                 return DualLayout(first, second, kind, True, split, ev), ev
             return None, {**ev, "reason": "two separate image parts, but not contrast beside B-mode"}
     content = labels == big[0]
-    box = _bbox(content)
+    box = mask_bbox(content)
     assert box is not None
     fits = {kind: _split_without_separator(frames, content, box, axis)
             for kind, axis in (("side-by-side", 1), ("stacked", 0))}
@@ -322,7 +323,7 @@ def detect_layout(frames: NDArray[np.float32]) -> tuple[DualLayout | None, dict[
         side_a[:, :cut], side_b[:, cut:] = content[:, :cut], content[:, cut:]
     else:
         side_a[:cut], side_b[cut:] = content[:cut], content[cut:]
-    box_a, box_b = _bbox(side_a), _bbox(side_b)
+    box_a, box_b = mask_bbox(side_a), mask_bbox(side_b)
     assert box_a is not None and box_b is not None
     ev["why"] = "a step in the temporal behaviour"
     return DualLayout(box_a, box_b, kind, False, cut, ev), ev

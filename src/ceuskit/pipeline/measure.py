@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ceuskit.cine import Cine
-from ceuskit.dynamic_range import LevelScale, level_scale
+from ceuskit.dynamic_range import level_scale
 from ceuskit.errors import AnalysisWarning
 from ceuskit.kinetics.fast import fast_descriptors
 from ceuskit.kinetics.fit import (
@@ -27,8 +27,9 @@ from ceuskit.kinetics.models import get_model
 from ceuskit.kinetics.select import fit_auto
 from ceuskit.motion import MotionEstimate
 from ceuskit.outputs import finite_or_none
-from ceuskit.panels import PanelChoice
+from ceuskit.panels import PanelChoice, mask_bbox
 from ceuskit.pipeline.power import coded_power_chunks, contrast_power_chunks, mask_curves
+from ceuskit.pipeline.results import linearization_record
 from ceuskit.pipeline.values import (
     AUTO_MODELS,
     DIFFERENCE_KEYS,
@@ -117,7 +118,7 @@ def measure_rois(
     power_count = np.zeros(panels.contrast.shape, dtype=np.int64)
     kept = (np.ones(cine.n_frames, dtype=bool) if motion is None
             else ~np.asarray(motion.rejected))
-    scale = options_level_scale(options)
+    scale = level_scale(linearization_record(options, cine.meta))
     # The power at the DR interval's ends is the power here to the power
     # DR' / DR, pixel by pixel: the ROIs' curves there come from this pass.
     exponents = () if scale is None else (scale.low, scale.high)
@@ -341,10 +342,7 @@ def with_viable_part(results: list[RoiResult], viable: dict[str, NDArray[np.bool
     out = {}
     for r, mask, curve in zip(todo, masks, curves, strict=True):
         assert r.fit is not None
-        fit = fit_curves(r.fit.model, t, curve[None])
-        status = FitStatus(int(np.asarray(fit.status).reshape(-1)[0]))
-        pe = finite_or_none(fast_descriptors(fit.select(0), float(t[-1]))["peak_enhancement"]) \
-            if status in USABLE_STATUSES else None
+        status, pe = _refit_peak(r.fit.model, t, curve)
         out[r.roi.name] = {"peak_enhancement": pe, "viable_px": int(mask.sum()),
                            "lesion_px": r.roi.area_px, "model": r.fit.model.name,
                            "fit_status": status.label,
@@ -353,24 +351,21 @@ def with_viable_part(results: list[RoiResult], viable: dict[str, NDArray[np.bool
     return [replace(r, viable=out[r.roi.name]) if r.roi.name in out else r for r in results]
 
 
-def options_level_scale(options: AnalysisOptions) -> LevelScale | None:
-    """The `LevelScale` of the dynamic range `options` hold (None for a DR the user gave)."""
-    check = options.dynamic_range_check
-    return level_scale({
-        "dynamic_range_db": options.dynamic_range_db,
-        "dynamic_range_source": options.dynamic_range_source,
-        "dynamic_range_ci_db": None if options.dynamic_range_ci_db is None
-        else list(options.dynamic_range_ci_db),
-        "dynamic_range_check": {"ci_db": None if check is None or check.ci_db is None
-                                else list(check.ci_db)},
-    })
+def _refit_peak(model: Any, t: NDArray[np.float64], curve: NDArray[np.float64]
+                ) -> tuple[FitStatus, float | None]:
+    """Fit one more curve with an ROI's model: its status and peak enhancement (None unless usable)."""
+    fit = fit_curves(model, t, curve[None])
+    status = FitStatus(int(np.asarray(fit.status).reshape(-1)[0]))
+    if status not in USABLE_STATUSES:
+        return status, None
+    return status, finite_or_none(fast_descriptors(fit.select(0), float(t[-1]))["peak_enhancement"])
 
 
 def _box(mask: NDArray[np.bool_]) -> tuple[slice, slice]:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    box = mask_bbox(mask)
+    if box is None:
         raise ValueError("empty ROI mask")
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    return box.slices
 
 
 def _powered_means(power: NDArray[np.float32], masks: list[NDArray[np.bool_]],
@@ -385,12 +380,15 @@ def _powered_means(power: NDArray[np.float32], masks: list[NDArray[np.bool_]],
     return out
 
 
-def _peak(fit_model: Any, t: NDArray[np.float64], curve: NDArray[np.float64]) -> float | None:
-    fit = fit_curves(fit_model, t, curve[None])
-    if FitStatus(int(np.asarray(fit.status).reshape(-1)[0])) not in USABLE_STATUSES:
-        return None
-    pe = finite_or_none(fast_descriptors(fit.select(0), float(t[-1]))["peak_enhancement"])
+def _peak(model: Any, t: NDArray[np.float64], curve: NDArray[np.float64]) -> float | None:
+    """`_refit_peak`'s peak enhancement where it is positive (a ratio's term)."""
+    pe = _refit_peak(model, t, curve)[1]
     return pe if pe is not None and pe > 0 else None
+
+
+def _reference_index(results: list[RoiResult]) -> int | None:
+    """The ROI the ratios are taken against: the first enhancing reference."""
+    return next((i for i, r in enumerate(results) if r.roi.role == "reference" and r.enhancing), None)
 
 
 def _with_ratio_range(results: list[RoiResult], t: NDArray[np.float64],
@@ -402,7 +400,7 @@ def _with_ratio_range(results: list[RoiResult], t: NDArray[np.float64],
     (`_powered_means`); the reference's and each ROI's are fitted with their
     own models there, as at the DR used.
     """
-    ref_i = next((i for i, r in enumerate(results) if r.roi.role == "reference" and r.enhancing), None)
+    ref_i = _reference_index(results)
     if ref_i is None or results[ref_i].fit is None:
         return results
     ref_fit = results[ref_i].fit
@@ -429,9 +427,10 @@ def _with_ratio_range(results: list[RoiResult], t: NDArray[np.float64],
 
 
 def _with_relative(results: list[RoiResult]) -> list[RoiResult]:
-    ref = next((r for r in results if r.roi.role == "reference" and r.enhancing), None)
-    if ref is None:
+    ref_i = _reference_index(results)
+    if ref_i is None:
         return results
+    ref = results[ref_i]
     out = []
     for r in results:
         rel: dict[str, float | None] = {}

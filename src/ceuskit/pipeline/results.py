@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from ceuskit import DISCLAIMER, __version__
 from ceuskit.dynamic_range import DynamicRangeEstimate, level_scale
 from ceuskit.kinetics.descriptors import DESCRIPTOR_UNITS
 from ceuskit.outputs import finite_or_none, json_ready
-from ceuskit.pipeline.values import Analysis
+from ceuskit.pipeline.values import Analysis, AnalysisOptions
 
 if TYPE_CHECKING:  # the map module compiles numba kernels: imported only when mapping
     from ceuskit.clinical.case import ClinicalCase
@@ -30,18 +31,17 @@ def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
     return [None if not math.isfinite(float(v)) else float(f"{float(v):.{digits}g}") for v in a]
 
 
-def linearization_record(analysis: Analysis) -> dict[str, Any]:
+def linearization_record(options: AnalysisOptions, cine_meta: Mapping[str, Any]) -> dict[str, Any]:
     """results.json ``linearization``: the dynamic range used, where it came from, its interval."""
     return {
-        "dynamic_range_db": analysis.options.dynamic_range_db,
-        "dynamic_range_source": analysis.options.dynamic_range_source,
-        **({"dynamic_range_ci_db": list(analysis.options.dynamic_range_ci_db)}
-           if analysis.options.dynamic_range_ci_db is not None else {}),
-        **({"dynamic_range_check": dynamic_range_check_record(analysis.options.dynamic_range_check)}
-           if analysis.options.dynamic_range_check is not None else {}),
+        "dynamic_range_db": options.dynamic_range_db,
+        "dynamic_range_source": options.dynamic_range_source,
+        **({"dynamic_range_ci_db": list(options.dynamic_range_ci_db)}
+           if options.dynamic_range_ci_db is not None else {}),
+        **({"dynamic_range_check": dynamic_range_check_record(options.dynamic_range_check)}
+           if options.dynamic_range_check is not None else {}),
         "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
-        **({"colour_map": json_ready(analysis.cine_meta["colour_map"])}
-           if "colour_map" in analysis.cine_meta else {}),
+        **({"colour_map": json_ready(cine_meta["colour_map"])} if "colour_map" in cine_meta else {}),
     }
 
 
@@ -66,7 +66,7 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
     """Assemble the results.json document."""
     t = analysis.times_s
     dt = np.diff(t)
-    linearization = linearization_record(analysis)
+    linearization = linearization_record(analysis.options, analysis.cine_meta)
     scale = level_scale(linearization)
     rois: dict[str, Any] = {}
     for r in analysis.rois:
