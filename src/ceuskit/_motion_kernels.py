@@ -105,6 +105,29 @@ def _bilinear(row0: Any, row1: Any, x0: int, x1: int, fx: float,
             + fy * ((1.0 - fx) * row1[x0] + fx * row1[x1]))
 
 
+@njit(cache=True, inline="always")
+def _source_point(m00: float, m01: float, m02: float, m10: float, m11: float, m12: float,
+                  x: int, y: int, h: int, w: int, tol: float
+                  ) -> tuple[bool, int, int, int, int, float, float]:  # pragma: no cover - compiled
+    """Where output pixel (x, y) samples the source under an affine matrix.
+
+    Returns ``(inside, x0, y0, x1, y1, fx, fy)``: whether the point lies in
+    the frame within `tol` px, and its bilinear neighbours (edges
+    replicated) and weights.
+    """
+    sx = m00 * x + m01 * y + m02
+    sy = m10 * x + m11 * y + m12
+    if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
+        return False, 0, 0, 0, 0, 0.0, 0.0
+    x0 = math.floor(sx)
+    y0 = math.floor(sy)
+    fx = sx - x0
+    fy = sy - y0
+    x0 = min(max(x0, 0), w - 1)
+    y0 = min(max(y0, 0), h - 1)
+    return True, x0, y0, min(x0 + 1, w - 1), min(y0 + 1, h - 1), fx, fy
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: Any
                ) -> None:  # pragma: no cover - compiled
@@ -187,18 +210,10 @@ def warped_ncc(bands: Any, tmpl: Any, mats: Any, tol: float, ncc: Any, spread: A
         else:
             for y in range(h):
                 for x in range(w):
-                    sx = m00 * x + m01 * y + m02
-                    sy = m10 * x + m11 * y + m12
-                    if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
+                    inside, x0, y0, x1, y1, fx, fy = _source_point(m00, m01, m02, m10, m11, m12,
+                                                                   x, y, h, w, tol)
+                    if not inside:
                         continue
-                    x0 = math.floor(sx)
-                    y0 = math.floor(sy)
-                    fx = sx - x0
-                    fy = sy - y0
-                    x0 = min(max(x0, 0), w - 1)
-                    y0 = min(max(y0, 0), h - 1)
-                    x1 = min(x0 + 1, w - 1)
-                    y1 = min(y0 + 1, h - 1)
                     a = _bilinear(bands[i, y0], bands[i, y1], x0, x1, fx, fy)
                     b = np.float64(tmpl[y, x])
                     sa += a
@@ -243,31 +258,17 @@ def _align_frame(src: Any, m00: float, m01: float, m02: float, m10: float, m11: 
                 out[y, x] = np.nan
             for x in range(xb, w):
                 out[y, x] = np.nan
+            row0 = src[y0]
+            row1 = src[y1]
             for x in range(xa, xb):
                 x0 = min(max(x + ox, 0), w - 1)
-                x1 = min(x0 + 1, w - 1)
-                top = (1.0 - fx) * src[y0, x0] + fx * src[y0, x1]
-                bottom = (1.0 - fx) * src[y1, x0] + fx * src[y1, x1]
-                out[y, x] = (1.0 - fy) * top + fy * bottom
+                out[y, x] = _bilinear(row0, row1, x0, min(x0 + 1, w - 1), fx, fy)
         return
     for y in range(h):
         for x in range(w):
-            sx = m00 * x + m01 * y + m02
-            sy = m10 * x + m11 * y + m12
-            if sx < -tol or sx > w - 1 + tol or sy < -tol or sy > h - 1 + tol:
-                out[y, x] = np.nan
-                continue
-            x0 = math.floor(sx)
-            y0 = math.floor(sy)
-            fx = sx - x0
-            fy = sy - y0
-            x0 = min(max(x0, 0), w - 1)
-            y0 = min(max(y0, 0), h - 1)
-            x1 = min(x0 + 1, w - 1)
-            y1 = min(y0 + 1, h - 1)
-            top = (1.0 - fx) * src[y0, x0] + fx * src[y0, x1]
-            bottom = (1.0 - fx) * src[y1, x0] + fx * src[y1, x1]
-            out[y, x] = (1.0 - fy) * top + fy * bottom
+            inside, x0, y0, x1, y1, fx, fy = _source_point(m00, m01, m02, m10, m11, m12,
+                                                           x, y, h, w, tol)
+            out[y, x] = _bilinear(src[y0], src[y1], x0, x1, fx, fy) if inside else np.nan
 
 
 @njit(cache=True, inline="always")
