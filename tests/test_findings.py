@@ -349,3 +349,23 @@ def test_wash_out_that_the_dynamic_ranges_interval_can_change_is_undecided() -> 
     assert f2["wash_out"]["degree"] is None
     assert any(m.startswith("wash-out degree: whether the wash-out is mild or marked")
                for m in f2["missing"])
+
+
+def test_the_whole_rois_range_comes_from_the_measured_ratio_range() -> None:
+    # results.json's measured ratio range (the curves linearised at the interval's ends) is
+    # used where there is one, so the evidence and the report's ratio range agree: here
+    # 3.1-3.6 dB, hyper throughout, where scaling 3.3 dB by 44/50-56/50 would say iso or hyper.
+    doc = _with_dr(_doc(90.0, lambda t: np.full(t.shape, 3.3)), "estimated", 50.0, [44.0, 56.0])
+    doc["rois"]["lesion"]["relative_to_reference"] = {
+        "peak_enhancement_ratio": 10 ** 0.33,
+        "peak_enhancement_ratio_interval": [10 ** 0.31, 10 ** 0.36]}
+    f = derive_findings(doc)
+    assert f["enhancement"] == "hyper" and f["enhancement_whole_roi"] == "hyper"
+    assert "(3.1 to 3.6 dB over the estimated dynamic range's interval" in \
+        f["evidence"]["enhancement_whole_roi"]["text"]
+    # A measured range that crosses the margin: undecided, with the measured figures.
+    doc["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio_interval"] = [
+        10 ** 0.28, 10 ** 0.36]
+    f = derive_findings(doc)
+    assert f["enhancement"] is None
+    assert "2.8 to 3.6 dB" in f["not_assessable"]["enhancement"]

@@ -390,26 +390,43 @@ def _evidence(text: str, statistic: str, value: float | None, unit: str, thresho
             "threshold": threshold, "source": source}
 
 
-def _over_interval(db: float, scale: LevelScale | None) -> str:
-    """`` (X to Y dB over <the DR's interval>)`` for an evidence text; empty without an interval."""
-    if scale is None or not math.isfinite(db):
-        return ""
-    return f" ({db * scale.low:.1f} to {db * scale.high:.1f} dB over {scale.describe()})"
+def _level_range(db: float, scale: LevelScale | None,
+                 ratio_range: Any = None) -> tuple[float, float] | None:
+    """The level's range (dB) over the DR's interval; None without an interval.
 
-
-def _degree_undecided(db: float, scale: LevelScale | None, what: str) -> str | None:
-    """Why the enhancement degree of ``db`` changes within the DR's interval; None when it does not.
-
-    `classify_enhancement` is monotonic in the level, so the interval's ends decide.
+    From the ratio's measured range (``relative_to_reference.
+    peak_enhancement_ratio_interval``) where results.json has one for this
+    ratio, else the level scaled by the interval's factors.
     """
     if scale is None or not math.isfinite(db):
         return None
-    lo, hi = classify_enhancement(db * scale.low), classify_enhancement(db * scale.high)
+    if (isinstance(ratio_range, list) and len(ratio_range) == 2
+            and all(isinstance(v, int | float) and v > 0 for v in ratio_range)):
+        return 10.0 * math.log10(min(ratio_range)), 10.0 * math.log10(max(ratio_range))
+    return db * scale.low, db * scale.high
+
+
+def _over_interval(rng: tuple[float, float] | None, scale: LevelScale | None) -> str:
+    """`` (X to Y dB over <the DR's interval>)`` for an evidence text; empty without an interval."""
+    if rng is None or scale is None:
+        return ""
+    return f" ({rng[0]:.1f} to {rng[1]:.1f} dB over {scale.describe()})"
+
+
+def _degree_undecided(db: float, rng: tuple[float, float] | None, scale: LevelScale | None,
+                      what: str) -> str | None:
+    """Why the enhancement degree of ``db`` changes within the DR's interval; None when it does not.
+
+    `classify_enhancement` is monotonic in the level, so the range's ends decide.
+    """
+    if rng is None or scale is None:
+        return None
+    lo, hi = classify_enhancement(rng[0]), classify_enhancement(rng[1])
     if lo == hi:
         return None
     return (f"enhancement degree: {lo} or {hi} depending on the display's dynamic range: {what} "
             f"{abs(db):.1f} dB {'above' if db >= 0 else 'below'} the reference at "
-            f"{scale.dynamic_range_db:g} dB, {db * scale.low:.1f} to {db * scale.high:.1f} dB over "
+            f"{scale.dynamic_range_db:g} dB, {rng[0]:.1f} to {rng[1]:.1f} dB over "
             f"{scale.describe()}; give the scanner's dynamic range (--dynamic-range) to decide")
 
 
@@ -587,7 +604,10 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
             thr = f"hyper >= +{ENHANCEMENT_MARGIN_DB:g} dB, hypo <= -{ENHANCEMENT_MARGIN_DB:g} dB"
             e_db = enhancement_db(pa, pb)
             whole_label: str | None = classify_enhancement(e_db)
-            whole_why = _degree_undecided(e_db, scale, "the whole lesion ROI peaks")
+            relative = les.get("relative_to_reference")
+            whole_rng = _level_range(e_db, scale, relative.get("peak_enhancement_ratio_interval")
+                                     if isinstance(relative, Mapping) else None)
+            whole_why = _degree_undecided(e_db, whole_rng, scale, "the whole lesion ROI peaks")
             if whole_why is not None:
                 whole_label = None
                 out["not_assessable"]["enhancement_whole_roi"] = whole_why
@@ -595,7 +615,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
             whole_verdict = f"{whole_label}-enhancing" if whole_label else "degree undecided"
             evidence["enhancement_whole_roi"] = _evidence(
                 f"The whole lesion ROI's peak enhancement (necrosis included) is {abs(e_db):.1f} dB "
-                f"{'above' if e_db >= 0 else 'below'} the reference's{_over_interval(e_db, scale)}: "
+                f"{'above' if e_db >= 0 else 'below'} the reference's{_over_interval(whole_rng, scale)}: "
                 f"{whole_verdict}.",
                 "10 log10(peak enhancement lesion ROI / reference)", finite_or_none(e_db), "dB",
                 thr, PROPOSED)
@@ -605,12 +625,13 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
             if pv is not None and pv > 0 and viable is not None:
                 v_db = enhancement_db(pv, pb)
                 label = classify_enhancement(v_db)
-                why = _degree_undecided(v_db, scale, "the lesion's enhancing (viable) part peaks")
+                v_rng = _level_range(v_db, scale)
+                why = _degree_undecided(v_db, v_rng, scale, "the lesion's enhancing (viable) part peaks")
                 share = viable.get("viable_px", 0) / max(1, viable.get("lesion_px", 1))
                 evidence["enhancement"] = _evidence(
                     f"The lesion's enhancing (viable) part, {100 * share:.0f} % of the ROI, peaks "
                     f"{abs(v_db):.1f} dB {'above' if v_db >= 0 else 'below'} the reference"
-                    f"{_over_interval(v_db, scale)}: "
+                    f"{_over_interval(v_rng, scale)}: "
                     f"{f'{label}-enhancing' if why is None else 'degree undecided'}.",
                     "10 log10(peak enhancement viable part / reference)", finite_or_none(v_db), "dB",
                     thr, PROPOSED)
@@ -620,7 +641,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
                 evidence["enhancement"] = _evidence(
                     f"The lesion's peak enhancement is {abs(e_db):.1f} dB "
                     f"{'above' if e_db >= 0 else 'below'} the reference's"
-                    f"{_over_interval(e_db, scale)}: "
+                    f"{_over_interval(whole_rng, scale)}: "
                     f"{f'{label}-enhancing' if why is None else 'degree undecided'} (whole "
                     "ROI: no viable part was measured apart).",
                     "10 log10(peak enhancement lesion / reference)", finite_or_none(e_db), "dB",
