@@ -21,13 +21,20 @@ the ratio's range over the estimate's interval
 (``relative_to_reference.peak_enhancement_ratio_interval``) and whether that
 range holds the ratio at the true DR.
 
+With ``--persistence N`` (default 2) it runs the display-persistence check
+(`ceuskit.dynamic_range.frame_persistence`) on the simulator's contrast panel
+(seeds 0 to N-1, DR 40/60/80 dB, 1/8/15 frames/s) without display
+processing, with motion, blooming, drift or light smoothing, and with
+persistence 0.05-0.6, and counts the refusals.
+
 The last line is ``dr_accuracy: max |error| = E dB (gamma), S dB
 (simulator), true value inside the interval in K/N; PE ratio within 10 % in
-A/B, true-DR ratio inside its range in C/B``.
+A/B, true-DR ratio inside its range in C/B; persistence refused in P/Q,
+without it in F/G``.
 
 Usage::
 
-    python benchmarks/dr_accuracy.py [--seeds 8] [--ratios 4]
+    python benchmarks/dr_accuracy.py [--seeds 8] [--ratios 4] [--persistence 2]
 """
 
 from __future__ import annotations
@@ -95,11 +102,54 @@ def _ratios(seeds: int) -> tuple[int, int, int]:
     return within, n, inside
 
 
+def _persistence(seeds: int) -> tuple[int, int, int, int]:
+    """The persistence check on unprocessed and persistent simulator displays.
+
+    Returns (unprocessed cines refused, unprocessed cines, persistent cines
+    refused, persistent cines).
+    """
+    from ceuskit.dynamic_range import frame_persistence
+
+    print()
+    print("| display | seed | DR (dB) | frames/s | weight, lower bound | typical | regions "
+          "| refused |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    counts = {False: [0, 0], True: [0, 0]}
+    cases: list[tuple[str, dict[str, float], bool]] = [
+        ("unprocessed", {}, False),
+        ("motion 3 px", {"motion_px": 3.0}, False),
+        ("motion 8 px, 2 out-of-plane", {"motion_px": 8.0, "out_of_plane_frames": 2}, False),
+        ("blooming 3 px", {"blooming_px": 3.0}, False),
+        ("drift 0.05 px/s, motion 3 px", {"drift_px_per_s": 0.05, "motion_px": 3.0}, False),
+        ("smoothing 0.5 px", {"smoothing_px": 0.5}, False),
+        ("persistence 0.05", {"persistence": 0.05}, True),
+        ("persistence 0.1", {"persistence": 0.1}, True),
+        ("persistence 0.2", {"persistence": 0.2}, True),
+        ("persistence 0.6", {"persistence": 0.6}, True),
+    ]
+    for label, kw, persistent in cases:
+        for seed in range(seeds):
+            for dr in (40.0, 60.0, 80.0):
+                for fps in (1.0, 8.0, 15.0):
+                    ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=fps,
+                                                 duration_s=60.0 if fps == 1.0 else 30.0,
+                                                 seed=seed, **kw))
+                    p = ph.contrast_panel
+                    c = frame_persistence(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
+                    counts[persistent][0] += int(c.detected)
+                    counts[persistent][1] += 1
+                    print(f"| {label} | {seed} | {dr:.0f} | {fps:g} | {c.weight_lower} | "
+                          f"{c.weight_typical} | {c.n_regions} | {'yes' if c.detected else 'no'} |")
+    return counts[False][0], counts[False][1], counts[True][0], counts[True][1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=8, help="simulator seeds (default 8)")
     ap.add_argument("--ratios", type=int, default=4,
                     help="simulator seeds for the PE-ratio table (default 4; 0 skips it)")
+    ap.add_argument("--persistence", type=int, default=2,
+                    help="simulator seeds for the persistence-check table (default 2; 0 skips it)")
     args = ap.parse_args()
     rng = np.random.default_rng(7)
     print("| source | true DR (dB) | estimate (dB) | interval (dB) | looks | error (dB) "
@@ -166,10 +216,13 @@ def main() -> None:
             print(f"| simulator, {label} | {dr:.0f} | {e.dynamic_range_db} | {e.ci_db} | "
                   f"{e.effective_looks} | {err:+.1f} | {_single_look(frames):.1f} |")
     within, n, inside = _ratios(args.ratios) if args.ratios > 0 else (0, 0, 0)
+    fp, n_clean, tp, n_pers = (_persistence(args.persistence) if args.persistence > 0
+                               else (0, 0, 0, 0))
     print(f"dr_accuracy: max |error| = {np.nanmax(err_g):.1f} dB (gamma), "
           f"{np.nanmax(err_s):.1f} dB (simulator), true value inside the interval in "
           f"{sum(covered)}/{len(covered)}; PE ratio within 10 % in {within}/{n}, true-DR ratio "
-          f"inside its range in {inside}/{n}")
+          f"inside its range in {inside}/{n}; persistence refused in {tp}/{n_pers}, "
+          f"without it in {fp}/{n_clean}")
 
 
 if __name__ == "__main__":

@@ -125,3 +125,65 @@ def test_level_scale_follows_the_source_of_the_dynamic_range() -> None:
     for bad in ([0.0, 50.0], [float("nan"), 50.0], [50.0], "50"):
         assert level_scale({"dynamic_range_db": 50.0, "dynamic_range_source": "estimated",
                             "dynamic_range_ci_db": bad}) is None
+
+
+def _speckle_cine(rng: np.random.Generator, n: int = 100, side: int = 160,
+                  dr_db: float = 60.0) -> np.ndarray:
+    """Display values (float, before rounding) of a cine whose speckle is fresh every frame
+    over a fixed tissue pattern and a slowly rising level."""
+    tissue = rng.gamma(1.0, 1.0, size=(side, side))
+    level = np.linspace(0.2, 1.0, n)[:, None, None]
+    power = 0.3 * tissue[None] + level * rng.gamma(1.0, 1.0, size=(n, side, side))
+    return 255.0 * (1.0 + (10.0 * np.log10(power) - 0.45 * dr_db) / dr_db)
+
+
+def _to_8bit(display: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(display), 0, 255).astype(np.uint8)
+
+
+def _persist(display: np.ndarray, weight: float) -> np.ndarray:
+    out = display.copy()
+    for t in range(1, out.shape[0]):
+        out[t] = weight * out[t - 1] + (1.0 - weight) * display[t]
+    return out
+
+
+def test_frame_persistence_reads_the_averaging_weight_of_a_display() -> None:
+    # Issue 17: frame averaging after compression is found and measured, on
+    # speckle that is not the simulator's.
+    from ceuskit.dynamic_range import PERSISTENCE_LIMIT, frame_persistence
+
+    rng = np.random.default_rng(5)
+    display = _speckle_cine(rng)
+    plain = frame_persistence(_to_8bit(display))
+    assert not plain.detected and plain.weight_lower is not None
+    assert plain.weight_lower < PERSISTENCE_LIMIT and plain.n_regions >= 40
+    for weight in (0.1, 0.3, 0.6):
+        check = frame_persistence(_to_8bit(_persist(display, weight)))
+        assert check.detected, weight
+        assert check.weight_lower == pytest.approx(weight, abs=0.05)
+        assert check.weight_lower <= weight + 0.01  # a lower bound
+    # A video export that shows every frame twice is not frame averaging.
+    assert not frame_persistence(np.repeat(_to_8bit(display), 2, axis=0)).detected
+    # Too little to measure: not checked, never "detected".
+    small = frame_persistence(_to_8bit(display[:3, :40, :40]))
+    assert small.weight_lower is None and not small.detected and "not checked" in small.method
+
+
+@pytest.mark.parametrize(("kw", "persistent"), [
+    ({}, False),
+    ({"motion_px": 8.0, "out_of_plane_frames": 2}, False),
+    ({"persistence": 0.1}, True),
+    ({"persistence": 0.3}, True),
+])
+def test_simulated_persistence_is_refused_and_motion_is_not(kw: dict, persistent: bool) -> None:
+    ph = simulate(SimulationSpec(dynamic_range_db=60.0, fps=8.0, duration_s=30.0, seed=3, **kw))
+    p = ph.contrast_panel
+    est = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
+    assert est.persistence is not None and est.persistence.detected == persistent
+    if persistent:
+        # Refused: at 60 dB the speckle read 67-72 dB with persistence 0.1-0.3.
+        assert est.dynamic_range_db is None and "persistence" in est.method
+        assert est.persistence.weight_lower == pytest.approx(kw["persistence"], abs=0.05)
+    else:
+        assert est.dynamic_range_db is not None and abs(est.dynamic_range_db - 60.0) <= 5.0

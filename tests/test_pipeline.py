@@ -192,6 +192,41 @@ def test_uint8_cine_gives_the_float32_cine_results(tmp_path, motion_px, maps):
     assert ('"necrosis_fraction"' in docs[0]) and (('"heterogeneity"' in docs[0]) == maps)
 
 
+def test_display_persistence_is_named_and_keeps_auto_from_guessing(tmp_path):
+    # Issue 17: a display that averages frames reads the speckle several dB
+    # high, so `auto` refuses (default kept, reasons given) and a given or
+    # default value is not "checked" against it; the curves' lag is named.
+    phantom = simulate(SimulationSpec(scenario="tumor", seed=2, fps=4.0, duration_s=40.0,
+                                      dynamic_range_db=50.0, persistence=0.3))
+    files = write_phantom(phantom, tmp_path, "npz")
+    cine = load_cine(files["cine"])
+    auto = analyze_cine(cine, files["rois"], AnalysisOptions(dynamic_range_source="auto", maps=False))
+    codes = [w.code for w in auto.warnings]
+    assert "display-persistence" in codes and "dynamic-range-not-estimated" in codes
+    assert "dynamic-range-estimated" not in codes
+    lin = auto.results()["linearization"]
+    assert lin["dynamic_range_source"] == "default" and "dynamic_range_ci_db" not in lin
+    pers = lin["dynamic_range_estimate"]["persistence"]
+    assert pers["detected"] is True and 0.2 <= pers["weight_lower"] <= 0.31
+    assert lin["dynamic_range_estimate"]["estimate_db"] is None
+    (lag,) = [w.message for w in auto.warnings if w.code == "display-persistence"]
+    assert "lag the tissue by about 0.4 frames" in lag
+    default = analyze_cine(cine, files["rois"], AnalysisOptions(maps=False))
+    check = default.results()["linearization"]["dynamic_range_check"]
+    assert check["estimate_db"] is None and check["persistence"]["detected"] is True
+    assert "display-persistence" in [w.code for w in default.warnings]
+    assert "dynamic-range-disagrees" not in [w.code for w in default.warnings]
+    # Without persistence the same scene is estimated, and says persistence was looked for.
+    plain = simulate(SimulationSpec(scenario="tumor", seed=2, fps=4.0, duration_s=40.0,
+                                    dynamic_range_db=50.0))
+    files = write_phantom(plain, tmp_path / "plain", "npz")
+    est = analyze_cine(load_cine(files["cine"]), files["rois"],
+                       AnalysisOptions(dynamic_range_source="auto", maps=False))
+    (msg,) = [w.message for w in est.warnings if w.code == "dynamic-range-estimated"]
+    assert "no display persistence (frame averaging) was found" in msg
+    assert est.results()["linearization"]["dynamic_range_estimate"]["persistence"]["detected"] is False
+
+
 def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     # Issue 17: a user who does not know the setting gets the estimate, its
     # interval and amplitude ratios close to those with the true value.

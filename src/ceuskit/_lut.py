@@ -95,3 +95,64 @@ def frame_differences(values: Any, dark: float, abs_diff: Any, live: Any
                     total += (v - p) if v >= p else (p - v)
         abs_diff[t] = total
         live[t] = above
+
+
+@njit(cache=True, parallel=True)
+def difference_correlation_sums(values: Any, frames: Any, region: int, top: float,
+                                out: Any) -> None:  # pragma: no cover - compiled
+    """Sums for the lag-1 correlation of consecutive frame differences, per region.
+
+    For the frames ``values[frames]`` (a (T, H, W) array, `frames` the
+    indices of one segment in order) and each square region of side
+    `region` (row-major; remainder rows and columns dropped): with ``a =
+    y2 - y1`` and ``b = y1 - y0`` over consecutive triples of the listed
+    frames, each less its mean over the region's pixels that are unclipped
+    (above 0 and below `top`) in all three frames, ``out[q]`` receives
+    ``(sum a b, sum a^2, sum b^2, pixel count)`` over the segment.
+    `ceuskit.dynamic_range.frame_persistence` without NumPy's (k, H, W)
+    float temporaries.
+    """
+    h = values.shape[1] // region
+    w = values.shape[2] // region
+    for q in prange(h * w):
+        y0 = (q // w) * region
+        x0 = (q % w) * region
+        sab = 0.0
+        saa = 0.0
+        sbb = 0.0
+        n = 0
+        for t in range(frames.shape[0] - 2):
+            f0, f1, f2 = frames[t], frames[t + 1], frames[t + 2]
+            # One pass: the products about the region's means follow from the
+            # raw sums (sum (a - ma)(b - mb) = sum a b - sum a sum b / count).
+            suma = 0.0
+            sumb = 0.0
+            pab = 0.0
+            paa = 0.0
+            pbb = 0.0
+            cnt = 0
+            for i in range(y0, y0 + region):
+                for j in range(x0, x0 + region):
+                    v0 = float(values[f0, i, j])
+                    v1 = float(values[f1, i, j])
+                    v2 = float(values[f2, i, j])
+                    if v0 <= 0.0 or v1 <= 0.0 or v2 <= 0.0 or v0 >= top or v1 >= top or v2 >= top:
+                        continue
+                    a = v2 - v1
+                    b = v1 - v0
+                    suma += a
+                    sumb += b
+                    pab += a * b
+                    paa += a * a
+                    pbb += b * b
+                    cnt += 1
+            if cnt == 0:
+                continue
+            sab += pab - suma * sumb / cnt
+            saa += paa - suma * suma / cnt
+            sbb += pbb - sumb * sumb / cnt
+            n += cnt
+        out[q, 0] = sab
+        out[q, 1] = saa
+        out[q, 2] = sbb
+        out[q, 3] = n

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,130 @@ MODEL_MARGIN_DB = 7.0
 
 _DB_PER_NEPER = 10.0 / math.log(10.0)
 
+#: Persistence check (`frame_persistence`): consecutive frames per segment,
+#: at most this many segments spread over the cine, square regions of this
+#: side (px), and the fewest regions that make a check.
+PERSISTENCE_SEGMENT_FRAMES = 25
+PERSISTENCE_MAX_SEGMENTS = 12
+PERSISTENCE_REGION_PX = 32
+PERSISTENCE_MIN_REGIONS = 40
+#: The regions' low quantile that bounds the frame-averaging weight from below
+#: (motion and slowly decorrelating speckle correlate some regions' frame
+#: differences; display persistence correlates all of them).
+PERSISTENCE_QUANTILE = 0.05
+#: A lower bound at or above this refuses the speckle estimate.  Unprocessed
+#: simulator cines bound at -0.03 to 0.01 (motion up to 8 px, 1-15 frames/s,
+#: seeds 0-7); a persistence of 0.1, which already reads 4-8 dB high, at
+#: 0.06-0.07 (benchmarks/dr_accuracy.py --persistence).
+PERSISTENCE_LIMIT = 0.03
+
+
+@dataclass(frozen=True)
+class PersistenceCheck:
+    """Result of `frame_persistence`: is the display averaged over frames?
+
+    Attributes
+    ----------
+    weight_lower : float or None
+        Lower bound (0-1) of the frame-averaging weight ``p`` of a display
+        shown as ``p`` x the previous shown frame + ``1 - p`` x the new one;
+        None when too few regions could be measured.
+    weight_typical : float or None
+        The same from the regions' median (raised by motion and slowly
+        decorrelating speckle, so only indicative).
+    n_regions : int
+        Region x segment measurements used.
+    detected : bool
+        ``weight_lower >= PERSISTENCE_LIMIT``.
+    method : str
+        How it was measured, or why it was not.
+    """
+
+    weight_lower: float | None
+    weight_typical: float | None
+    n_regions: int
+    detected: bool
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record (results.json ``...persistence``)."""
+        return {"weight_lower": self.weight_lower, "weight_typical": self.weight_typical,
+                "n_regions": self.n_regions, "detected": self.detected, "method": self.method}
+
+
+def frame_persistence(frames: ArrayLike, *, display_max: float = 255.0) -> PersistenceCheck:
+    """Look for display persistence (frame averaging after log compression).
+
+    Receiver noise and freshly replaced bubble speckle change independently
+    from frame to frame, so the differences of consecutive frames ``d_t =
+    y_t - y_(t-1)`` have a lag-1 correlation of -1/2 (whatever stays still,
+    tissue speckle included, cancels in the differences).  A display shown as
+    ``y_t = p y_(t-1) + (1 - p) x_t`` turns that into ``-(1 - p) / 2``.  The
+    correlation is measured in `PERSISTENCE_REGION_PX` regions over
+    `PERSISTENCE_SEGMENT_FRAMES`-frame segments (pixels clipped at 0 or full
+    scale left out, a frame identical to the one before dropped as a
+    repeated frame of a video export); motion and slowly decorrelating
+    speckle raise it in some regions only, display persistence in all, so a
+    low quantile (`PERSISTENCE_QUANTILE`) of the regions bounds ``p`` from
+    below.
+
+    Parameters
+    ----------
+    frames : array, shape (T, h, w)
+        Display values of the contrast panel, the whole loop.
+    display_max : float
+        Full-brightness display value.
+
+    Returns
+    -------
+    PersistenceCheck
+    """
+    stack = np.asarray(frames)
+    if stack.ndim != 3:
+        raise ValueError(f"need frames of shape (T, h, w), got {stack.shape}")
+    t, h, w = stack.shape
+    r = PERSISTENCE_REGION_PX
+    hr, wr = h // r, w // r
+    seg = PERSISTENCE_SEGMENT_FRAMES
+    if hr == 0 or wr == 0 or t < 4:
+        return PersistenceCheck(None, None, 0, False, (
+            f"not checked: the panel is smaller than one {r} x {r} px region or has fewer than "
+            "4 frames"))
+    from ceuskit._lut import difference_correlation_sums
+
+    n_seg = max(1, min(PERSISTENCE_MAX_SEGMENTS, t // seg))
+    starts = np.unique(np.linspace(0, max(t - seg, 0), n_seg).astype(int))
+    values4 = stack if stack.dtype in (np.uint8, np.float32, np.float64) else stack.astype(np.float64)
+    rho: list[FloatArray] = []
+    sums = np.zeros((hr * wr, 4))
+    for s0 in starts:
+        kept = [int(s0)]
+        for f in range(int(s0) + 1, min(int(s0) + seg, t)):
+            if not np.array_equal(stack[f], stack[kept[-1]]):
+                kept.append(f)
+        if len(kept) < 3:
+            continue
+        difference_correlation_sums(values4, np.array(kept, dtype=np.int64), r,
+                                    float(display_max), sums)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = sums[:, 0] / np.sqrt(sums[:, 1] * sums[:, 2])
+        use = ((sums[:, 3] >= 0.5 * (len(kept) - 2) * r * r) & (sums[:, 1] > 0) & (sums[:, 2] > 0)
+               & np.isfinite(c))
+        rho.append(c[use])
+    values = np.concatenate(rho) if rho else np.zeros(0)
+    if values.size < PERSISTENCE_MIN_REGIONS:
+        return PersistenceCheck(None, None, int(values.size), False, (
+            f"not checked: {values.size} regions of {r} x {r} px with unclipped, changing frames, "
+            f"fewer than {PERSISTENCE_MIN_REGIONS}"))
+    low = float(np.clip(1.0 + 2.0 * np.quantile(values, PERSISTENCE_QUANTILE), 0.0, 1.0))
+    typical = float(np.clip(1.0 + 2.0 * np.median(values), 0.0, 1.0))
+    detected = low >= PERSISTENCE_LIMIT
+    return PersistenceCheck(round(low, 3), round(typical, 3), int(values.size), detected, (
+        f"lag-1 correlation of consecutive frame differences in {values.size} regions of "
+        f"{r} x {r} px ({starts.size} segments of up to {seg} frames): -0.5 for a display "
+        f"without frame averaging; its {PERSISTENCE_QUANTILE:.0%} quantile bounds the "
+        f"averaging weight at {low:.2f} or more (limit {PERSISTENCE_LIMIT:g})"))
+
 
 @dataclass(frozen=True)
 class DynamicRangeEstimate:
@@ -78,6 +202,8 @@ class DynamicRangeEstimate:
         Blocks used.
     method : str
         How the estimate was found, or why there is none.
+    persistence : PersistenceCheck or None
+        The display-persistence check made first (None: not made).
     """
 
     dynamic_range_db: float | None
@@ -85,6 +211,7 @@ class DynamicRangeEstimate:
     effective_looks: float | None
     n_blocks: int
     method: str
+    persistence: PersistenceCheck | None = None
 
 
 def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
@@ -238,9 +365,26 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
     Returns
     -------
     DynamicRangeEstimate
-        With ``dynamic_range_db`` None and the reason in ``method`` when
-        there are too few speckle blocks or no consistent DR in `GRID_DB`.
+        With ``dynamic_range_db`` None and the reason in ``method`` when the
+        display averages frames (`frame_persistence`: persistence makes the
+        speckle read 4-13 dB high, and undoing it needs its weight to within
+        ~0.01), when there are too few speckle blocks or no consistent DR in
+        `GRID_DB`.
     """
+    stack = np.asarray(frames)
+    pers = frame_persistence(stack, display_max=display_max) if stack.ndim == 3 else None
+    if pers is not None and pers.detected:
+        return DynamicRangeEstimate(None, None, None, 0, (
+            "not estimated: the display averages frames (persistence): consecutive frame "
+            f"differences are correlated everywhere (averaging weight {pers.weight_lower:.2f} or "
+            "more; 0 without persistence), which makes the speckle read several dB too high; "
+            "turn persistence off for CEUS or give the scanner's dynamic range"), pers)
+    return replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers)
+
+
+def _speckle_estimate(frames: NDArray[Any], display_max: float, mask: ArrayLike | None,
+                      seed: int) -> DynamicRangeEstimate:
+    """`estimate_dynamic_range` after the persistence check."""
     blocks = speckle_blocks(frames, display_max=display_max, mask=mask)
     n = int(blocks.shape[0])
     if n < MIN_BLOCKS:

@@ -20,10 +20,12 @@ if TYPE_CHECKING:  # the map module compiles numba kernels: imported only when m
 
 
 def dynamic_range_check_record(est: DynamicRangeEstimate) -> dict[str, Any]:
-    """results.json ``linearization.dynamic_range_check``: the speckle estimate beside a given value."""
+    """results.json ``linearization.dynamic_range_check`` (the speckle estimate beside a given
+    value) or ``linearization.dynamic_range_estimate`` (the estimate behind ``auto``)."""
     return {"estimate_db": est.dynamic_range_db,
             "ci_db": None if est.ci_db is None else list(est.ci_db),
-            "effective_looks": est.effective_looks, "n_blocks": est.n_blocks, "method": est.method}
+            "effective_looks": est.effective_looks, "n_blocks": est.n_blocks, "method": est.method,
+            **({"persistence": est.persistence.as_dict()} if est.persistence is not None else {})}
 
 
 def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
@@ -40,6 +42,8 @@ def linearization_record(options: AnalysisOptions, cine_meta: Mapping[str, Any])
            if options.dynamic_range_ci_db is not None else {}),
         **({"dynamic_range_check": dynamic_range_check_record(options.dynamic_range_check)}
            if options.dynamic_range_check is not None else {}),
+        **({"dynamic_range_estimate": dynamic_range_check_record(options.dynamic_range_estimate)}
+           if options.dynamic_range_estimate is not None else {}),
         "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
         **({"colour_map": json_ready(cine_meta["colour_map"])} if "colour_map" in cine_meta else {}),
     }

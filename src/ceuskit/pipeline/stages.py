@@ -189,26 +189,50 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
         else "checking the display dynamic range against the speckle")
     est = estimate_dynamic_range(cine.frames[(slice(None), *panels.contrast.slices)],
                                  display_max=float(cine.display_max))
+    averaged = persistence_warning(est, cine)
     if not auto:
-        return replace(options, dynamic_range_check=est), dynamic_range_disagreement(options, est)
+        return (replace(options, dynamic_range_check=est),
+                averaged + dynamic_range_disagreement(options, est))
     if est.dynamic_range_db is None or est.ci_db is None:
         return replace(options, dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB,
-                       dynamic_range_source="default", dynamic_range_ci_db=None), [AnalysisWarning(
+                       dynamic_range_source="default", dynamic_range_ci_db=None,
+                       dynamic_range_estimate=est), [*averaged, AnalysisWarning(
             "dynamic-range-not-estimated",
             f"--dynamic-range auto: {est.method}; the default {DEFAULT_DYNAMIC_RANGE_DB:g} dB was "
             "used, so amplitude parameters (PE, AUC, WiPI) and their ratios may be distorted; "
             "give the scanner's dynamic range with --dynamic-range DB")]
     # The estimate lies inside the estimator's grid (20-120 dB), which check_dynamic_range accepts.
-    # Display processing after compression is not detected (benchmarks/dr_accuracy.py): say so
+    # Speckle reduction after compression is not detected (benchmarks/dr_accuracy.py): say so
     # on every estimate rather than let the interval look more certain than it is.
+    checked = est.persistence is not None and est.persistence.weight_lower is not None
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
-                   dynamic_range_ci_db=est.ci_db), [AnalysisWarning(
+                   dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [AnalysisWarning(
         "dynamic-range-estimated",
         f"the display dynamic range ({est.dynamic_range_db:.1f} dB, 95 % interval "
-        f"{est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB) was estimated from the speckle; the estimate "
-        "holds only for a display without persistence (frame averaging) or speckle reduction: "
-        "with them on, simulated cines read up to 13 dB high or 25 dB low, outside the interval; "
-        "give the scanner's value with --dynamic-range DB when you know it")]
+        f"{est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB) was estimated from the speckle; "
+        + ("no display persistence (frame averaging) was found, but " if checked else
+           "display persistence (frame averaging) could not be checked, and with it on simulated "
+           "cines read up to 13 dB high; ")
+        + "speckle reduction (smoothing after compression) is not detected, and with it on "
+        "simulated cines read up to 25 dB low, outside the interval; give the scanner's value "
+        "with --dynamic-range DB when you know it")]
+
+
+def persistence_warning(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisWarning]:
+    """Warning ``display-persistence`` when the speckle check found frame averaging."""
+    check = est.persistence
+    if check is None or not check.detected or check.weight_lower is None:
+        return []
+    p = check.weight_lower
+    dt = float(np.median(np.diff(cine.times_s))) if cine.n_frames > 1 else float("nan")
+    lag = p / (1.0 - p) if p < 1.0 else float("inf")
+    return [AnalysisWarning(
+        "display-persistence",
+        f"the display averages frames (persistence: consecutive frame differences are correlated "
+        f"everywhere, averaging weight {p:.2f} or more, 0 without persistence): the display "
+        "dynamic range cannot be measured or checked from the speckle, and the curves lag the "
+        f"tissue by about {lag:.1f} frames ({lag * dt:.2f} s) or more, which delays arrival and "
+        "peak times; record CEUS with persistence off")]
 
 
 def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstimate

@@ -114,6 +114,9 @@ class AnalysisOptions:
     dynamic_range_check : DynamicRangeEstimate or None
         The speckle estimate made to check a given or default dynamic range
         (`resolve_dynamic_range`); None before the check and for ``auto``.
+    dynamic_range_estimate : DynamicRangeEstimate or None
+        For ``auto``: the speckle estimate, used or refused (with the
+        reason and the display-persistence check); None otherwise.
     colour_map : str
         How a contrast panel exported through a colour map is turned back
         into display values (`decolour_cine`): ``"auto"`` (default: colour
@@ -135,6 +138,7 @@ class AnalysisOptions:
     dynamic_range_ci_db: tuple[float, float] | None = None
     colour_map: str = "auto"
     dynamic_range_check: DynamicRangeEstimate | None = None
+    dynamic_range_estimate: DynamicRangeEstimate | None = None
 
     def __post_init__(self) -> None:
         if self.dynamic_range_source is None:

@@ -438,7 +438,9 @@ def _dr_check_text(check: Mapping[str, Any]) -> str:
         return ""
     ci = check.get("ci_db")
     if check.get("estimate_db") is None or not isinstance(ci, list | tuple) or len(ci) != 2:
-        return "; no speckle estimate to check it against"
+        averaged = _m(check.get("persistence")).get("detected") is True
+        return ("; no speckle estimate to check it against"
+                + (" (the display averages frames: persistence)" if averaged else ""))
     return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} (95 % interval "
             f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})")
 
