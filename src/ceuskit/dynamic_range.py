@@ -72,9 +72,10 @@ PERSISTENCE_MIN_REGIONS = 40
 #: differences; display persistence correlates all of them).
 PERSISTENCE_QUANTILE = 0.05
 #: A lower bound at or above this refuses the speckle estimate.  Unprocessed
-#: simulator cines bound at -0.03 to 0.01 (motion up to 8 px, 1-15 frames/s,
-#: seeds 0-7); a persistence of 0.1, which already reads 4-8 dB high, at
-#: 0.06-0.07 (benchmarks/dr_accuracy.py --persistence).
+#: simulator cines bound at -0.03 to 0.01 before clipping at 0 (motion up to
+#: 8 px, drift, blooming, 1-15 frames/s, seeds 0-1); a persistence of 0.1,
+#: which already reads 4-8 dB high, at 0.049-0.081 (benchmarks/dr_accuracy.py
+#: --persistence 2).
 PERSISTENCE_LIMIT = 0.03
 
 
