@@ -123,7 +123,9 @@ def frame_persistence(frames: ArrayLike, *, display_max: float = 255.0) -> Persi
     correlation is measured in `PERSISTENCE_REGION_PX` regions over
     `PERSISTENCE_SEGMENT_FRAMES`-frame segments (pixels clipped at 0 or full
     scale left out, a frame identical to the one before dropped as a
-    repeated frame of a video export); motion and slowly decorrelating
+    repeated frame of a video export, and each difference taken less its
+    mean over the region, so that the perfusion level's own rise, gain steps
+    and flicker do not count as averaging); motion and slowly decorrelating
     speckle raise it in some regions only, display persistence in all, so a
     low quantile (`PERSISTENCE_QUANTILE`) of the regions bounds ``p`` from
     below.
@@ -154,7 +156,9 @@ def frame_persistence(frames: ArrayLike, *, display_max: float = 255.0) -> Persi
 
     n_seg = max(1, min(PERSISTENCE_MAX_SEGMENTS, t // seg))
     starts = np.unique(np.linspace(0, max(t - seg, 0), n_seg).astype(int))
-    values4 = stack if stack.dtype in (np.uint8, np.float32, np.float64) else stack.astype(np.float64)
+    # One compiled signature per element type: 8-bit cines as they are, the rest (decoloured
+    # panels are float32 already) as float32, which holds display values exactly.
+    pixels = stack if stack.dtype in (np.uint8, np.float32) else stack.astype(np.float32)
     rho: list[FloatArray] = []
     sums = np.zeros((hr * wr, 4))
     for s0 in starts:
@@ -164,7 +168,7 @@ def frame_persistence(frames: ArrayLike, *, display_max: float = 255.0) -> Persi
                 kept.append(f)
         if len(kept) < 3:
             continue
-        difference_correlation_sums(values4, np.array(kept, dtype=np.int64), r,
+        difference_correlation_sums(pixels, np.array(kept, dtype=np.int64), r,
                                     float(display_max), sums)
         with np.errstate(invalid="ignore", divide="ignore"):
             c = sums[:, 0] / np.sqrt(sums[:, 1] * sums[:, 2])
