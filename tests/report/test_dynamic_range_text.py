@@ -1,0 +1,17 @@
+"""The study table's dynamic-range line: the speckle check and what refused it."""
+
+from __future__ import annotations
+
+from ceuskit.report.content import _dr_check_text
+
+
+def test_check_text_names_an_estimate_its_absence_and_persistence() -> None:
+    assert _dr_check_text({}) == ""
+    shown = _dr_check_text({"estimate_db": 50.3, "ci_db": [45.5, 55.2]})
+    assert "speckle estimate 50.3 dB" in shown and "45.5" in shown and "55.2" in shown
+    refused = {"estimate_db": None, "ci_db": None, "method": "not estimated: ..."}
+    assert _dr_check_text(refused) == "; no speckle estimate to check it against"
+    averaged = {**refused, "persistence": {"detected": True, "weight_lower": 0.27}}
+    assert _dr_check_text(averaged).endswith("(the display averages frames: persistence)")
+    checked = {**refused, "persistence": {"detected": False, "weight_lower": 0.0}}
+    assert "persistence" not in _dr_check_text(checked)
