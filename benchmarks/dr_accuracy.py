@@ -30,11 +30,18 @@ persistence 0.05-0.6, and counts the refusals.
 The last line is ``dr_accuracy: max |error| = E dB (gamma), S dB
 (simulator), true value inside the interval in K/N; PE ratio within 10 % in
 A/B, true-DR ratio inside its range in C/B; persistence refused in P/Q,
-without it in F/G``.
+without it in F/G; resized (non-integer) refused in R/S, as rendered in
+U/V``.
+
+With ``--resampling N`` (default 2) it runs the same estimate on the
+simulator's panel (seeds 0 to N-1, 40/60/80 dB) as rendered and after
+processing that scanners and exports apply after compression (bilinear and
+bicubic resizing by non-integer and integer factors, averaging
+down-sampling, JPEG), with the resampling check's reading.
 
 Usage::
 
-    python benchmarks/dr_accuracy.py [--seeds 8] [--ratios 4] [--persistence 2]
+    python benchmarks/dr_accuracy.py [--seeds 8] [--ratios 4] [--persistence 2] [--resampling 2]
 """
 
 from __future__ import annotations
@@ -143,11 +150,73 @@ def _persistence(seeds: int) -> tuple[int, int, int, int]:
     return counts[False][0], counts[False][1], counts[True][0], counts[True][1]
 
 
+def _resampling(seeds: int) -> tuple[int, int, int, int]:
+    """The resampling check on the simulator's panel, as rendered and processed after compression.
+
+    Returns (non-integer upsamplings refused, their count, unprocessed panels
+    refused, their count).
+    """
+    import io
+
+    import cv2
+    from PIL import Image
+
+    def resize(fy: float, fx: float, how: int = cv2.INTER_LINEAR):
+        def fn(f: np.ndarray) -> np.ndarray:
+            return cv2.resize(f, (round(f.shape[1] * fx), round(f.shape[0] * fy)), interpolation=how)
+        return fn
+
+    def jpeg(f: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="JPEG", quality=85)
+        return np.asarray(Image.open(buf))
+
+    # (label, per-frame function or None, counts as a non-integer upsampling)
+    cases = [("as rendered", None, False),
+             ("bilinear 1.1 x 1.1", resize(1.1, 1.1), True),
+             ("bilinear 1 x 1.3 (lateral)", resize(1.0, 1.3), True),
+             ("bilinear 1.5 x 1.5", resize(1.5, 1.5), True),
+             ("bilinear 2.5 x 1.3", resize(2.5, 1.3), True),
+             ("bicubic 1.7 x 1.7", resize(1.7, 1.7, cv2.INTER_CUBIC), True),
+             ("bilinear 2 x 2 (integer)", resize(2.0, 2.0), False),
+             ("area 0.8 x 0.8 (down)", resize(0.8, 0.8, cv2.INTER_AREA), False),
+             ("JPEG quality 85", jpeg, False)]
+    print()
+    print("| display | seed | DR (dB) | modulation | period (px) | axis | refused | estimate (dB) |")
+    print("|---|---:|---:|---:|---:|---|---|---:|")
+    up = [0, 0]
+    plain = [0, 0]
+    for seed in range(seeds):
+        for dr in (40.0, 60.0, 80.0):
+            ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=1.0, duration_s=60.0, seed=seed))
+            p = ph.contrast_panel
+            frames = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
+            for label, fn, upsampled in cases:
+                x = frames if fn is None else np.stack([fn(f) for f in frames])
+                e = estimate_dynamic_range(x)
+                r = e.resampling
+                refused = r is not None and r.detected
+                if upsampled:
+                    up[0] += int(refused)
+                    up[1] += 1
+                elif fn is None:
+                    plain[0] += int(refused)
+                    plain[1] += 1
+                mod = "-" if r is None else r.modulation
+                period = "-" if r is None else r.period_px
+                axis = "-" if r is None else r.axis
+                print(f"| {label} | {seed} | {dr:.0f} | {mod} | {period} | {axis} | "
+                      f"{'yes' if refused else 'no'} | {e.dynamic_range_db} |")
+    return up[0], up[1], plain[0], plain[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=8, help="simulator seeds (default 8)")
     ap.add_argument("--ratios", type=int, default=4,
                     help="simulator seeds for the PE-ratio table (default 4; 0 skips it)")
+    ap.add_argument("--resampling", type=int, default=2,
+                    help="simulator seeds for the resampling-check table (default 2; 0 skips it)")
     ap.add_argument("--persistence", type=int, default=2,
                     help="simulator seeds for the persistence-check table (default 2; 0 skips it)")
     args = ap.parse_args()
@@ -218,11 +287,14 @@ def main() -> None:
     within, n, inside = _ratios(args.ratios) if args.ratios > 0 else (0, 0, 0)
     fp, n_clean, tp, n_pers = (_persistence(args.persistence) if args.persistence > 0
                                else (0, 0, 0, 0))
+    rs_up, n_up, rs_plain, n_plain = (_resampling(args.resampling) if args.resampling > 0
+                                      else (0, 0, 0, 0))
     print(f"dr_accuracy: max |error| = {np.nanmax(err_g):.1f} dB (gamma), "
           f"{np.nanmax(err_s):.1f} dB (simulator), true value inside the interval in "
           f"{sum(covered)}/{len(covered)}; PE ratio within 10 % in {within}/{n}, true-DR ratio "
           f"inside its range in {inside}/{n}; persistence refused in {tp}/{n_pers}, "
-          f"without it in {fp}/{n_clean}")
+          f"without it in {fp}/{n_clean}; resized (non-integer) refused in {rs_up}/{n_up}, "
+          f"as rendered in {rs_plain}/{n_plain}")
 
 
 if __name__ == "__main__":

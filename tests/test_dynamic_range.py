@@ -187,3 +187,48 @@ def test_simulated_persistence_is_refused_and_motion_is_not(kw: dict, persistent
         assert est.persistence.weight_lower == pytest.approx(kw["persistence"], abs=0.05)
     else:
         assert est.dynamic_range_db is not None and abs(est.dynamic_range_db - 60.0) <= 5.0
+
+
+def _resize(frames: np.ndarray, fy: float, fx: float) -> np.ndarray:
+    import cv2
+
+    h, w = frames.shape[1:]
+    return np.stack([cv2.resize(f, (round(w * fx), round(h * fy)), interpolation=cv2.INTER_LINEAR)
+                     for f in frames])
+
+
+def test_display_resampled_after_compression_is_found_on_gamma_speckle() -> None:
+    # Issue 17: interpolation after compression (a resized export) makes the
+    # speckle read low; its periodic trace is found, on speckle that is not
+    # the simulator's.
+    from ceuskit.dynamic_range import RESAMPLING_LIMIT, display_resampling
+
+    rng = np.random.default_rng(9)
+    frames = _display(rng.gamma(1.0, 1.0, size=(8, 192, 192)), 60.0)
+    plain = display_resampling(frames)
+    assert not plain.detected and plain.modulation is not None
+    assert plain.modulation < RESAMPLING_LIMIT / 4
+    lateral = display_resampling(_resize(frames, 1.0, 1.3))
+    assert lateral.detected and lateral.axis == "columns"
+    assert lateral.period_px == pytest.approx(1.3 / 0.3, rel=0.05)
+    axial = display_resampling(_resize(frames, 2.5, 1.0))
+    assert axial.detected and axial.axis == "rows" and axial.period_px == pytest.approx(2.5, rel=0.05)
+    # Known limit: an integer factor interpolates every pixel alike and leaves no trace.
+    assert not display_resampling(_resize(frames, 2.0, 2.0)).detected
+    # Flat frames: nothing to measure, no warning, not detected.
+    flat = display_resampling(np.full((4, 64, 64), 120, dtype=np.uint8))
+    assert flat.modulation is None and not flat.detected
+
+
+def test_resized_simulated_display_is_refused_not_read_low() -> None:
+    # At 60 dB the simulator resized 1.3x laterally read 52-55 dB before this check.
+    ph = simulate(SimulationSpec(dynamic_range_db=60.0, fps=1.0, duration_s=45.0, seed=1))
+    p = ph.contrast_panel
+    frames = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
+    plain = estimate_dynamic_range(frames)
+    assert plain.resampling is not None and not plain.resampling.detected
+    assert plain.dynamic_range_db is not None
+    est = estimate_dynamic_range(_resize(frames, 1.0, 1.3))
+    assert est.dynamic_range_db is None and est.ci_db is None
+    assert "resampled after compression" in est.method
+    assert est.resampling is not None and est.resampling.axis == "columns"

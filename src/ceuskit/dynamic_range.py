@@ -209,6 +209,8 @@ class DynamicRangeEstimate:
         How the estimate was found, or why there is none.
     persistence : PersistenceCheck or None
         The display-persistence check made first (None: not made).
+    resampling : ResamplingCheck or None
+        The check for a display resampled after compression (None: not made).
     """
 
     dynamic_range_db: float | None
@@ -217,6 +219,142 @@ class DynamicRangeEstimate:
     n_blocks: int
     method: str
     persistence: PersistenceCheck | None = None
+    resampling: ResamplingCheck | None = None
+
+
+def brightest_frames(stack: NDArray[Any]) -> NDArray[np.intp]:
+    """Indices of the `N_BRIGHT_FRAMES` frames of (T, h, w) `stack` with the highest mean."""
+    means = stack.reshape(stack.shape[0], -1).mean(axis=1, dtype=np.float64)
+    return np.argsort(means, kind="stable")[-min(N_BRIGHT_FRAMES, stack.shape[0]):]
+
+
+#: Resampling check (`display_resampling`): the smooth trend removed from the
+#: line-by-line energy (running mean, px), the lowest frequency looked at
+#: (cycles/px), and the fewest lines per axis.
+RESAMPLING_TREND_PX = 15
+RESAMPLING_MIN_FREQUENCY = 0.07
+RESAMPLING_MIN_LINES = 32
+#: A periodic modulation of the energy at or above this (relative amplitude),
+#: standing at least `RESAMPLING_MIN_PEAK_RATIO` times above the periodogram's
+#: median, refuses the estimate.  Unprocessed simulator panels reach 0.09
+#: (ratio <= 65), gamma speckle 0.01; bilinear or bicubic resizing by 1.1-2.5x
+#: after compression 0.38-0.92 (ratio >= 180; benchmarks/dr_accuracy.py).
+RESAMPLING_LIMIT = 0.2
+RESAMPLING_MIN_PEAK_RATIO = 100.0
+
+
+@dataclass(frozen=True)
+class ResamplingCheck:
+    """Result of `display_resampling`: was the display interpolated after compression?
+
+    Attributes
+    ----------
+    modulation : float or None
+        Largest relative amplitude of a periodic pattern in the speckle's
+        fine-scale energy, over both axes (None: not checked).
+    period_px : float or None
+        Its period (px).
+    axis : str or None
+        ``"rows"`` (the pattern repeats down the image) or ``"columns"``.
+    detected : bool
+    method : str
+    """
+
+    modulation: float | None
+    period_px: float | None
+    axis: str | None
+    detected: bool
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record (results.json ``...resampling``)."""
+        return {"modulation": self.modulation, "period_px": self.period_px, "axis": self.axis,
+                "detected": self.detected, "method": self.method}
+
+
+def _line_modulation(frames: NDArray[Any], axis: int, top: float
+                     ) -> tuple[float, float, float] | None:
+    """(relative amplitude, period px, peak / median power) of the strongest periodic
+    pattern in the energy of second differences along `axis` (1: rows, 2: columns)."""
+    f = frames.astype(np.float32)
+    inside = (frames > 0) & (frames < top)
+    lo, mid, hi = ([slice(None), slice(None), slice(None)] for _ in range(3))
+    lo[axis], mid[axis], hi[axis] = slice(None, -2), slice(1, -1), slice(2, None)
+    e = f[tuple(hi)] - 2.0 * f[tuple(mid)] + f[tuple(lo)]
+    ok = inside[tuple(hi)] & inside[tuple(mid)] & inside[tuple(lo)]
+    other = tuple(a for a in (0, 1, 2) if a != axis)
+    count = ok.sum(axis=other).astype(np.float64)
+    energy = np.where(ok, e * e, 0.0).sum(axis=other, dtype=np.float64)
+    n = count.size
+    if n < RESAMPLING_MIN_LINES or count.max() <= 0:
+        return None
+    # Lines with little unclipped speckle carry no pattern: held at the mean.
+    used = count >= 0.25 * count.max()
+    v = np.where(used, energy / np.maximum(count, 1.0), np.nan)
+    level = float(np.nanmean(v)) if np.sum(used) >= RESAMPLING_MIN_LINES else 0.0
+    if not level > 0:  # too few lines, or no speckle at all (flat frames)
+        return None
+    v = v / level - 1.0
+    v = np.where(used, v, 0.0)
+    k = RESAMPLING_TREND_PX
+    trend = np.convolve(np.pad(v, k // 2, mode="edge"), np.ones(k) / k, mode="valid")
+    power = np.abs(np.fft.rfft(v - trend)) ** 2
+    freq = np.fft.rfftfreq(n)
+    sel = freq >= RESAMPLING_MIN_FREQUENCY
+    p, fr = power[sel], freq[sel]
+    i = int(np.argmax(p))
+    median = float(np.median(p))
+    return (float(np.sqrt(2.0 * p[i]) / n), float(1.0 / fr[i]),
+            float(p[i] / median) if median > 0 else float("inf"))
+
+
+def display_resampling(frames: ArrayLike, *, display_max: float = 255.0) -> ResamplingCheck:
+    """Look for a display interpolated after log compression (resized, scan-converted).
+
+    An interpolated pixel averages its neighbours' display (log) values, so
+    its speckle is smoother than at the pixels that fall on the original
+    samples; resizing by a non-integer factor repeats that pattern every few
+    pixels.  The energy of second differences, line by line along each axis
+    of the brightest frames (clipped pixels left out, the smooth depth trend
+    removed), is searched for a periodic component; fully developed speckle
+    shows none.  Integer factors (every pixel equally interpolated),
+    averaging down-sampling and smoothing leave no periodic trace and are
+    not detected (benchmarks/dr_accuracy.py).
+
+    Parameters
+    ----------
+    frames : array, shape (T, h, w)
+        Display values of the contrast panel.
+    display_max : float
+
+    Returns
+    -------
+    ResamplingCheck
+    """
+    stack = np.asarray(frames)
+    if stack.ndim != 3:
+        raise ValueError(f"need frames of shape (T, h, w), got {stack.shape}")
+    bright = np.asarray(stack[np.sort(brightest_frames(stack))])
+    found = {name: _line_modulation(bright, ax, float(display_max))
+             for name, ax in (("rows", 1), ("columns", 2))}
+    measured = {k: v for k, v in found.items() if v is not None}
+    if not measured:
+        return ResamplingCheck(None, None, None, False, (
+            f"not checked: fewer than {RESAMPLING_MIN_LINES} lines with unclipped speckle "
+            "along either axis"))
+    axis, (amp, period, ratio) = max(measured.items(), key=lambda kv: kv[1][0])
+    detected = any(a >= RESAMPLING_LIMIT and r >= RESAMPLING_MIN_PEAK_RATIO
+                   for a, _, r in measured.values())
+    if detected:
+        axis, (amp, period, ratio) = max(
+            ((k, v) for k, v in measured.items()
+             if v[0] >= RESAMPLING_LIMIT and v[2] >= RESAMPLING_MIN_PEAK_RATIO),
+            key=lambda kv: kv[1][0])
+    return ResamplingCheck(round(amp, 3), round(period, 2), axis, detected, (
+        f"energy of the speckle's second differences, line by line, in the {bright.shape[0]} "
+        f"brightest frames: strongest periodic modulation {amp:.2f} every {period:.1f} px "
+        f"along the {axis} ({ratio:.0f} x the median periodogram power); interpolation after "
+        f"compression gives {RESAMPLING_LIMIT:g} or more"))
 
 
 def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
@@ -253,8 +391,7 @@ def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
     if mask is not None:
         m = np.asarray(mask, dtype=bool)[:hb * b, :wb * b]
         keep = np.asarray(m.reshape(hb, b, wb, b).all(axis=(1, 3)), dtype=bool)
-    means = stack.reshape(t, -1).mean(axis=1, dtype=np.float64)
-    bright = np.argsort(means, kind="stable")[-min(N_BRIGHT_FRAMES, t):]
+    bright = brightest_frames(stack)
     out = []
     for k in np.sort(bright):
         f = np.asarray(stack[k, :hb * b, :wb * b], dtype=np.float64)
@@ -373,23 +510,39 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         With ``dynamic_range_db`` None and the reason in ``method`` when the
         display averages frames (`frame_persistence`: persistence makes the
         speckle read 4-13 dB high, and undoing it needs its weight to within
-        ~0.01), when there are too few speckle blocks or no consistent DR in
-        `GRID_DB`.
+        ~0.01), when it was resampled after compression
+        (`display_resampling`: it then reads low), when there are too few
+        speckle blocks or no consistent DR in `GRID_DB`.
     """
     stack = np.asarray(frames)
-    pers = frame_persistence(stack, display_max=display_max) if stack.ndim == 3 else None
-    if pers is not None and pers.detected:
-        return DynamicRangeEstimate(None, None, None, 0, (
-            "not estimated: the display averages frames (persistence): consecutive frame "
-            f"differences are correlated everywhere (averaging weight {pers.weight_lower:.2f} or "
-            "more; 0 without persistence), which makes the speckle read several dB too high; "
-            "turn persistence off for CEUS or give the scanner's dynamic range"), pers)
-    return replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers)
+    pers: PersistenceCheck | None = None
+    resampled: ResamplingCheck | None = None
+    if stack.ndim == 3:
+        pers = frame_persistence(stack, display_max=display_max)
+        if pers.detected:
+            return DynamicRangeEstimate(None, None, None, 0, (
+                "not estimated: the display averages frames (persistence): consecutive frame "
+                f"differences are correlated everywhere (averaging weight {pers.weight_lower:.2f} "
+                "or more; 0 without persistence), which makes the speckle read several dB too "
+                "high; turn persistence off for CEUS or give the scanner's dynamic range"), pers)
+        # The brightest frames, once: the resampling check and the blocks measure the same ones.
+        stack = np.asarray(stack[np.sort(brightest_frames(stack))])
+        resampled = display_resampling(stack, display_max=display_max)
+        if resampled.detected:
+            return DynamicRangeEstimate(None, None, None, 0, (
+                "not estimated: the display was resampled after compression: the speckle's "
+                f"fine-scale energy repeats every {resampled.period_px:.1f} px along the "
+                f"{resampled.axis} (modulation {resampled.modulation:.2f}; fully developed "
+                f"speckle stays below {RESAMPLING_LIMIT:g}), since interpolated pixels average "
+                "neighbouring log values, which makes the speckle read several dB too low; give "
+                "the scanner's dynamic range"), pers, resampled)
+    return replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers,
+                   resampling=resampled)
 
 
 def _speckle_estimate(frames: NDArray[Any], display_max: float, mask: ArrayLike | None,
                       seed: int) -> DynamicRangeEstimate:
-    """`estimate_dynamic_range` after the persistence check."""
+    """`estimate_dynamic_range` after the display-processing checks."""
     blocks = speckle_blocks(frames, display_max=display_max, mask=mask)
     n = int(blocks.shape[0])
     if n < MIN_BLOCKS:

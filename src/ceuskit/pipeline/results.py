@@ -25,7 +25,8 @@ def dynamic_range_check_record(est: DynamicRangeEstimate) -> dict[str, Any]:
     return {"estimate_db": est.dynamic_range_db,
             "ci_db": None if est.ci_db is None else list(est.ci_db),
             "effective_looks": est.effective_looks, "n_blocks": est.n_blocks, "method": est.method,
-            **({"persistence": est.persistence.as_dict()} if est.persistence is not None else {})}
+            **({"persistence": est.persistence.as_dict()} if est.persistence is not None else {}),
+            **({"resampling": est.resampling.as_dict()} if est.resampling is not None else {})}
 
 
 def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
