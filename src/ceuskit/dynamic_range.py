@@ -382,7 +382,7 @@ def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
         stack = stack[None]
     if stack.ndim != 3:
         raise ValueError(f"need frames of shape (T, h, w), got {stack.shape}")
-    t, h, w = stack.shape
+    _, h, w = stack.shape
     b = BLOCK_PX
     hb, wb = h // b, w // b
     if hb == 0 or wb == 0:
