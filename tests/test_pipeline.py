@@ -271,3 +271,25 @@ def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     (warning,) = [w for w in default.warnings if w.code == "dynamic-range-disagrees"]
     assert "60 dB (the documented default)" in warning.message
     assert "speckle reduction, smoothing or resampling" in warning.message
+
+
+def test_resampled_display_leaves_the_default_unchecked_and_says_so():
+    # Issue 17: a resized export cannot check the default against its speckle;
+    # the user is told rather than left with an unchecked 60 dB in silence.
+    import cv2
+
+    from ceuskit.dynamic_range import estimate_dynamic_range
+    from ceuskit.pipeline.stages import unchecked_default
+
+    ph = simulate(SimulationSpec(dynamic_range_db=50.0, fps=1.0, duration_s=45.0, seed=1))
+    p = ph.contrast_panel
+    frames = np.stack([cv2.resize(f, (round(f.shape[1] * 1.3), f.shape[0]),
+                                  interpolation=cv2.INTER_LINEAR)
+                       for f in ph.frames[:, p.y0:p.y1, p.x0:p.x1]])
+    est = estimate_dynamic_range(frames)
+    (warning,) = unchecked_default(AnalysisOptions(), est)
+    assert warning.code == "display-resampled" and "the default 60 dB is unchecked" in warning.message
+    # A value the user gave is taken as given; an unprocessed display is checked.
+    assert unchecked_default(AnalysisOptions(dynamic_range_db=50.0), est) == []
+    plain = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
+    assert unchecked_default(AnalysisOptions(), plain) == []

@@ -192,7 +192,7 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
     averaged = persistence_warning(est, cine)
     if not auto:
         return (replace(options, dynamic_range_check=est),
-                averaged + dynamic_range_disagreement(options, est))
+                averaged + unchecked_default(options, est) + dynamic_range_disagreement(options, est))
     if est.dynamic_range_db is None or est.ci_db is None:
         return replace(options, dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB,
                        dynamic_range_source="default", dynamic_range_ci_db=None,
@@ -233,6 +233,21 @@ def persistence_warning(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisW
         "dynamic range cannot be measured or checked from the speckle, and the curves lag the "
         f"tissue by about {lag:.1f} frames ({lag * dt:.2f} s) or more, which delays arrival and "
         "peak times; record CEUS with persistence off")]
+
+
+def unchecked_default(options: AnalysisOptions, est: DynamicRangeEstimate) -> list[AnalysisWarning]:
+    """Warning ``display-resampled``: the default could not be checked on a resampled display."""
+    check = est.resampling
+    if options.dynamic_range_source != "default" or check is None or not check.detected:
+        return []
+    return [AnalysisWarning(
+        "display-resampled",
+        f"the display was resampled after compression (the speckle's fine-scale energy repeats "
+        f"every {check.period_px:.1f} px along the {check.axis}), so the speckle can neither "
+        f"measure nor check the display dynamic range: the default {options.dynamic_range_db:g} "
+        "dB is unchecked, and amplitude parameters (PE, AUC, WiPI) and their ratios are "
+        "distorted if the scanner was set otherwise; give the scanner's value with "
+        "--dynamic-range DB")]
 
 
 def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstimate
