@@ -223,7 +223,8 @@ def test_display_persistence_is_named_and_keeps_auto_from_guessing(tmp_path):
     est = analyze_cine(load_cine(files["cine"]), files["rois"],
                        AnalysisOptions(dynamic_range_source="auto", maps=False))
     (msg,) = [w.message for w in est.warnings if w.code == "dynamic-range-estimated"]
-    assert "no display persistence (frame averaging) was found" in msg
+    assert ("found no display persistence (frame averaging) and no resampling by a non-integer "
+            "factor, but speckle reduction") in msg
     assert est.results()["linearization"]["dynamic_range_estimate"]["persistence"]["detected"] is False
 
 

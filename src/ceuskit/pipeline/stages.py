@@ -204,18 +204,24 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
     # The estimate lies inside the estimator's grid (20-120 dB), which check_dynamic_range accepts.
     # Speckle reduction after compression is not detected (benchmarks/dr_accuracy.py): say so
     # on every estimate rather than let the interval look more certain than it is.
-    checked = est.persistence is not None and est.persistence.weight_lower is not None
+    persistence_checked = est.persistence is not None and est.persistence.weight_lower is not None
+    resampling_checked = est.resampling is not None and est.resampling.modulation is not None
+    looked_for = [what for what, done in (("display persistence (frame averaging)", persistence_checked),
+                                          ("resampling by a non-integer factor", resampling_checked))
+                  if done]
+    missed = [what for what, done in (("persistence, which reads up to 13 dB high", persistence_checked),
+                                      ("non-integer resampling", resampling_checked)) if not done]
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
                    dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [AnalysisWarning(
         "dynamic-range-estimated",
         f"the display dynamic range ({est.dynamic_range_db:.1f} dB, 95 % interval "
         f"{est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB) was estimated from the speckle; "
-        + ("no display persistence (frame averaging) was found, but " if checked else
-           "display persistence (frame averaging) could not be checked, and with it on simulated "
-           "cines read up to 13 dB high; ")
-        + "speckle reduction (smoothing after compression) is not detected, and with it on "
-        "simulated cines read up to 25 dB low, outside the interval; give the scanner's value "
-        "with --dynamic-range DB when you know it")]
+        + (f"the check found no {' and no '.join(looked_for)}, but " if looked_for else "")
+        + "speckle reduction (smoothing), integer-factor resizing and lossy compression after "
+        + "log compression are not detected"
+        + (f" ({' and '.join(missed)} could not be checked either)" if missed else "")
+        + ", and with them simulated cines read 10-45 dB low, outside the interval; give the "
+        "scanner's value with --dynamic-range DB when you know it")]
 
 
 def persistence_warning(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisWarning]:
