@@ -347,5 +347,9 @@ def test_simulate_dynamic_range_then_analyze_auto(tmp_path, capsys):
     src = json.loads((tmp_path / "maps" / "maps.json").read_text())["source"]
     assert src["dynamic_range_source"] == "estimated"
     assert src["dynamic_range_db"] == pytest.approx(lin["dynamic_range_db"], abs=1e-9)
+    # ... with the same record of what the speckle check looked for.
+    assert src["dynamic_range_estimate"] == lin["dynamic_range_estimate"]
+    assert src["dynamic_range_estimate"]["persistence"]["detected"] is False
+    assert src["dynamic_range_estimate"]["resampling"]["detected"] is False
     code, _, err = run(["simulate", tmp_path / "bad", "--dynamic-range", "200"], capsys)
     assert_usage_error(code, err, "--dynamic-range")

@@ -26,6 +26,7 @@ from ceuskit.pipeline import (
     MapStudy,
     Progress,
     analyze,
+    dynamic_range_check_record,
     map_prepared,
     prepare_cine,
     resolve_dynamic_range,
@@ -317,6 +318,10 @@ def map_provenance(study: MapStudy, options: AnalysisOptions) -> dict[str, Any]:
             "dynamic_range_source": used.dynamic_range_source,
             **({"dynamic_range_ci_db": list(used.dynamic_range_ci_db)}
                if used.dynamic_range_ci_db is not None else {}),
+            **({"dynamic_range_check": dynamic_range_check_record(used.dynamic_range_check)}
+               if used.dynamic_range_check is not None else {}),
+            **({"dynamic_range_estimate": dynamic_range_check_record(used.dynamic_range_estimate)}
+               if used.dynamic_range_estimate is not None else {}),
             "motion": options.motion,
             "panels": study.panels.as_dict(),
             "warnings": [w.as_dict() for w in study.warnings]}
