@@ -153,8 +153,10 @@ def _persistence(seeds: int) -> tuple[int, int, int, int]:
 def _resampling(seeds: int) -> tuple[int, int, int, int]:
     """The resampling check on the simulator's panel, as rendered and processed after compression.
 
-    Returns (non-integer upsamplings refused, their count, unprocessed panels
-    refused, their count).
+    Every process is applied to the whole dual-display frame, as an export
+    would be, and the contrast panel cut out of the result at its scaled
+    bounds.  Returns (non-integer upsamplings refused, their count,
+    unprocessed panels refused, their count).
     """
     import io
 
@@ -164,23 +166,24 @@ def _resampling(seeds: int) -> tuple[int, int, int, int]:
     def resize(fy: float, fx: float, how: int = cv2.INTER_LINEAR):
         def fn(f: np.ndarray) -> np.ndarray:
             return cv2.resize(f, (round(f.shape[1] * fx), round(f.shape[0] * fy)), interpolation=how)
-        return fn
+        return fn, (fy, fx)
 
     def jpeg(f: np.ndarray) -> np.ndarray:
         buf = io.BytesIO()
         Image.fromarray(f).save(buf, format="JPEG", quality=85)
         return np.asarray(Image.open(buf))
 
-    # (label, per-frame function or None, counts as a non-integer upsampling)
+    # (label, (per-frame function, (row, column) scale) or None, a non-integer upsampling)
     cases = [("as rendered", None, False),
              ("bilinear 1.1 x 1.1", resize(1.1, 1.1), True),
+             ("bicubic 1 x 1.1 (lateral)", resize(1.0, 1.1, cv2.INTER_CUBIC), True),
              ("bilinear 1 x 1.3 (lateral)", resize(1.0, 1.3), True),
              ("bilinear 1.5 x 1.5", resize(1.5, 1.5), True),
              ("bilinear 2.5 x 1.3", resize(2.5, 1.3), True),
              ("bicubic 1.7 x 1.7", resize(1.7, 1.7, cv2.INTER_CUBIC), True),
              ("bilinear 2 x 2 (integer)", resize(2.0, 2.0), False),
              ("area 0.8 x 0.8 (down)", resize(0.8, 0.8, cv2.INTER_AREA), False),
-             ("JPEG quality 85", jpeg, False)]
+             ("JPEG quality 85", (jpeg, (1.0, 1.0)), False)]
     print()
     print("| display | seed | DR (dB) | modulation | period (px) | axis | refused | estimate (dB) |")
     print("|---|---:|---:|---:|---:|---|---|---:|")
@@ -190,16 +193,20 @@ def _resampling(seeds: int) -> tuple[int, int, int, int]:
         for dr in (40.0, 60.0, 80.0):
             ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=1.0, duration_s=60.0, seed=seed))
             p = ph.contrast_panel
-            frames = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
-            for label, fn, upsampled in cases:
-                x = frames if fn is None else np.stack([fn(f) for f in frames])
+            for label, how, upsampled in cases:
+                if how is None:
+                    x = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
+                else:
+                    fn, (fy, fx) = how
+                    whole = np.stack([fn(f) for f in ph.frames])
+                    x = whole[:, round(p.y0 * fy):round(p.y1 * fy), round(p.x0 * fx):round(p.x1 * fx)]
                 e = estimate_dynamic_range(x)
                 r = e.resampling
                 refused = r is not None and r.detected
                 if upsampled:
                     up[0] += int(refused)
                     up[1] += 1
-                elif fn is None:
+                elif how is None:
                     plain[0] += int(refused)
                     plain[1] += 1
                 mod = "-" if r is None else r.modulation

@@ -112,11 +112,19 @@ def test_level_scale_follows_the_source_of_the_dynamic_range() -> None:
                        "dynamic_range_ci_db": [44.0, 56.0]})
     assert est is not None and (est.low, est.high) == pytest.approx((0.88, 1.12))
     assert est.describe() == "the estimated dynamic range's interval, 44.0-56.0 dB"
-    # A given value is taken as exact; a refused estimate gives no interval.
+    # A given value is taken as exact.
     assert level_scale({"dynamic_range_db": 50.0, "dynamic_range_source": "user",
                         "dynamic_range_check": {"ci_db": [40.0, 45.0]}}) is None
-    assert level_scale({"dynamic_range_db": 60.0, "dynamic_range_source": "default",
-                        "dynamic_range_check": {"ci_db": None}}) is None
+    # A default the speckle could not check (check or `auto` refused) spans the
+    # contrast presets: the least-checked value must not look the most certain.
+    for record in ("dynamic_range_check", "dynamic_range_estimate"):
+        u = level_scale({"dynamic_range_db": 60.0, "dynamic_range_source": "default",
+                         record: {"ci_db": None}})
+        assert u is not None and u.source == "unchecked" and u.interval_db == (40.0, 80.0)
+        assert (u.low, u.high) == pytest.approx((2 / 3, 4 / 3))
+        assert "which the speckle could not check" in u.describe()
+    # No check made at all (no record): nothing to scale by.
+    assert level_scale({"dynamic_range_db": 60.0, "dynamic_range_source": "default"}) is None
     # The default outside the speckle's interval: the range still holds the DR used.
     d = level_scale({"dynamic_range_db": 60.0, "dynamic_range_source": "default",
                      "dynamic_range_check": {"ci_db": [42.0, 54.0]}})
@@ -230,5 +238,5 @@ def test_resized_simulated_display_is_refused_not_read_low() -> None:
     assert plain.dynamic_range_db is not None
     est = estimate_dynamic_range(_resize(frames, 1.0, 1.3))
     assert est.dynamic_range_db is None and est.ci_db is None
-    assert "resampled after compression" in est.method
+    assert "resampled after log compression" in est.method
     assert est.resampling is not None and est.resampling.axis == "columns"

@@ -271,16 +271,18 @@ def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     assert default.results()["linearization"]["dynamic_range_source"] == "default"
     (warning,) = [w for w in default.warnings if w.code == "dynamic-range-disagrees"]
     assert "60 dB (the documented default)" in warning.message
-    assert "speckle reduction, smoothing or resampling" in warning.message
+    assert "speckle reduction, integer-factor resizing or lossy compression" in warning.message
 
 
-def test_resampled_display_leaves_the_default_unchecked_and_says_so():
+def test_resampled_display_leaves_the_default_unchecked_and_says_so(tmp_path):
     # Issue 17: a resized export cannot check the default against its speckle;
-    # the user is told rather than left with an unchecked 60 dB in silence.
+    # the user is told, and the amplitudes carry the presets' range, rather
+    # than an unchecked 60 dB standing as if it were exact.
     import cv2
 
-    from ceuskit.dynamic_range import estimate_dynamic_range
-    from ceuskit.pipeline.stages import unchecked_default
+    from ceuskit.dynamic_range import estimate_dynamic_range, level_scale
+    from ceuskit.pipeline.results import linearization_record
+    from ceuskit.pipeline.stages import display_processing_warnings, unchecked_default
 
     ph = simulate(SimulationSpec(dynamic_range_db=50.0, fps=1.0, duration_s=45.0, seed=1))
     p = ph.contrast_panel
@@ -289,8 +291,16 @@ def test_resampled_display_leaves_the_default_unchecked_and_says_so():
                        for f in ph.frames[:, p.y0:p.y1, p.x0:p.x1]])
     est = estimate_dynamic_range(frames)
     (warning,) = unchecked_default(AnalysisOptions(), est)
-    assert warning.code == "display-resampled" and "the default 60 dB is unchecked" in warning.message
+    assert warning.code == "dynamic-range-unchecked"
+    assert "default display dynamic range (60 dB) was used and the speckle could not check it" \
+        in warning.message and "resampled after log compression" in warning.message
+    cine = load_cine(write_phantom(ph, tmp_path, "npz")["cine"])
+    (fact,) = display_processing_warnings(est, cine)
+    assert fact.code == "display-resampled" and "repeats every 4.3 px along the columns" in fact.message
+    scale = level_scale(linearization_record(AnalysisOptions(dynamic_range_check=est), {}))
+    assert scale is not None and scale.source == "unchecked" and scale.interval_db == (40.0, 80.0)
     # A value the user gave is taken as given; an unprocessed display is checked.
     assert unchecked_default(AnalysisOptions(dynamic_range_db=50.0), est) == []
     plain = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
     assert unchecked_default(AnalysisOptions(), plain) == []
+    assert display_processing_warnings(plain, cine) == []

@@ -234,12 +234,19 @@ def brightest_frames(stack: NDArray[Any]) -> NDArray[np.intp]:
 RESAMPLING_TREND_PX = 15
 RESAMPLING_MIN_FREQUENCY = 0.07
 RESAMPLING_MIN_LINES = 32
+#: Lines left out at each edge of the panel: a panel cut from a resized frame
+#: blends into the black gap beside it there, and one such line's energy
+#: would drown the pattern in broadband power.
+RESAMPLING_EDGE_PX = 3
 #: A periodic modulation of the energy at or above this (relative amplitude),
 #: standing at least `RESAMPLING_MIN_PEAK_RATIO` times above the periodogram's
-#: median, refuses the estimate.  Unprocessed simulator panels reach 0.09
-#: (ratio <= 65), gamma speckle 0.01; bilinear or bicubic resizing by 1.1-2.5x
-#: after compression 0.38-0.92 (ratio >= 180; benchmarks/dr_accuracy.py).
-RESAMPLING_LIMIT = 0.2
+#: median, refuses the estimate.  Simulated contrast panels as rendered reach
+#: 0.04 (seeds 0-7, 1-8 frames/s, motion, blooming, MP4), non-contrast ones at
+#: 40 dB 0.12 with a peak below 100 x the median, gamma speckle 0.01; frames
+#: resized by 1.1-2.5x after compression 0.13-0.83, averaging down-sampling
+#: by 0.8x 0.15-0.17, JPEG (quality 85) 0.04-0.14 (benchmarks/dr_accuracy.py
+#: --resampling).
+RESAMPLING_LIMIT = 0.12
 RESAMPLING_MIN_PEAK_RATIO = 100.0
 
 
@@ -265,6 +272,14 @@ class ResamplingCheck:
     axis: str | None
     detected: bool
     method: str
+
+    def cause(self) -> str:
+        """What the pattern's period suggests, for messages."""
+        period = self.period_px or 0.0
+        if any(abs(period - block) <= 0.03 * block for block in (4.0, 8.0, 16.0)):
+            return ("block-compressed (a JPEG or video codec's block grid) or resampled after "
+                    "log compression")
+        return "resampled after log compression (resized or scan-converted)"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record (results.json ``...resampling``)."""
@@ -296,6 +311,10 @@ def _line_modulation(frames: NDArray[Any], axis: int, top: float
         return None
     v = v / level - 1.0
     v = np.where(used, v, 0.0)
+    # Single lines far off (a burned-in marker, an edge) are held at a robust bound.
+    centre = float(np.median(v))
+    spread = 5.0 * 1.4826 * float(np.median(np.abs(v - centre))) + 1e-12
+    v = np.clip(v, centre - spread, centre + spread)
     k = RESAMPLING_TREND_PX
     trend = np.convolve(np.pad(v, k // 2, mode="edge"), np.ones(k) / k, mode="valid")
     power = np.abs(np.fft.rfft(v - trend)) ** 2
@@ -335,6 +354,9 @@ def display_resampling(frames: ArrayLike, *, display_max: float = 255.0) -> Resa
     if stack.ndim != 3:
         raise ValueError(f"need frames of shape (T, h, w), got {stack.shape}")
     bright = np.asarray(stack[np.sort(brightest_frames(stack))])
+    e = RESAMPLING_EDGE_PX
+    if min(bright.shape[1:]) > 2 * e + RESAMPLING_MIN_LINES:
+        bright = bright[:, e:-e, e:-e]
     found = {name: _line_modulation(bright, ax, float(display_max))
              for name, ax in (("rows", 1), ("columns", 2))}
     measured = {k: v for k, v in found.items() if v is not None}
@@ -353,8 +375,9 @@ def display_resampling(frames: ArrayLike, *, display_max: float = 255.0) -> Resa
     return ResamplingCheck(round(amp, 3), round(period, 2), axis, detected, (
         f"energy of the speckle's second differences, line by line, in the {bright.shape[0]} "
         f"brightest frames: strongest periodic modulation {amp:.2f} every {period:.1f} px "
-        f"along the {axis} ({ratio:.0f} x the median periodogram power); interpolation after "
-        f"compression gives {RESAMPLING_LIMIT:g} or more"))
+        f"along the {axis} ({ratio:.0f} x the median periodogram power); refused at "
+        f"{RESAMPLING_LIMIT:g} or more standing {RESAMPLING_MIN_PEAK_RATIO:g} x above the "
+        "median, as interpolation after compression does"))
 
 
 def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
@@ -524,18 +547,17 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
                 "not estimated: the display averages frames (persistence): consecutive frame "
                 f"differences are correlated everywhere (averaging weight {pers.weight_lower:.2f} "
                 "or more; 0 without persistence), which makes the speckle read several dB too "
-                "high; turn persistence off for CEUS or give the scanner's dynamic range"), pers)
+                "high"), pers)
         # The brightest frames, once: the resampling check and the blocks measure the same ones.
         stack = np.asarray(stack[np.sort(brightest_frames(stack))])
         resampled = display_resampling(stack, display_max=display_max)
         if resampled.detected:
             return DynamicRangeEstimate(None, None, None, 0, (
-                "not estimated: the display was resampled after compression: the speckle's "
-                f"fine-scale energy repeats every {resampled.period_px:.1f} px along the "
-                f"{resampled.axis} (modulation {resampled.modulation:.2f}; fully developed "
-                f"speckle stays below {RESAMPLING_LIMIT:g}), since interpolated pixels average "
-                "neighbouring log values, which makes the speckle read several dB too low; give "
-                "the scanner's dynamic range"), pers, resampled)
+                f"not estimated: the display was {resampled.cause()}: the speckle's fine-scale "
+                f"energy repeats every {resampled.period_px:.1f} px along the {resampled.axis} "
+                f"(modulation {resampled.modulation:.2f}; fully developed speckle stays below "
+                f"{RESAMPLING_LIMIT:g}), since such processing averages neighbouring log values, "
+                "which makes the speckle read several dB too low"), pers, resampled)
     return replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers,
                    resampling=resampled)
 
@@ -608,8 +630,10 @@ class LevelScale:
     interval_db : (float, float)
         The DR's interval (dB) the factors come from.
     source : str
-        ``estimated`` (the analysis used the speckle estimate) or ``default``
-        (it used the default, and the speckle check gave the interval).
+        ``estimated`` (the analysis used the speckle estimate), ``default``
+        (it used the default, and the speckle check gave the interval) or
+        ``unchecked`` (it used the default, the speckle could not check it,
+        and the interval is `PRESET_RANGE_DB`).
     """
 
     low: float
@@ -623,8 +647,17 @@ class LevelScale:
         lo, hi = self.interval_db
         if self.source == "estimated":
             return f"the estimated dynamic range's interval, {lo:.1f}-{hi:.1f} dB"
+        if self.source == "unchecked":
+            return (f"the default dynamic range, {self.dynamic_range_db:g} dB, which the speckle "
+                    f"could not check, over contrast presets' {lo:.0f}-{hi:.0f} dB")
         return (f"the default dynamic range, {self.dynamic_range_db:g} dB, and the speckle's "
                 f"reading, {lo:.1f}-{hi:.1f} dB")
+
+
+#: The dynamic ranges contrast presets use (dB): the interval of a default
+#: that the speckle could not check (the range ceuskit's estimate is
+#: validated over, benchmarks/dr_accuracy.py).
+PRESET_RANGE_DB = (40.0, 80.0)
 
 
 def level_scale(linearization: Mapping[str, Any]) -> LevelScale | None:
@@ -635,13 +668,16 @@ def level_scale(linearization: Mapping[str, Any]) -> LevelScale | None:
     linearization : mapping
         ``dynamic_range_db``, ``dynamic_range_source`` and, for an estimated
         DR, ``dynamic_range_ci_db``; for the default, the speckle check
-        ``dynamic_range_check.ci_db``.
+        ``dynamic_range_check`` (or, after a refused ``auto``,
+        ``dynamic_range_estimate``).
 
     Returns
     -------
     LevelScale or None
-        None for a DR the user gave (taken as exact), and where there is no
-        interval (the estimate was refused).
+        None for a DR the user gave (taken as exact) and where no speckle
+        check was made (no record).  A default the speckle could not check
+        gets `PRESET_RANGE_DB`: the least-checked value must not look the
+        most certain.
     """
     dr = linearization.get("dynamic_range_db")
     source = linearization.get("dynamic_range_source")
@@ -651,8 +687,13 @@ def level_scale(linearization: Mapping[str, Any]) -> LevelScale | None:
     if source == "estimated":
         interval = linearization.get("dynamic_range_ci_db")
     elif source == "default":
-        check = linearization.get("dynamic_range_check")
-        interval = check.get("ci_db") if isinstance(check, Mapping) else None
+        check = linearization.get("dynamic_range_check", linearization.get("dynamic_range_estimate"))
+        if not isinstance(check, Mapping):
+            return None
+        interval = check.get("ci_db")
+        if interval is None:
+            source = "unchecked"
+            interval = [min(PRESET_RANGE_DB[0], float(dr)), max(PRESET_RANGE_DB[1], float(dr))]
     if (not isinstance(interval, list | tuple) or len(interval) != 2
             or not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in interval)):
         return None

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ceuskit.cine import Cine
-from ceuskit.dynamic_range import DynamicRangeEstimate
+from ceuskit.dynamic_range import PRESET_RANGE_DB, DynamicRangeEstimate
 from ceuskit.errors import AnalysisWarning, InputError
 from ceuskit.io import load_cine
 from ceuskit.linearize import DEFAULT_DYNAMIC_RANGE_DB, CodedPower
@@ -189,18 +189,21 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
         else "checking the display dynamic range against the speckle")
     est = estimate_dynamic_range(cine.frames[(slice(None), *panels.contrast.slices)],
                                  display_max=float(cine.display_max))
-    averaged = persistence_warning(est, cine)
+    processing = display_processing_warnings(est, cine)
     if not auto:
         return (replace(options, dynamic_range_check=est),
-                averaged + unchecked_default(options, est) + dynamic_range_disagreement(options, est))
+                processing + unchecked_default(options, est) + dynamic_range_disagreement(options, est))
     if est.dynamic_range_db is None or est.ci_db is None:
+        lo, hi = PRESET_RANGE_DB
         return replace(options, dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB,
                        dynamic_range_source="default", dynamic_range_ci_db=None,
-                       dynamic_range_estimate=est), [*averaged, AnalysisWarning(
+                       dynamic_range_estimate=est), [*processing, AnalysisWarning(
             "dynamic-range-not-estimated",
             f"--dynamic-range auto: {est.method}; the default {DEFAULT_DYNAMIC_RANGE_DB:g} dB was "
-            "used, so amplitude parameters (PE, AUC, WiPI) and their ratios may be distorted; "
-            "give the scanner's dynamic range with --dynamic-range DB")]
+            "used, so amplitude parameters (PE, AUC, WiPI) and their ratios may be distorted: "
+            f"they are given with their range over contrast presets' {lo:g}-{hi:g} dB, and "
+            "findings that change within it are not assessable; give the scanner's dynamic "
+            "range with --dynamic-range DB")]
     # The estimate lies inside the estimator's grid (20-120 dB), which check_dynamic_range accepts.
     # Speckle reduction after compression is not detected (benchmarks/dr_accuracy.py): say so
     # on every estimate rather than let the interval look more certain than it is.
@@ -224,36 +227,45 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
         "scanner's value with --dynamic-range DB when you know it")]
 
 
-def persistence_warning(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisWarning]:
-    """Warning ``display-persistence`` when the speckle check found frame averaging."""
+def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisWarning]:
+    """Warnings ``display-persistence`` and ``display-resampled``: what the speckle check found."""
+    out: list[AnalysisWarning] = []
     check = est.persistence
-    if check is None or not check.detected or check.weight_lower is None:
-        return []
-    p = check.weight_lower
-    dt = float(np.median(np.diff(cine.times_s))) if cine.n_frames > 1 else float("nan")
-    lag = p / (1.0 - p) if p < 1.0 else float("inf")
-    return [AnalysisWarning(
-        "display-persistence",
-        f"the display averages frames (persistence: consecutive frame differences are correlated "
-        f"everywhere, averaging weight {p:.2f} or more, 0 without persistence): the display "
-        "dynamic range cannot be measured or checked from the speckle, and the curves lag the "
-        f"tissue by about {lag:.1f} frames ({lag * dt:.2f} s) or more, which delays arrival and "
-        "peak times; record CEUS with persistence off")]
+    if check is not None and check.detected and check.weight_lower is not None:
+        p = check.weight_lower
+        dt = float(np.median(np.diff(cine.times_s))) if cine.n_frames > 1 else float("nan")
+        lag = p / (1.0 - p) if p < 1.0 else float("inf")
+        out.append(AnalysisWarning(
+            "display-persistence",
+            "the display averages frames (persistence: consecutive frame differences are "
+            f"correlated everywhere, averaging weight {p:.2f} or more, 0 without persistence): "
+            "the display dynamic range cannot be measured or checked from the speckle, and the "
+            f"curves lag the tissue by about {lag:.1f} frames ({lag * dt:.2f} s) or more, which "
+            "delays arrival and peak times; record CEUS with persistence off"))
+    resampled = est.resampling
+    if resampled is not None and resampled.detected:
+        out.append(AnalysisWarning(
+            "display-resampled",
+            f"the display was {resampled.cause()} (the speckle's fine-scale energy repeats every "
+            f"{resampled.period_px:.1f} px along the {resampled.axis}): the display dynamic range "
+            "cannot be measured or checked from the speckle; export the cine at its native size "
+            "and without lossy compression where the scanner allows"))
+    return out
 
 
 def unchecked_default(options: AnalysisOptions, est: DynamicRangeEstimate) -> list[AnalysisWarning]:
-    """Warning ``display-resampled``: the default could not be checked on a resampled display."""
-    check = est.resampling
-    if options.dynamic_range_source != "default" or check is None or not check.detected:
+    """Warning ``dynamic-range-unchecked``: the default is used and the speckle could not check it."""
+    if options.dynamic_range_source != "default" or est.dynamic_range_db is not None:
         return []
+    lo, hi = PRESET_RANGE_DB
+    why = est.method.removeprefix("not estimated: ")
     return [AnalysisWarning(
-        "display-resampled",
-        f"the display was resampled after compression (the speckle's fine-scale energy repeats "
-        f"every {check.period_px:.1f} px along the {check.axis}), so the speckle can neither "
-        f"measure nor check the display dynamic range: the default {options.dynamic_range_db:g} "
-        "dB is unchecked, and amplitude parameters (PE, AUC, WiPI) and their ratios are "
-        "distorted if the scanner was set otherwise; give the scanner's value with "
-        "--dynamic-range DB")]
+        "dynamic-range-unchecked",
+        f"the default display dynamic range ({options.dynamic_range_db:g} dB) was used and the "
+        f"speckle could not check it ({why}): amplitude parameters (PE, AUC, WiPI) and their "
+        f"ratios are distorted if the scanner was set otherwise, so they are given with their "
+        f"range over contrast presets' {lo:g}-{hi:g} dB, and findings that change within it are "
+        "not assessable; give the scanner's value with --dynamic-range DB")]
 
 
 def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstimate
@@ -265,18 +277,21 @@ def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstima
     used = float(options.dynamic_range_db)
     if lo <= used <= hi:
         return []
-    given = ("the documented default" if options.dynamic_range_source == "default"
-             else "the value given")
-    # Which display processing reads which way (benchmarks/dr_accuracy.py).
+    default = options.dynamic_range_source == "default"
+    given = "the documented default" if default else "the value given"
+    # Which display processing makes the estimate read which way (benchmarks/dr_accuracy.py).
     why = ("persistence (frame averaging) reads high" if used < lo else
-           "speckle reduction, smoothing or resampling after compression reads low")
+           "speckle reduction, integer-factor resizing or lossy compression reads low")
     return [AnalysisWarning(
         "dynamic-range-disagrees",
         f"the speckle suggests a display dynamic range of {est.dynamic_range_db:.1f} dB (95 % "
-        f"interval {lo:.1f}-{hi:.1f} dB), but {used:g} dB ({given}) was used to linearise: if that is "
-        "not the scanner's setting, amplitude parameters (PE, AUC, WiPI) and their ratios are distorted; "
-        "check the scanner's setting and pass it with --dynamic-range DB (or use --dynamic-range "
-        f"auto); the estimate can be wrong where {why}")]
+        f"interval {lo:.1f}-{hi:.1f} dB), but {used:g} dB ({given}) was used to linearise; the "
+        f"estimate itself can be wrong where {why}, so check the scanner's setting: "
+        + ("if it differs, pass it with --dynamic-range DB, since with the default amplitude "
+           "parameters (PE, AUC, WiPI) and their ratios are distorted" if default else
+           f"if it is {used:g} dB, the value given stands; if not, pass the right one with "
+           "--dynamic-range DB")
+        )]
 
 
 def decolour_cine(cine: Cine, panels: PanelChoice, options: AnalysisOptions, *,

@@ -432,15 +432,20 @@ def _reasons(groups: list[dict[str, Any]], words: list[dict[str, str]]) -> list[
 
 
 
-def _dr_check_text(check: Mapping[str, Any]) -> str:
-    """"; speckle estimate 50.3 dB (95 % interval 45.5-55.2 dB)" for a checked dynamic range."""
+def _dr_check_text(check: Mapping[str, Any], *, asked_auto: bool = False) -> str:
+    """"; speckle estimate 50.3 dB (95 % interval 45.5-55.2 dB)" for a checked dynamic range;
+    why there is none where the speckle could not give one."""
     if not check:
         return ""
     ci = check.get("ci_db")
     if check.get("estimate_db") is None or not isinstance(ci, list | tuple) or len(ci) != 2:
-        averaged = _m(check.get("persistence")).get("detected") is True
-        return ("; no speckle estimate to check it against"
-                + (" (the display averages frames: persistence)" if averaged else ""))
+        found = [what for key, what in (("persistence", "the display averages frames: persistence"),
+                                        ("resampling", "the display was resampled or "
+                                                       "block-compressed"))
+                 if _m(check.get(key)).get("detected") is True]
+        lead = ("; --dynamic-range auto was asked, but the speckle gave no estimate" if asked_auto
+                else "; no speckle estimate to check it against")
+        return lead + (f" ({'; '.join(found)})" if found else "")
     return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} (95 % interval "
             f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})")
 
@@ -494,7 +499,11 @@ def _study(results: Mapping[str, Any]) -> list[tuple[str, str]]:
          if isinstance(spacing, list | tuple) and len(spacing) == 2 else "unknown (areas in pixels)"),
         ("Linearisation", f"display dynamic range {fmt(_num(lin.get('dynamic_range_db')), 'dB')}"
                           + _dr_source_text(lin)
-                          + _dr_check_text(_m(lin.get("dynamic_range_check")))
+                          + (_dr_check_text(_m(lin.get("dynamic_range_check")))
+                             # a refused `auto` (an accepted one is in the source text)
+                             or (_dr_check_text(_m(lin.get("dynamic_range_estimate")),
+                                                asked_auto=True)
+                                 if lin.get("dynamic_range_source") == "default" else ""))
                           + "; linear power P = 10^((g / 255 − 1) × DR / 10) of display value g "
                             "(g = 255 gives P = 1)"),
         ("Model", f"{analysis.get('model') or '—'} bolus model fitted to each enhancing ROI's mean "
