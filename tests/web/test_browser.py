@@ -317,6 +317,21 @@ def test_study_header_is_compact_and_roi_labels_stay_readable_on_the_canvas(serv
         assert 0 <= b["top"] and b["top"] + b["h"] <= b["ch"] + 0.5
 
 
+def _goto_after_own_reload(page: Any, url: str) -> None:
+    """``page.goto(url)``, once more where the page's own reload interrupted it.
+
+    The study page reloads itself when saved settings change its panel record
+    (study.js), which can land while the test navigates.
+    """
+    try:
+        page.goto(url)
+    except Exception as exc:
+        if "interrupted by another navigation" not in str(exc):
+            raise
+        page.wait_for_load_state("load")
+        page.goto(url)
+
+
 def test_settings_form_offers_the_dynamic_range_estimate_and_the_colour_map(server: Server,
                                                                             page: Any) -> None:
     # Issue 17: what --dynamic-range auto and --colour-map do on the CLI, in the form.
@@ -336,7 +351,7 @@ def test_settings_form_offers_the_dynamic_range_estimate_and_the_colour_map(serv
         stored = httpx.get(f"{server.url}/api/studies/{sid}", timeout=30).json()["settings"]
         assert stored["dynamic_range_db"] == "auto" and stored["colour_map"] == "gold"
         # A fresh load of the page (not reload(), which can race the page's own requests).
-        page.goto(f"{server.url}/studies/{sid}")
+        _goto_after_own_reload(page, f"{server.url}/studies/{sid}")
         page.wait_for_selector("#meta-table tr >> nth=4")
         page.wait_for_function("document.querySelector('#settings-form [name=colour_map]').value === 'gold'")
         assert page.is_checked(f"{form} [name=dynamic_range_auto]")
