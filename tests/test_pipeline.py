@@ -216,6 +216,15 @@ def test_display_persistence_is_named_and_keeps_auto_from_guessing(tmp_path):
     assert check["estimate_db"] is None and check["persistence"]["detected"] is True
     assert "display-persistence" in [w.code for w in default.warnings]
     assert "dynamic-range-disagrees" not in [w.code for w in default.warnings]
+    # The unchecked default is not taken as exact: the presets' range, and the warning.
+    assert "dynamic-range-unchecked" in [w.code for w in default.warnings]
+    for run in (auto, default):
+        doc = run.results()
+        scale = doc["linearization"]["level_scale"]
+        assert scale["source"] == "unchecked" and scale["interval_db"] == [40.0, 80.0]
+        lo, hi = doc["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio_interval"]
+        ratio = doc["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio"]
+        assert lo < ratio < hi
     # Without persistence the same scene is estimated, and says persistence was looked for.
     plain = simulate(SimulationSpec(scenario="tumor", seed=2, fps=4.0, duration_s=40.0,
                                     dynamic_range_db=50.0))
@@ -253,6 +262,7 @@ def test_dynamic_range_auto_recovers_the_scanner_setting(tmp_path):
     lo, hi = rel["peak_enhancement_ratio_interval"]
     assert lo < ra < hi and lo <= rt <= hi, (lo, rt, hi)
     scale = lin["level_scale"]
+    assert scale["source"] == "estimated" and scale["interval_db"] == lin["dynamic_range_ci_db"]
     assert scale["low"] == pytest.approx(lin["dynamic_range_ci_db"][0] / lin["dynamic_range_db"])
     assert "peak_enhancement_ratio_interval" not in \
         true.results()["rois"]["lesion"]["relative_to_reference"]
@@ -299,6 +309,7 @@ def test_resampled_display_leaves_the_default_unchecked_and_says_so(tmp_path):
     assert fact.code == "display-resampled" and "repeats every 4.3 px along the columns" in fact.message
     scale = level_scale(linearization_record(AnalysisOptions(dynamic_range_check=est), {}))
     assert scale is not None and scale.source == "unchecked" and scale.interval_db == (40.0, 80.0)
+    assert "60 dB, which the speckle could not check" in scale.describe()
     # A value the user gave is taken as given; an unprocessed display is checked.
     assert unchecked_default(AnalysisOptions(dynamic_range_db=50.0), est) == []
     plain = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])

@@ -187,7 +187,8 @@ def frame_persistence(frames: ArrayLike, *, display_max: float = 255.0) -> Persi
         f"lag-1 correlation of consecutive frame differences in {values.size} regions of "
         f"{r} x {r} px ({starts.size} segments of up to {seg} frames): -0.5 for a display "
         f"without frame averaging; its {PERSISTENCE_QUANTILE:.0%} quantile bounds the "
-        f"averaging weight at {low:.2f} or more (limit {PERSISTENCE_LIMIT:g})"))
+        f"averaging weight at {low:.2f} or more (limit {PERSISTENCE_LIMIT:g}), which decides; "
+        f"the median's {typical:.2f} is raised by motion and slowly changing speckle too"))
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,9 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
         "panels": analysis.panels.as_dict(),
         "linearization": {**linearization,
                           **({"level_scale": {"low": scale.low, "high": scale.high,
+                                              "interval_db": list(scale.interval_db),
+                                              "source": scale.source,
+                                              "described": scale.describe(),
                                               "definition": LEVEL_SCALE_TEXT,
                                               "peak_enhancement_ratio_interval": RATIO_INTERVAL_TEXT}}
                              if scale is not None else {})},
