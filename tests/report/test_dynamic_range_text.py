@@ -20,3 +20,16 @@ def test_check_text_names_an_estimate_its_absence_and_the_display_processing() -
     # A refused `auto` says it was asked for.
     assert _dr_check_text(averaged, asked_auto=True).startswith(
         "; --dynamic-range auto was asked, but the speckle gave no estimate (the display averages")
+
+
+def test_ratio_range_names_the_presets_when_the_default_is_unchecked() -> None:
+    from ceuskit.report.content import _interval_words, _relative_cell
+
+    rel = {"peak_enhancement_ratio": 21.66, "peak_enhancement_ratio_interval": [6.6, 78.25]}
+    unchecked = {"linearization": {"level_scale": {"source": "unchecked",
+                                                   "interval_db": [40.0, 80.0]}}}
+    cell = _relative_cell(rel, "peak_enhancement_ratio", _interval_words(unchecked))
+    assert cell.startswith("21.7 (6.6") and "over contrast presets' 40–80 dB" in cell
+    assert "default dynamic range is unchecked" in cell
+    checked = {"linearization": {"level_scale": {"source": "default", "interval_db": [55.6, 70.5]}}}
+    assert _interval_words(checked) == "over the dynamic range's interval"

@@ -530,14 +530,26 @@ def _roi_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _relative_cell(relative: Mapping[str, Any], key: str) -> str:
+def _interval_words(results: Mapping[str, Any]) -> str:
+    """What a relative value's range spans: the DR's interval, or the presets for an unchecked default."""
+    scale = _m(_m(results.get("linearization")).get("level_scale"))
+    span = scale.get("interval_db")
+    if scale.get("source") == "unchecked" and isinstance(span, list | tuple) and len(span) == 2:
+        lo, hi = _num(span[0]), _num(span[1])
+        if lo is not None and hi is not None:
+            return f"over contrast presets' {lo:g}–{hi:g} dB: the default dynamic range is unchecked"
+    return "over the dynamic range's interval"
+
+
+def _relative_cell(relative: Mapping[str, Any], key: str,
+                   words: str = "over the dynamic range's interval") -> str:
     """A relative value, with its range over the dynamic range's interval where it has one."""
     text = fmt(_num(relative.get(key)))
     interval = relative.get(f"{key}_interval")
     if text != "—" and isinstance(interval, list) and len(interval) == 2:
         lo, hi = (_num(v) for v in interval)
         if lo is not None and hi is not None:
-            text += f" ({fmt(lo)}–{fmt(hi)} over the dynamic range's interval)"
+            text += f" ({fmt(lo)}–{fmt(hi)} {words})"
     return text
 
 
@@ -553,7 +565,8 @@ def _parameters(results: Mapping[str, Any]) -> dict[str, Any]:
     if ref is not None:
         others = [(n, r) for n, r in rois if n != ref]
         for key, label, unit in _RELATIVE:
-            cells = [_relative_cell(_m(r.get("relative_to_reference")), key) for _, r in others]
+            words = _interval_words(results)
+            cells = [_relative_cell(_m(r.get("relative_to_reference")), key, words) for _, r in others]
             if any(c != "—" for c in cells):
                 relative.append({"label": label, "unit": unit, "cells": cells})
         return {"columns": [{"name": n, "role": str(r.get("role"))} for n, r in rois], "rows": rows,
