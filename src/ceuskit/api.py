@@ -26,10 +26,10 @@ from ceuskit.pipeline import (
     MapStudy,
     Progress,
     analyze,
-    dynamic_range_check_record,
     map_prepared,
     prepare_cine,
     resolve_dynamic_range,
+    speckle_check_records,
 )
 
 if TYPE_CHECKING:  # the map modules import numba: load them only when mapping
@@ -318,10 +318,7 @@ def map_provenance(study: MapStudy, options: AnalysisOptions) -> dict[str, Any]:
             "dynamic_range_source": used.dynamic_range_source,
             **({"dynamic_range_ci_db": list(used.dynamic_range_ci_db)}
                if used.dynamic_range_ci_db is not None else {}),
-            **({"dynamic_range_check": dynamic_range_check_record(used.dynamic_range_check)}
-               if used.dynamic_range_check is not None else {}),
-            **({"dynamic_range_estimate": dynamic_range_check_record(used.dynamic_range_estimate)}
-               if used.dynamic_range_estimate is not None else {}),
+            **speckle_check_records(used),
             "motion": options.motion,
             "panels": study.panels.as_dict(),
             "warnings": [w.as_dict() for w in study.warnings]}

@@ -365,14 +365,11 @@ def display_resampling(frames: ArrayLike, *, display_max: float = 255.0) -> Resa
         return ResamplingCheck(None, None, None, False, (
             f"not checked: fewer than {RESAMPLING_MIN_LINES} lines with unclipped speckle "
             "along either axis"))
-    axis, (amp, period, ratio) = max(measured.items(), key=lambda kv: kv[1][0])
-    detected = any(a >= RESAMPLING_LIMIT and r >= RESAMPLING_MIN_PEAK_RATIO
-                   for a, _, r in measured.values())
-    if detected:
-        axis, (amp, period, ratio) = max(
-            ((k, v) for k, v in measured.items()
-             if v[0] >= RESAMPLING_LIMIT and v[2] >= RESAMPLING_MIN_PEAK_RATIO),
-            key=lambda kv: kv[1][0])
+    # The strongest axis that passes both conditions, else the strongest axis.
+    hits = {k: v for k, v in measured.items()
+            if v[0] >= RESAMPLING_LIMIT and v[2] >= RESAMPLING_MIN_PEAK_RATIO}
+    axis, (amp, period, ratio) = max((hits or measured).items(), key=lambda kv: kv[1][0])
+    detected = bool(hits)
     return ResamplingCheck(round(amp, 3), round(period, 2), axis, detected, (
         f"energy of the speckle's second differences, line by line, in the {bright.shape[0]} "
         f"brightest frames: strongest periodic modulation {amp:.2f} every {period:.1f} px "

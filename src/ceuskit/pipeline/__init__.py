@@ -36,6 +36,7 @@ from ceuskit.pipeline.results import (
     build_results,
     dynamic_range_check_record,
     json_array,
+    speckle_check_records,
     with_assessment,
 )
 from ceuskit.pipeline.stages import (
@@ -102,6 +103,7 @@ __all__ = [
     "measure_rois",
     "prepare_cine",
     "resolve_dynamic_range",
+    "speckle_check_records",
     "with_assessment",
     "with_map_necrosis",
     "with_viable_part",

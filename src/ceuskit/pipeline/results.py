@@ -29,6 +29,14 @@ def dynamic_range_check_record(est: DynamicRangeEstimate) -> dict[str, Any]:
             **({"resampling": est.resampling.as_dict()} if est.resampling is not None else {})}
 
 
+def speckle_check_records(options: AnalysisOptions) -> dict[str, Any]:
+    """``dynamic_range_check`` and ``dynamic_range_estimate`` records where the options hold them
+    (results.json ``linearization``, maps.json ``source``)."""
+    return {key: dynamic_range_check_record(est) for key, est in (
+        ("dynamic_range_check", options.dynamic_range_check),
+        ("dynamic_range_estimate", options.dynamic_range_estimate)) if est is not None}
+
+
 def json_array(a: NDArray[Any], digits: int = 6) -> list[float | None]:
     """A curve for results.json: `digits` significant figures, non-finite values as None."""
     return [None if not math.isfinite(float(v)) else float(f"{float(v):.{digits}g}") for v in a]
@@ -41,10 +49,7 @@ def linearization_record(options: AnalysisOptions, cine_meta: Mapping[str, Any])
         "dynamic_range_source": options.dynamic_range_source,
         **({"dynamic_range_ci_db": list(options.dynamic_range_ci_db)}
            if options.dynamic_range_ci_db is not None else {}),
-        **({"dynamic_range_check": dynamic_range_check_record(options.dynamic_range_check)}
-           if options.dynamic_range_check is not None else {}),
-        **({"dynamic_range_estimate": dynamic_range_check_record(options.dynamic_range_estimate)}
-           if options.dynamic_range_estimate is not None else {}),
+        **speckle_check_records(options),
         "formula": "P = 10 ** ((g / 255 - 1) * DR / 10); display 255 -> 1.0",
         **({"colour_map": json_ready(cine_meta["colour_map"])} if "colour_map" in cine_meta else {}),
     }

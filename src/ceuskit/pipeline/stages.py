@@ -158,6 +158,14 @@ def estimate_cine_motion(
     return motion, warnings
 
 
+#: What an unchecked default means for the results (`dynamic_range.level_scale`'s
+#: ``unchecked`` source), the end of both warnings that say so.
+_UNCHECKED_CONSEQUENCE = (
+    f"they are given with their range over contrast presets' {PRESET_RANGE_DB[0]:g}-"
+    f"{PRESET_RANGE_DB[1]:g} dB, and findings that change within it are not assessable; give the "
+    "scanner's value with --dynamic-range DB")
+
+
 def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
                           progress: Progress | None = None
                           ) -> tuple[AnalysisOptions, list[AnalysisWarning]]:
@@ -194,26 +202,24 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
         return (replace(options, dynamic_range_check=est),
                 processing + unchecked_default(options, est) + dynamic_range_disagreement(options, est))
     if est.dynamic_range_db is None or est.ci_db is None:
-        lo, hi = PRESET_RANGE_DB
         return replace(options, dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB,
                        dynamic_range_source="default", dynamic_range_ci_db=None,
                        dynamic_range_estimate=est), [*processing, AnalysisWarning(
             "dynamic-range-not-estimated",
             f"--dynamic-range auto: {est.method}; the default {DEFAULT_DYNAMIC_RANGE_DB:g} dB was "
             "used, so amplitude parameters (PE, AUC, WiPI) and their ratios may be distorted: "
-            f"they are given with their range over contrast presets' {lo:g}-{hi:g} dB, and "
-            "findings that change within it are not assessable; give the scanner's dynamic "
-            "range with --dynamic-range DB")]
+            + _UNCHECKED_CONSEQUENCE)]
     # The estimate lies inside the estimator's grid (20-120 dB), which check_dynamic_range accepts.
     # Speckle reduction after compression is not detected (benchmarks/dr_accuracy.py): say so
     # on every estimate rather than let the interval look more certain than it is.
-    persistence_checked = est.persistence is not None and est.persistence.weight_lower is not None
-    resampling_checked = est.resampling is not None and est.resampling.modulation is not None
-    looked_for = [what for what, done in (("display persistence (frame averaging)", persistence_checked),
-                                          ("resampling by a non-integer factor", resampling_checked))
-                  if done]
-    missed = [what for what, done in (("persistence, which reads up to 13 dB high", persistence_checked),
-                                      ("non-integer resampling", resampling_checked)) if not done]
+    looked_for: list[str] = []
+    missed: list[str] = []
+    for done, found_none, unchecked in (
+            (est.persistence is not None and est.persistence.weight_lower is not None,
+             "display persistence (frame averaging)", "persistence, which reads up to 13 dB high"),
+            (est.resampling is not None and est.resampling.modulation is not None,
+             "resampling by a non-integer factor", "non-integer resampling")):
+        (looked_for if done else missed).append(found_none if done else unchecked)
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
                    dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [AnalysisWarning(
         "dynamic-range-estimated",
@@ -257,15 +263,12 @@ def unchecked_default(options: AnalysisOptions, est: DynamicRangeEstimate) -> li
     """Warning ``dynamic-range-unchecked``: the default is used and the speckle could not check it."""
     if options.dynamic_range_source != "default" or est.dynamic_range_db is not None:
         return []
-    lo, hi = PRESET_RANGE_DB
     why = est.method.removeprefix("not estimated: ")
     return [AnalysisWarning(
         "dynamic-range-unchecked",
         f"the default display dynamic range ({options.dynamic_range_db:g} dB) was used and the "
         f"speckle could not check it ({why}): amplitude parameters (PE, AUC, WiPI) and their "
-        f"ratios are distorted if the scanner was set otherwise, so they are given with their "
-        f"range over contrast presets' {lo:g}-{hi:g} dB, and findings that change within it are "
-        "not assessable; give the scanner's value with --dynamic-range DB")]
+        "ratios are distorted if the scanner was set otherwise, so " + _UNCHECKED_CONSEQUENCE)]
 
 
 def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstimate

@@ -530,6 +530,10 @@ def _roi_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+#: What a relative value's range spans, unless the default dynamic range is unchecked.
+_DR_INTERVAL_WORDS = "over the dynamic range's interval"
+
+
 def _interval_words(results: Mapping[str, Any]) -> str:
     """What a relative value's range spans: the DR's interval, or the presets for an unchecked default."""
     scale = _m(_m(results.get("linearization")).get("level_scale"))
@@ -538,11 +542,10 @@ def _interval_words(results: Mapping[str, Any]) -> str:
         lo, hi = _num(span[0]), _num(span[1])
         if lo is not None and hi is not None:
             return f"over contrast presets' {lo:g}–{hi:g} dB: the default dynamic range is unchecked"
-    return "over the dynamic range's interval"
+    return _DR_INTERVAL_WORDS
 
 
-def _relative_cell(relative: Mapping[str, Any], key: str,
-                   words: str = "over the dynamic range's interval") -> str:
+def _relative_cell(relative: Mapping[str, Any], key: str, words: str = _DR_INTERVAL_WORDS) -> str:
     """A relative value, with its range over the dynamic range's interval where it has one."""
     text = fmt(_num(relative.get(key)))
     interval = relative.get(f"{key}_interval")
