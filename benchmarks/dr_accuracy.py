@@ -31,7 +31,13 @@ The last line is ``dr_accuracy: max |error| = E dB (gamma), S dB
 (simulator), true value inside the interval in K/N; PE ratio within 10 % in
 A/B, true-DR ratio inside its range in C/B; persistence 0.1-0.6 refused in P/Q,
 without it in F/G; resized (non-integer) refused in R/S, as rendered in
-U/V``.
+U/V; lossy exports flagged in L/M (true DR inside the interval in H/K
+estimates), uncompressed in X/Y``.
+
+With ``--compression N`` (default 2) it runs the estimate on the
+simulator's panel (seeds 0 to N-1, 40/60/80 dB) as rendered and exported
+through JPEG (qualities 97-50) and H.264 (crf 4-28), with how the lossy
+compression was found (the pixels' JPEG quantisation, the file's codec).
 
 With ``--resampling N`` (default 2) it runs the same estimate on the
 simulator's panel (seeds 0 to N-1, 40/60/80 dB) as rendered and after
@@ -42,6 +48,7 @@ down-sampling, JPEG), with the resampling check's reading.
 Usage::
 
     python benchmarks/dr_accuracy.py [--seeds 8] [--ratios 4] [--persistence 2] [--resampling 2]
+        [--compression 2]
 """
 
 from __future__ import annotations
@@ -220,6 +227,85 @@ def _resampling(seeds: int) -> tuple[int, int, int, int]:
     return up[0], up[1], plain[0], plain[1]
 
 
+def _compression(seeds: int) -> tuple[int, int, int, int, int, int]:
+    """The estimate on lossy-compressed exports of the simulator's panel.
+
+    Whole dual-display frames are compressed, as an export would be: JPEG
+    (pillow, qualities 97-50; found in the pixels by
+    `ceuskit.dynamic_range.block_quantisation`) and H.264 (ceuskit's MP4
+    writer at crf 4-28, read back; known from the file's codec, passed as
+    ``lossy_file`` as `ceuskit.pipeline` does).  Returns (lossy exports
+    flagged, their count, lossy estimates whose interval holds the true DR,
+    lossy estimates made, uncompressed panels flagged, their count).
+    """
+    import io
+
+    from PIL import Image
+
+    from ceuskit.io.video import read_video, write_video
+
+    def jpeg(q: int):
+        def fn(frames: np.ndarray) -> tuple[np.ndarray, str | None]:
+            out = []
+            for f in frames:
+                buf = io.BytesIO()
+                Image.fromarray(f).save(buf, format="JPEG", quality=q)
+                out.append(np.asarray(Image.open(buf)))
+            return np.stack(out), None
+        return fn
+
+    def h264(crf: int):
+        def fn(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, str | None]:
+            with tempfile.TemporaryDirectory() as d:
+                write_video(Path(d) / "x.mp4", frames, times, crf=crf)
+                c = read_video(Path(d) / "x.mp4")
+                return np.asarray(c.frames), c.meta.get("lossy_compression")
+        return fn
+
+    cases = [("as rendered", None)] + [(f"JPEG quality {q}", jpeg(q)) for q in (97, 95, 90, 85, 75, 50)] + [
+        (f"H.264 crf {c}", h264(c)) for c in (4, 18, 23, 28)]
+    print()
+    print("| export | seed | DR (dB) | flagged by | quantised frequencies | estimate (dB) | "
+          "interval (dB) | true DR inside |")
+    print("|---|---:|---:|---|---:|---:|---|---|")
+    flagged = [0, 0]
+    held = [0, 0]
+    plain = [0, 0]
+    for seed in range(seeds):
+        for dr in (40.0, 60.0, 80.0):
+            ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=1.0, duration_s=60.0, seed=seed))
+            p = ph.contrast_panel
+            for label, how in cases:
+                if how is None:
+                    whole, said = ph.frames, None
+                elif label.startswith("H.264"):
+                    whole, said = how(ph.frames, ph.times_s)
+                else:
+                    whole, said = how(ph.frames)
+                x = whole[:, p.y0:p.y1, p.x0:p.x1]
+                e = estimate_dynamic_range(x, lossy_file=said)
+                c = e.compression
+                lossy = c is not None and c.lossy
+                q = None if c is None or c.quantisation is None else c.quantisation
+                by = (" + ".join(w for w, on in (("file", bool(said)),
+                                                   ("pixels", q is not None and q.detected)) if on)
+                      or "-")
+                inside = e.ci_db is not None and e.ci_db[0] <= dr <= e.ci_db[1]
+                if how is None:
+                    plain[0] += int(lossy)
+                    plain[1] += 1
+                else:
+                    flagged[0] += int(lossy)
+                    flagged[1] += 1
+                    if e.ci_db is not None:
+                        held[0] += int(inside)
+                        held[1] += 1
+                print(f"| {label} | {seed} | {dr:.0f} | {by} | "
+                      f"{'-' if q is None else q.n_frequencies} | {e.dynamic_range_db} | "
+                      f"{e.ci_db} | {'yes' if inside else ('-' if e.ci_db is None else 'NO')} |")
+    return flagged[0], flagged[1], held[0], held[1], plain[0], plain[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=8, help="simulator seeds (default 8)")
@@ -227,6 +313,8 @@ def main() -> None:
                     help="simulator seeds for the PE-ratio table (default 4; 0 skips it)")
     ap.add_argument("--resampling", type=int, default=2,
                     help="simulator seeds for the resampling-check table (default 2; 0 skips it)")
+    ap.add_argument("--compression", type=int, default=2,
+                    help="simulator seeds for the lossy-compression table (default 2; 0 skips it)")
     ap.add_argument("--persistence", type=int, default=2,
                     help="simulator seeds for the persistence-check table (default 2; 0 skips it)")
     args = ap.parse_args()
@@ -299,12 +387,16 @@ def main() -> None:
                                else (0, 0, 0, 0))
     rs_up, n_up, rs_plain, n_plain = (_resampling(args.resampling) if args.resampling > 0
                                       else (0, 0, 0, 0))
+    lz, n_lz, lz_held, n_lz_est, lz_plain, n_lz_plain = (
+        _compression(args.compression) if args.compression > 0 else (0, 0, 0, 0, 0, 0))
     print(f"dr_accuracy: max |error| = {np.nanmax(err_g):.1f} dB (gamma), "
-          f"{np.nanmax(err_s):.1f} dB (simulator), true value inside the interval in "
+          f"{np.nanmax(err_s) if err_s else float('nan'):.1f} dB (simulator), true value inside the interval in "
           f"{sum(covered)}/{len(covered)}; PE ratio within 10 % in {within}/{n}, true-DR ratio "
           f"inside its range in {inside}/{n}; persistence 0.1-0.6 refused in {tp}/{n_pers}, "
           f"without it in {fp}/{n_clean}; resized (non-integer) refused in {rs_up}/{n_up}, "
-          f"as rendered in {rs_plain}/{n_plain}")
+          f"as rendered in {rs_plain}/{n_plain}; lossy exports flagged in {lz}/{n_lz} (true DR "
+          f"inside the interval in {lz_held}/{n_lz_est} estimates), uncompressed in "
+          f"{lz_plain}/{n_lz_plain}")
 
 
 if __name__ == "__main__":

@@ -240,3 +240,74 @@ def test_resized_simulated_display_is_refused_not_read_low() -> None:
     assert est.dynamic_range_db is None and est.ci_db is None
     assert "resampled after log compression" in est.method
     assert est.resampling is not None and est.resampling.axis == "columns"
+
+
+def _jpeg(frames: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="JPEG", quality=quality)
+        out.append(np.asarray(Image.open(buf)))
+    return np.stack(out)
+
+
+def test_jpeg_quantisation_is_found_where_the_grid_lies_and_not_in_plain_speckle() -> None:
+    # Gamma speckle (not the simulator's) through pillow's JPEG encoder: the
+    # decoded blocks' DCT coefficients sit on the quantisation lattice.
+    from ceuskit.dynamic_range import block_quantisation
+
+    rng = np.random.default_rng(5)
+    frames = _display(rng.gamma(1.0, 1.0, size=(4, 200, 200)), 70.0)
+    plain = block_quantisation(frames)
+    assert not plain.detected and plain.n_frequencies == 0
+    compressed = _jpeg(frames, 90)
+    # Cut 3 rows and 5 columns in, as a panel cut from an exported frame: the grid moves.
+    found = block_quantisation(compressed[:, 3:, 5:])
+    assert found.detected and found.n_frequencies >= 20
+    assert found.grid_offset_px == (5, 3)
+    assert min(found.steps) >= 5
+    # Quality 100 (all steps 1) leaves nothing to find, and reads the speckle as it was.
+    assert not block_quantisation(_jpeg(frames, 100)).detected
+    # A static graphic repeated in every frame puts one value on any lattice: not JPEG.
+    still = np.tile(np.where(np.arange(64) % 16 < 8, 60, 190).astype(np.uint8), (4, 64, 1))
+    assert not block_quantisation(still).detected
+
+
+@pytest.mark.parametrize("dr_db", [60.0, 80.0])
+def test_jpeg_export_widens_the_interval_to_hold_the_true_value(dr_db: float) -> None:
+    # Issue 17: a JPEG export (quality 90) reads the simulator 10-25 dB low,
+    # outside the speckle's own interval; found in the pixels, the interval
+    # reaches the presets' top instead.
+    ph = simulate(SimulationSpec(dynamic_range_db=dr_db, fps=1.0, duration_s=45.0, seed=1))
+    p = ph.contrast_panel
+    whole = _jpeg(ph.frames, 90)
+    est = estimate_dynamic_range(whole[:, p.y0:p.y1, p.x0:p.x1])
+    assert est.compression is not None and est.compression.lossy
+    assert est.compression.file is None and est.compression.quantisation is not None
+    assert est.compression.quantisation.detected
+    assert est.dynamic_range_db is not None and est.dynamic_range_db < dr_db - 3.0
+    assert est.ci_db is not None and est.ci_db[0] <= dr_db <= est.ci_db[1] and est.ci_db[1] >= 80.0
+    assert "lossy-compressed" in est.method and "JPEG quantisation in the pixels" in est.method
+    # The same panel uncompressed: not flagged, the interval as before.
+    plain = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
+    assert plain.compression is not None and not plain.compression.lossy
+    assert plain.ci_db is not None and plain.ci_db[1] < 80.0 + (dr_db - 60.0)
+
+
+def test_a_lossy_file_widens_the_interval_without_pixel_evidence() -> None:
+    # What the file says (an H.264 video, a JPEG 2000 transfer syntax) counts
+    # even where the pixels show no block lattice.
+    ph = simulate(SimulationSpec(dynamic_range_db=50.0, fps=1.0, duration_s=45.0, seed=2))
+    p = ph.contrast_panel
+    frames = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
+    est = estimate_dynamic_range(frames, lossy_file="video codec h264")
+    plain = estimate_dynamic_range(frames)
+    assert est.dynamic_range_db == plain.dynamic_range_db
+    assert est.ci_db is not None and plain.ci_db is not None
+    assert est.ci_db[0] == plain.ci_db[0] and est.ci_db[1] == 80.0 > plain.ci_db[1]
+    assert est.compression is not None and est.compression.file == "video codec h264"
+    assert "the file: video codec h264" in est.method

@@ -233,7 +233,7 @@ def test_display_persistence_is_named_and_keeps_auto_from_guessing(tmp_path):
                        AnalysisOptions(dynamic_range_source="auto", maps=False))
     (msg,) = [w.message for w in est.warnings if w.code == "dynamic-range-estimated"]
     assert ("found no display persistence (frame averaging) and no resampling by a non-integer "
-            "factor, but speckle reduction") in msg
+            "factor and no JPEG block quantisation, but speckle reduction") in msg
     assert est.results()["linearization"]["dynamic_range_estimate"]["persistence"]["detected"] is False
 
 
@@ -315,3 +315,46 @@ def test_resampled_display_leaves_the_default_unchecked_and_says_so(tmp_path):
     plain = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
     assert unchecked_default(AnalysisOptions(), plain) == []
     assert display_processing_warnings(plain, cine) == []
+
+
+def test_jpeg_export_with_auto_keeps_the_true_ratio_inside_its_range(tmp_path):
+    # Issue 17: a JPEG export (quality 90) makes the speckle read the dynamic
+    # range low, outside the estimate's own interval, and the PE ratio with
+    # it.  The quantisation is found in the pixels (the npz says nothing of
+    # it), the interval reaches the presets' top, and the ratio's range holds
+    # the ratio at the true setting.
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    def jpeg(f: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="JPEG", quality=90)
+        return np.asarray(Image.open(buf))
+
+    ph = simulate(SimulationSpec(scenario="tumor", seed=1, fps=2.0, duration_s=40.0,
+                                 dynamic_range_db=70.0))
+    ph = dataclasses.replace(ph, frames=np.stack([jpeg(f) for f in ph.frames]))
+    files = write_phantom(ph, tmp_path, "npz")
+    cine = load_cine(files["cine"])
+    auto = analyze_cine(cine, files["rois"], AnalysisOptions(dynamic_range_source="auto", maps=False))
+    codes = [w.code for w in auto.warnings]
+    assert "lossy-compression" in codes and "dynamic-range-estimated" in codes
+    (lossy,) = [w.message for w in auto.warnings if w.code == "lossy-compression"]
+    assert "JPEG quantisation in the pixels" in lossy and "reaches up to 80 dB" in lossy
+    doc = auto.results()
+    lin = doc["linearization"]
+    assert lin["dynamic_range_db"] < 67.0  # read low: the reason for the wider interval
+    lo, hi = lin["dynamic_range_ci_db"]
+    assert lo <= 70.0 <= hi and hi >= 80.0
+    comp = lin["dynamic_range_estimate"]["compression"]
+    assert comp["lossy"] is True and comp["file"] is None and comp["quantisation"]["detected"]
+    truth = analyze_cine(cine, files["rois"], AnalysisOptions(dynamic_range_db=70.0, maps=False))
+    true_ratio = truth.results()["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio"]
+    r_lo, r_hi = doc["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio_interval"]
+    assert r_lo <= true_ratio <= r_hi
+    # The default, checked against the same speckle, is not called wrong for it.
+    default = analyze_cine(cine, files["rois"], AnalysisOptions(maps=False))
+    assert "dynamic-range-disagrees" not in [w.code for w in default.warnings]
+    assert "lossy-compression" in [w.code for w in default.warnings]

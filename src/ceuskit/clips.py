@@ -145,8 +145,10 @@ def join_clips(cines: Sequence[Cine], names: Sequence[str],
               "duration_s": round(c.duration_s, 6)}
              for c, n, s in zip(cines, names, starts, strict=True)]
     gap_list = [[round(a, 6), round(b, 6)] for a, b in gaps(times)]
+    lossy = [f"{n}: {c.meta['lossy_compression']}" for c, n in zip(cines, names, strict=True)
+             if c.meta.get("lossy_compression")]
     meta = {**dict(first.meta), "clips": clips, "gaps_s": gap_list,
-            "n_frames": int(frames.shape[0])}
+            "n_frames": int(frames.shape[0]), "lossy_compression": "; ".join(lossy) or None}
     offsets = np.cumsum([0] + [c.n_frames for c in cines[:-1]])
     rgb = None
     if all(c.rgb_frames is not None for c in cines):

@@ -212,6 +212,11 @@ class DynamicRangeEstimate:
         The display-persistence check made first (None: not made).
     resampling : ResamplingCheck or None
         The check for a display resampled after compression (None: not made).
+    compression : CompressionCheck or None
+        Lossy compression, from the file and the pixels (None: not looked).
+        Where lossy, the interval's upper end is at least the presets' top
+        (`PRESET_RANGE_DB`): compression only ever makes the speckle read
+        low, by an amount the cine does not show.
     """
 
     dynamic_range_db: float | None
@@ -221,6 +226,7 @@ class DynamicRangeEstimate:
     method: str
     persistence: PersistenceCheck | None = None
     resampling: ResamplingCheck | None = None
+    compression: CompressionCheck | None = None
 
 
 def brightest_frames(stack: NDArray[Any]) -> NDArray[np.intp]:
@@ -378,6 +384,194 @@ def display_resampling(frames: ArrayLike, *, display_max: float = 255.0) -> Resa
         "median, as interpolation after compression does"))
 
 
+#: Block-quantisation check (`block_quantisation`): the block side of JPEG's
+#: DCT (px), the frames measured, the smallest and largest quantisation step
+#: looked for (grey levels; below 5 an integer lattice of tolerance 1 covers
+#: 2/5 or more of the line by chance), the tolerance (the decoder's rounding
+#: moves an orthonormal coefficient by 0.29 rms), the share of a frequency's
+#: non-zero coefficients that must lie on the lattice, the fewest non-zero
+#: coefficients that make a test, and the fewest frequencies that must pass.
+QUANT_BLOCK_PX = 8
+QUANT_FRAMES = 4
+QUANT_MIN_STEP = 5
+QUANT_MAX_STEP = 64
+QUANT_TOLERANCE = 1.0
+QUANT_LATTICE_SHARE = 0.9
+QUANT_MIN_COEFFICIENTS = 100
+#: Unprocessed simulator panels and gamma speckle pass 0 frequencies; JPEG at
+#: quality 95 or less 10 or more (benchmarks/dr_accuracy.py --compression).
+QUANT_MIN_FREQUENCIES = 3
+#: Frequencies (row, column) that place the block grid: the low and mid band.
+#: JPEG quantises the mid band coarsely enough to see from quality ~97 down
+#: (steps of 5 or more) and the low band from ~90, which still leaves some
+#: of its coefficients non-zero at ~50, where the mid band is all zeros.
+_GRID_FREQUENCIES = tuple((u, v) for u in range(8) for v in range(8) if 1 <= u + v <= 7)
+#: Blocks used to place the grid, at most (evenly spaced).
+_GRID_MAX_BLOCKS = 1500
+
+
+def _dct_matrix(n: int) -> FloatArray:
+    """Orthonormal DCT-II matrix (JPEG's transform, up to the level shift)."""
+    k = np.arange(n)[:, None]
+    x = np.arange(n)[None, :]
+    d = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return np.asarray(d, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class QuantisationCheck:
+    """Result of `block_quantisation`: were the frames JPEG-compressed (DCT-quantised)?
+
+    Attributes
+    ----------
+    n_frequencies : int
+        Of the 63 AC frequencies of the 8 x 8 DCT, those whose coefficients
+        lie on a lattice of a step of `QUANT_MIN_STEP` or more.
+    steps : tuple of int
+        Those frequencies' steps (grey levels; a multiple of the true step
+        can be reported where its odd multiples are rare).
+    grid_offset_px : (int, int) or None
+        Row and column of the first whole block in the frames given.
+    detected : bool
+        ``n_frequencies >= QUANT_MIN_FREQUENCIES``.
+    method : str
+    """
+
+    n_frequencies: int
+    steps: tuple[int, ...]
+    grid_offset_px: tuple[int, int] | None
+    detected: bool
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record (results.json ``...compression.quantisation``)."""
+        return {"n_frequencies": self.n_frequencies, "steps": list(self.steps),
+                "grid_offset_px": None if self.grid_offset_px is None else list(self.grid_offset_px),
+                "detected": self.detected, "method": self.method}
+
+
+@dataclass(frozen=True)
+class CompressionCheck:
+    """Was the cine lossy-compressed, by its file or by its pixels?
+
+    Attributes
+    ----------
+    file : str or None
+        What the file says (a lossy transfer syntax or video codec, Lossy
+        Image Compression 01), None where it says nothing lossy.
+    quantisation : QuantisationCheck or None
+        JPEG block quantisation looked for in the pixels (None: not looked).
+    lossy : bool
+        Either says lossy.
+    """
+
+    file: str | None
+    quantisation: QuantisationCheck | None
+    lossy: bool
+
+    def describe(self) -> str:
+        """How the compression is known, for messages."""
+        parts = ([f"the file: {self.file}"] if self.file else []) + (
+            [f"JPEG quantisation in the pixels ({self.quantisation.n_frequencies} of 63 DCT "
+             "frequencies on a lattice)"] if self.quantisation is not None
+            and self.quantisation.detected else [])
+        return "; ".join(parts) or "not lossy"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record (results.json ``...compression``)."""
+        return {"file": self.file, "lossy": self.lossy,
+                "quantisation": None if self.quantisation is None else self.quantisation.as_dict()}
+
+
+def _lattice_share(c: FloatArray, step: float) -> tuple[FloatArray, FloatArray]:
+    """Per column of `c` (coefficients): the share of those that quantisation with
+    `step` would leave non-zero lying within `QUANT_TOLERANCE` of a multiple, and their count."""
+    big = np.abs(c) > 0.75 * step
+    near = np.abs(c - step * np.rint(c / step)) <= QUANT_TOLERANCE
+    n = big.sum(axis=0)
+    return (big & near).sum(axis=0) / np.maximum(n, 1), n.astype(np.float64)
+
+
+def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> QuantisationCheck:
+    """Look for JPEG's quantisation of 8 x 8 block DCT coefficients in decoded frames.
+
+    A JPEG decoder rebuilds each 8 x 8 block from DCT coefficients that are
+    multiples of the quantisation table's steps; rounding the pixels moves
+    them by 0.29 rms, so the decoded blocks' coefficients still sit on that
+    lattice, where speckle's own coefficients spread evenly.  The block grid
+    is found first (the offset where mid-frequency coefficients fall on a
+    lattice best), then each AC frequency is tested for the largest step
+    whose non-zero multiples hold `QUANT_LATTICE_SHARE` of its coefficients.
+    Quantisation removes the speckle's fine, small coefficients, so the
+    speckle estimate reads low (JPEG quality 90: 5-20 dB at 40-80 dB,
+    benchmarks/dr_accuracy.py).  Video codecs quantise prediction residuals
+    (no lattice in the pixels) and wavelet codecs no blocks: those are known
+    from the file (`lossy_source`).
+
+    Parameters
+    ----------
+    frames : array, shape (T, h, w) or (h, w)
+        Display values (grey levels); the first `QUANT_FRAMES` are used.
+    display_max : float
+        Blocks touching 0 or this (clipped after decoding) are left out.
+
+    Returns
+    -------
+    QuantisationCheck
+    """
+    stack = np.asarray(frames)
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.ndim != 3:
+        raise ValueError(f"need frames of shape (T, h, w), got {stack.shape}")
+    stack = np.asarray(stack[:QUANT_FRAMES], dtype=np.float64)
+    b = QUANT_BLOCK_PX
+    d = _dct_matrix(b)
+
+    def blocks_at(oy: int, ox: int, frames_used: int) -> FloatArray:
+        f = stack[:frames_used, oy:, ox:]
+        t, h, w = f.shape
+        hb, wb = h // b, w // b
+        blocks = f[:, :hb * b, :wb * b].reshape(t, hb, b, wb, b).swapaxes(2, 3).reshape(-1, b, b)
+        ok = (blocks.min(axis=(1, 2)) > 0) & (blocks.max(axis=(1, 2)) < display_max)
+        # Identical blocks (graphics repeated over frames, repeated frames) would
+        # put their one coefficient value on any lattice through it.
+        return np.unique(blocks[ok].reshape(-1, b * b), axis=0).reshape(-1, b, b)
+
+    if min(stack.shape[1:]) < 4 * b:
+        return QuantisationCheck(0, (), None, False, "not checked: frames under 32 px")
+    grid = [u * b + v for u, v in _GRID_FREQUENCIES]
+    best: tuple[float, tuple[int, int]] = (-1.0, (0, 0))
+    for oy in range(b):
+        for ox in range(b):
+            blocks = blocks_at(oy, ox, 1)
+            if blocks.shape[0] > _GRID_MAX_BLOCKS:
+                blocks = blocks[np.linspace(0, blocks.shape[0] - 1, _GRID_MAX_BLOCKS).astype(int)]
+            c = (d @ blocks @ d.T).reshape(-1, b * b)[:, grid]
+            score = np.zeros(len(_GRID_FREQUENCIES))
+            for step in range(QUANT_MIN_STEP, 17):
+                share, n = _lattice_share(c, float(step))
+                score = np.maximum(score, np.where(n >= QUANT_MIN_COEFFICIENTS / 4, share, 0.0))
+            total = float(score.sum())
+            if total > best[0]:
+                best = (total, (oy, ox))
+    offset = best[1]
+    c = (d @ blocks_at(*offset, stack.shape[0]) @ d.T).reshape(-1, b * b)[:, 1:]
+    found = np.zeros(c.shape[1], dtype=np.int64)
+    for step in range(QUANT_MIN_STEP, QUANT_MAX_STEP + 1):
+        share, n = _lattice_share(c, float(step))
+        found[(share >= QUANT_LATTICE_SHARE) & (n >= QUANT_MIN_COEFFICIENTS)] = step
+    steps = tuple(int(s) for s in found[found > 0])
+    k = len(steps)
+    detected = k >= QUANT_MIN_FREQUENCIES
+    span = f" (steps {min(steps)}-{max(steps)} grey levels)" if steps else ""
+    return QuantisationCheck(k, steps, offset, detected, (
+        f"8 x 8 block DCT of {c.shape[0]} unclipped blocks in {stack.shape[0]} frames, grid at "
+        f"row {offset[0]}, column {offset[1]}: {k} of 63 frequencies lie on a quantisation "
+        f"lattice{span}; JPEG-compressed at {QUANT_MIN_FREQUENCIES} or more"))
+
+
 def speckle_blocks(frames: ArrayLike, *, display_max: float = 255.0,
                    mask: ArrayLike | None = None) -> FloatArray:
     """Display values of the blocks whose statistics measure the compression.
@@ -510,7 +704,8 @@ def _crossing(curve: FloatArray, grid: FloatArray) -> float | None:
 
 
 def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
-                           mask: ArrayLike | None = None, seed: int = 0) -> DynamicRangeEstimate:
+                           mask: ArrayLike | None = None, seed: int = 0,
+                           lossy_file: str | None = None) -> DynamicRangeEstimate:
     """Estimate the display dynamic range (dB) of a log-compressed cine.
 
     Parameters
@@ -524,6 +719,9 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         Pixels that may be used (default all).
     seed : int
         Seed of the random split into groups for the interval.
+    lossy_file : str or None
+        What the file says of lossy compression (``Cine.meta
+        ["lossy_compression"]``), None where it says nothing lossy.
 
     Returns
     -------
@@ -533,11 +731,19 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         speckle read 4-13 dB high, and undoing it needs its weight to within
         ~0.01), when it was resampled after compression
         (`display_resampling`: it then reads low), when there are too few
-        speckle blocks or no consistent DR in `GRID_DB`.
+        speckle blocks or no consistent DR in `GRID_DB`.  Where the file
+        says it was lossy-compressed or the pixels show JPEG quantisation
+        (`block_quantisation`), an estimate's interval reaches at least
+        80 dB: quantisation removes the speckle's small fine-scale
+        coefficients, and the speckle reads low (JPEG quality 90: 5-20 dB at
+        40-80 dB; H.264 at crf 28: up to 17 dB; benchmarks/dr_accuracy.py
+        --compression).
     """
     stack = np.asarray(frames)
     pers: PersistenceCheck | None = None
     resampled: ResamplingCheck | None = None
+    quant: QuantisationCheck | None = None
+    said = CompressionCheck(lossy_file or None, None, bool(lossy_file))
     if stack.ndim == 3:
         pers = frame_persistence(stack, display_max=display_max)
         if pers.detected:
@@ -545,19 +751,32 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
                 "not estimated: the display averages frames (persistence): consecutive frame "
                 f"differences are correlated everywhere (averaging weight {pers.weight_lower:.2f} "
                 "or more; 0 without persistence), which makes the speckle read several dB too "
-                "high"), pers)
-        # The brightest frames, once: the resampling check and the blocks measure the same ones.
+                "high"), pers, compression=said)
+        # The brightest frames, once: the display checks and the blocks measure the same ones.
         stack = np.asarray(stack[np.sort(brightest_frames(stack))])
+        quant = block_quantisation(stack, display_max=display_max)
         resampled = display_resampling(stack, display_max=display_max)
-        if resampled.detected:
-            return DynamicRangeEstimate(None, None, None, 0, (
-                f"not estimated: the display was {resampled.cause()}: the speckle's fine-scale "
-                f"energy repeats every {resampled.period_px:.1f} px along the {resampled.axis} "
-                f"(modulation {resampled.modulation:.2f}; fully developed speckle stays below "
-                f"{RESAMPLING_LIMIT:g}), since such processing averages neighbouring log values, "
-                "which makes the speckle read several dB too low"), pers, resampled)
-    return replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers,
-                   resampling=resampled)
+    lossy = said.lossy or (quant is not None and quant.detected)
+    compression = CompressionCheck(said.file, quant, lossy)
+    if resampled is not None and resampled.detected:
+        cause = ("JPEG-compressed (its 8 x 8 block grid; the pixels' DCT coefficients lie on "
+                 "a quantisation lattice)" if quant is not None and quant.detected
+                 else resampled.cause())
+        return DynamicRangeEstimate(None, None, None, 0, (
+            f"not estimated: the display was {cause}: the speckle's fine-scale "
+            f"energy repeats every {resampled.period_px:.1f} px along the {resampled.axis} "
+            f"(modulation {resampled.modulation:.2f}; fully developed speckle stays below "
+            f"{RESAMPLING_LIMIT:g}), since such processing averages neighbouring log values, "
+            "which makes the speckle read several dB too low"), pers, resampled, compression)
+    est = replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers,
+                  resampling=resampled, compression=compression)
+    if not lossy or est.dynamic_range_db is None or est.ci_db is None:
+        return est
+    lo, hi = est.ci_db
+    return replace(est, ci_db=(lo, max(hi, PRESET_RANGE_DB[1])), method=(
+        f"{est.method}; lossy-compressed ({compression.describe()}): compression makes the "
+        f"speckle read low by an amount the cine does not show, so the interval reaches up "
+        f"to at least the contrast presets' {PRESET_RANGE_DB[1]:g} dB"))
 
 
 def _speckle_estimate(frames: NDArray[Any], display_max: float, mask: ArrayLike | None,

@@ -140,6 +140,35 @@ def test_long_jpeg_baseline_cine() -> None:
     (panel,) = cine.regions
     assert panel.bounds == (84, 31, 596, 415)  # inclusive 595/414 in the file
     assert not cine.warnings
+    # Issue 17: a lossy file is known as such, and its JPEG blocks are found in
+    # the pixels of a file nobody here wrote (the dynamic-range estimate
+    # then widens its interval: the speckle reads low after compression).
+    assert cine.meta["lossy_compression"] == "stored as JPEG Baseline (Process 1)"
+    from ceuskit.dynamic_range import block_quantisation
+
+    x0, y0, x1, y1 = panel.bounds
+    found = block_quantisation(cine.frames[:4, y0:y1, x0:x1])
+    assert found.detected and found.n_frequencies >= 10
+    assert found.grid_offset_px == ((-y0) % 8, (-x0) % 8)
+
+
+def test_lossy_compression_is_read_from_the_transfer_syntax_and_the_flag() -> None:
+    from ceuskit.io.dicom import lossy_compression
+
+    said = {}
+    for name in ("US1_J2KR.dcm", "US1_J2KI.dcm", "US1_UNCR.dcm", "SC_rgb_jpeg_gdcm.dcm"):
+        ds = pydicom.dcmread(_testdata(name), stop_before_pixels=True)
+        said[name] = lossy_compression(ds.file_meta.TransferSyntaxUID, ds)
+    # JPEG 2000 lossless-only, and uncompressed pixels never lossy-compressed: nothing to say.
+    assert said["US1_J2KR.dcm"] is None and said["US1_UNCR.dcm"] is None
+    assert said["US1_J2KI.dcm"] == "stored as JPEG 2000 Image Compression"
+    assert said["SC_rgb_jpeg_gdcm.dcm"] is None  # JPEG lossless (process 14)
+    # Stored uncompressed now, lossy once: the flag says so.
+    ds = pydicom.dcmread(_testdata("US1_UNCR.dcm"), stop_before_pixels=True)
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    assert lossy_compression(ds.file_meta.TransferSyntaxUID, ds) == (
+        "Lossy Image Compression (0028,2110) is 01 (ISO_10918_1)")
 
 
 def test_rle_palette_needs_fps() -> None:

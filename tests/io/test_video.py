@@ -76,6 +76,7 @@ def test_ffv1_mkv_round_trip_is_exact(tmp_path):
     assert cine.warnings == ()
     meta = cine.meta
     assert meta["format"] == "video" and meta["codec"] == "ffv1"
+    assert meta["lossy_compression"] is None
     assert meta["source_name"] == "cine.mkv"
     assert (meta["n_frames"], meta["height"], meta["width"]) == (T, H, W)
     assert meta["timing_source"] == "pts"
@@ -94,6 +95,7 @@ def test_h264_mp4_round_trip_within_tolerance(tmp_path):
     assert np.percentile(err, 99) <= 2
     np.testing.assert_allclose(cine.times_s, times, atol=1e-3)
     assert cine.meta["codec"] == "h264"
+    assert cine.meta["lossy_compression"] == "video codec h264"
     # Grey content encodes with neutral chroma: nothing coloured survives.
     assert cine.chroma is not None and cine.chroma.max() <= 2
     assert cine.meta["variable_frame_rate"] is True

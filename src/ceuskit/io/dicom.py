@@ -654,6 +654,50 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return None if value in (None, "") else str(value).strip()
 
 
+#: Transfer syntaxes that always discard information: JPEG baseline and
+#: extended, and the MPEG-2, MPEG-4 (H.264) and HEVC video syntaxes.
+_LOSSY_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+    *(f"1.2.840.10008.1.2.4.{k}" for k in range(100, 109)),
+})
+#: Transfer syntaxes that may (JPEG-LS near-lossless, JPEG 2000, HTJ2K, JPEG
+#: XL): Lossy Image Compression (0028,2110) decides, lossy when absent.
+_MAYBE_LOSSY_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112",
+})
+
+
+def lossy_compression(transfer_syntax: UID, ds: Dataset) -> str | None:
+    """How the file says its pixels were lossy-compressed, or None.
+
+    Parameters
+    ----------
+    transfer_syntax : UID
+        The file's transfer syntax.
+    ds : Dataset
+        Its data set: Lossy Image Compression (0028,2110) ``"01"`` marks
+        pixels that were lossy-compressed at some point, even when stored
+        uncompressed now; Lossy Image Compression Method (0028,2114) names how.
+
+    Returns
+    -------
+    str or None
+        A short description for messages (the speckle's statistics, and so
+        the dynamic-range estimate, do not survive lossy compression).
+    """
+    flag = str(ds.get("LossyImageCompression", "") or "").strip()
+    method = ds.get("LossyImageCompressionMethod")
+    how = ", ".join(str(m) for m in method) if isinstance(method, MultiValue) else str(method or "")
+    ts = str(transfer_syntax)
+    name = transfer_syntax.name or ts
+    if ts in _LOSSY_SYNTAXES or (ts in _MAYBE_LOSSY_SYNTAXES and flag != "00"):
+        return f"stored as {name}"
+    if flag == "01":
+        return "Lossy Image Compression (0028,2110) is 01" + (f" ({how})" if how else "")
+    return None
+
+
 def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
     """Read a DICOM ultrasound cine loop.
 
@@ -719,6 +763,7 @@ def read_dicom(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         "cols": hdr.cols,
         "timing_source": timing.source,
         "modality": _text(ds, "Modality"),
+        "lossy_compression": lossy_compression(hdr.transfer_syntax, ds),
     }
     modality = meta["modality"]
     if modality and modality.upper() != "US":

@@ -85,6 +85,14 @@ _AVCOL_RANGE_JPEG = 2
 # --------------------------------------------------------------------------- reading
 
 
+#: Decoders of lossless codecs; every other video codec discards detail (an
+#: H.264 stream at crf 0 is lossless too, but nothing in the file says so).
+_LOSSLESS_CODECS = frozenset({
+    "ffv1", "rawvideo", "png", "apng", "huffyuv", "ffvhuff", "utvideo", "qtrle", "zlib",
+    "zmbv", "tiff", "bmp", "v210", "v410", "r210", "lagarith", "magicyuv",
+})
+
+
 def read_video(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
     """Read a video file into a `Cine`.
 
@@ -176,6 +184,7 @@ def read_video(path: str | PathLike[str], *, fps: float | None = None) -> Cine:
         "source_name": p.name,
         "container": demuxer,
         "codec": codec,
+        "lossy_compression": None if codec in _LOSSLESS_CODECS else f"video codec {codec}",
         "pixel_format": buffer.pixel_format,
         "n_frames": int(n),
         "width": int(width),

@@ -26,7 +26,8 @@ def dynamic_range_check_record(est: DynamicRangeEstimate) -> dict[str, Any]:
             "ci_db": None if est.ci_db is None else list(est.ci_db),
             "effective_looks": est.effective_looks, "n_blocks": est.n_blocks, "method": est.method,
             **({"persistence": est.persistence.as_dict()} if est.persistence is not None else {}),
-            **({"resampling": est.resampling.as_dict()} if est.resampling is not None else {})}
+            **({"resampling": est.resampling.as_dict()} if est.resampling is not None else {}),
+            **({"compression": est.compression.as_dict()} if est.compression is not None else {})}
 
 
 def speckle_check_records(options: AnalysisOptions) -> dict[str, Any]:

@@ -195,8 +195,10 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
     auto = options.dynamic_range_source == "auto"
     say("estimating the display dynamic range from the speckle" if auto
         else "checking the display dynamic range against the speckle")
+    lossy = cine.meta.get("lossy_compression")
     est = estimate_dynamic_range(cine.frames[(slice(None), *panels.contrast.slices)],
-                                 display_max=float(cine.display_max))
+                                 display_max=float(cine.display_max),
+                                 lossy_file=str(lossy) if lossy else None)
     processing = display_processing_warnings(est, cine)
     if not auto:
         return (replace(options, dynamic_range_check=est),
@@ -218,23 +220,30 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
             (est.persistence is not None and est.persistence.weight_lower is not None,
              "display persistence (frame averaging)", "persistence, which reads up to 13 dB high"),
             (est.resampling is not None and est.resampling.modulation is not None,
-             "resampling by a non-integer factor", "non-integer resampling")):
+             "resampling by a non-integer factor", "non-integer resampling"),
+            (est.compression is not None and est.compression.quantisation is not None
+             and est.compression.quantisation.grid_offset_px is not None,
+             "JPEG block quantisation", "JPEG quantisation")):
         (looked_for if done else missed).append(found_none if done else unchecked)
+    if est.compression is not None and est.compression.lossy:
+        # Said by the lossy-compression warning; "found no ..." would contradict it.
+        looked_for = [w for w in looked_for if w != "JPEG block quantisation"]
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
-                   dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [AnalysisWarning(
+                   dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [*processing, AnalysisWarning(
         "dynamic-range-estimated",
         f"the display dynamic range ({est.dynamic_range_db:.1f} dB, 95 % interval "
         f"{est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB) was estimated from the speckle; "
         + (f"the check found no {' and no '.join(looked_for)}, but " if looked_for else "")
-        + "speckle reduction (smoothing), integer-factor resizing and lossy compression after "
-        + "log compression are not detected"
+        + "speckle reduction (smoothing), integer-factor resizing, and video or wavelet "
+        + "compression that the file does not declare, after log compression, are not detected"
         + (f" ({' and '.join(missed)} could not be checked either)" if missed else "")
         + ", and with them simulated cines read 10-45 dB low, outside the interval; give the "
         "scanner's value with --dynamic-range DB when you know it")]
 
 
 def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisWarning]:
-    """Warnings ``display-persistence`` and ``display-resampled``: what the speckle check found."""
+    """Warnings ``display-persistence``, ``lossy-compression`` and ``display-resampled``: what
+    the speckle check found."""
     out: list[AnalysisWarning] = []
     check = est.persistence
     if check is not None and check.detected and check.weight_lower is not None:
@@ -248,8 +257,22 @@ def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[A
             "the display dynamic range cannot be measured or checked from the speckle, and the "
             f"curves lag the tissue by about {lag:.1f} frames ({lag * dt:.2f} s) or more, which "
             "delays arrival and peak times; record CEUS with persistence off"))
+    comp = est.compression
+    if comp is not None and comp.lossy:
+        out.append(AnalysisWarning(
+            "lossy-compression",
+            f"the cine was lossy-compressed ({comp.describe()}): compression removes the "
+            "speckle's fine detail, which makes the speckle read the display dynamic range low "
+            "(JPEG quality 90: 5-20 dB; H.264 at crf 28: up to 17 dB) by an amount the cine does "
+            "not show, so "
+            + (f"the speckle's interval reaches up to {est.ci_db[1]:.0f} dB"
+               if est.ci_db is not None else "the speckle cannot narrow it")
+            + "; export the cine uncompressed or losslessly where the scanner allows, or give "
+            "the scanner's value with --dynamic-range DB"))
     resampled = est.resampling
-    if resampled is not None and resampled.detected:
+    jpeg_grid = (comp is not None and comp.quantisation is not None and comp.quantisation.detected
+                 and resampled is not None and abs((resampled.period_px or 0.0) - 8.0) <= 0.25)
+    if resampled is not None and resampled.detected and not jpeg_grid:
         out.append(AnalysisWarning(
             "display-resampled",
             f"the display was {resampled.cause()} (the speckle's fine-scale energy repeats every "
