@@ -242,3 +242,20 @@ def test_dicom_objects_of_an_exam_reference_the_clip_of_their_frame(tmp_path: Pa
     if shutil.which("dciodvfy") is not None:
         report = {f.name: _dciodvfy(f) for f in files}
         assert all(e == [] and w == [] for e, w in report.values()), report
+
+
+def test_a_lossy_clip_makes_the_joined_exam_lossy(exam) -> None:
+    # Issue 17: one lossy clip is enough for the joined cine's speckle to read
+    # low; the joined metadata names which clip and how.
+    import dataclasses
+
+    from ceuskit.clips import join_clips
+    from ceuskit.io import load_cine
+
+    a, b = (load_cine(p) for p in exam["clips"][:2])
+    assert a.meta.get("lossy_compression") is None
+    joined, _ = join_clips([a, b], ["a.npz", "b.npz"], [0.0, 90.0])
+    assert joined.meta["lossy_compression"] is None
+    lossy = dataclasses.replace(b, meta={**b.meta, "lossy_compression": "video codec h264"})
+    joined, _ = join_clips([a, lossy], ["a.npz", "b.mp4"], [0.0, 90.0])
+    assert joined.meta["lossy_compression"] == "b.mp4: video codec h264"

@@ -398,8 +398,11 @@ QUANT_MAX_STEP = 64
 QUANT_TOLERANCE = 1.0
 QUANT_LATTICE_SHARE = 0.9
 QUANT_MIN_COEFFICIENTS = 100
+#: Blocks tested at the grid found, at most (evenly spaced over the frames).
+QUANT_MAX_BLOCKS = 6000
 #: Unprocessed simulator panels and gamma speckle pass 0 frequencies; JPEG at
-#: quality 95 or less 10 or more (benchmarks/dr_accuracy.py --compression).
+#: quality 97-50 22-55 (benchmarks/dr_accuracy.py --compression 2), quality
+#: 100 (steps of 1) none, and it reads as it was.
 QUANT_MIN_FREQUENCIES = 3
 #: Frequencies (row, column) that place the block grid: the low and mid band.
 #: JPEG quantises the mid band coarsely enough to see from quality ~97 down
@@ -504,8 +507,8 @@ def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> Quan
     lattice best), then each AC frequency is tested for the largest step
     whose non-zero multiples hold `QUANT_LATTICE_SHARE` of its coefficients.
     Quantisation removes the speckle's fine, small coefficients, so the
-    speckle estimate reads low (JPEG quality 90: 5-20 dB at 40-80 dB,
-    benchmarks/dr_accuracy.py).  Video codecs quantise prediction residuals
+    speckle estimate reads low (JPEG quality 90: 5-23 dB at 40-80 dB,
+    benchmarks/dr_accuracy.py --compression).  Video codecs quantise prediction residuals
     (no lattice in the pixels) and wavelet codecs no blocks: those are known
     from the file (`lossy_source`).
 
@@ -529,26 +532,34 @@ def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> Quan
     b = QUANT_BLOCK_PX
     d = _dct_matrix(b)
 
-    def blocks_at(oy: int, ox: int, frames_used: int) -> FloatArray:
-        f = stack[:frames_used, oy:, ox:]
-        t, h, w = f.shape
-        hb, wb = h // b, w // b
-        blocks = f[:, :hb * b, :wb * b].reshape(t, hb, b, wb, b).swapaxes(2, 3).reshape(-1, b, b)
+    t, h, w = stack.shape
+    # Block origins on an 8 px grid, one block short of each edge so that
+    # every grid offset (0-7 px) fits; the same blocks are moved by the offset.
+    hb, wb = (h - b) // b, (w - b) // b
+    if hb < 3 or wb < 3:
+        return QuantisationCheck(0, (), None, False, "not checked: frames under 32 px")
+    frame_of, row0, col0 = (a.ravel() for a in np.meshgrid(
+        np.arange(t), np.arange(hb) * b, np.arange(wb) * b, indexing="ij"))
+
+    def blocks_at(oy: int, ox: int, pick: NDArray[np.intp]) -> FloatArray:
+        k = np.arange(b)
+        rows = (row0[pick] + oy)[:, None] + k
+        cols = (col0[pick] + ox)[:, None] + k
+        blocks = stack[frame_of[pick][:, None, None], rows[:, :, None], cols[:, None, :]]
         ok = (blocks.min(axis=(1, 2)) > 0) & (blocks.max(axis=(1, 2)) < display_max)
         # Identical blocks (graphics repeated over frames, repeated frames) would
         # put their one coefficient value on any lattice through it.
         return np.unique(blocks[ok].reshape(-1, b * b), axis=0).reshape(-1, b, b)
 
-    if min(stack.shape[1:]) < 4 * b:
-        return QuantisationCheck(0, (), None, False, "not checked: frames under 32 px")
+    def spaced(n: int, most: int) -> NDArray[np.intp]:
+        return np.unique(np.linspace(0, n - 1, min(n, most)).astype(np.intp))
+
     grid = [u * b + v for u, v in _GRID_FREQUENCIES]
+    first = spaced(hb * wb, _GRID_MAX_BLOCKS)  # the first frame's blocks
     best: tuple[float, tuple[int, int]] = (-1.0, (0, 0))
     for oy in range(b):
         for ox in range(b):
-            blocks = blocks_at(oy, ox, 1)
-            if blocks.shape[0] > _GRID_MAX_BLOCKS:
-                blocks = blocks[np.linspace(0, blocks.shape[0] - 1, _GRID_MAX_BLOCKS).astype(int)]
-            c = (d @ blocks @ d.T).reshape(-1, b * b)[:, grid]
+            c = (d @ blocks_at(oy, ox, first) @ d.T).reshape(-1, b * b)[:, grid]
             score = np.zeros(len(_GRID_FREQUENCIES))
             for step in range(QUANT_MIN_STEP, 17):
                 share, n = _lattice_share(c, float(step))
@@ -557,7 +568,8 @@ def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> Quan
             if total > best[0]:
                 best = (total, (oy, ox))
     offset = best[1]
-    c = (d @ blocks_at(*offset, stack.shape[0]) @ d.T).reshape(-1, b * b)[:, 1:]
+    c = (d @ blocks_at(*offset, spaced(frame_of.size, QUANT_MAX_BLOCKS)) @ d.T
+         ).reshape(-1, b * b)[:, 1:]
     found = np.zeros(c.shape[1], dtype=np.int64)
     for step in range(QUANT_MIN_STEP, QUANT_MAX_STEP + 1):
         share, n = _lattice_share(c, float(step))
@@ -567,7 +579,7 @@ def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> Quan
     detected = k >= QUANT_MIN_FREQUENCIES
     span = f" (steps {min(steps)}-{max(steps)} grey levels)" if steps else ""
     return QuantisationCheck(k, steps, offset, detected, (
-        f"8 x 8 block DCT of {c.shape[0]} unclipped blocks in {stack.shape[0]} frames, grid at "
+        f"8 x 8 block DCT of {c.shape[0]} distinct unclipped blocks in {t} frames, grid at "
         f"row {offset[0]}, column {offset[1]}: {k} of 63 frequencies lie on a quantisation "
         f"lattice{span}; JPEG-compressed at {QUANT_MIN_FREQUENCIES} or more"))
 
@@ -735,8 +747,8 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         says it was lossy-compressed or the pixels show JPEG quantisation
         (`block_quantisation`), an estimate's interval reaches at least
         80 dB: quantisation removes the speckle's small fine-scale
-        coefficients, and the speckle reads low (JPEG quality 90: 5-20 dB at
-        40-80 dB; H.264 at crf 28: up to 17 dB; benchmarks/dr_accuracy.py
+        coefficients, and the speckle reads low (JPEG quality 90: 5-23 dB at
+        40-80 dB; H.264 at crf 28: 5-17 dB; benchmarks/dr_accuracy.py
         --compression).
     """
     stack = np.asarray(frames)
