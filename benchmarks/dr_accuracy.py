@@ -389,8 +389,9 @@ def main() -> None:
                                       else (0, 0, 0, 0))
     lz, n_lz, lz_held, n_lz_est, lz_plain, n_lz_plain = (
         _compression(args.compression) if args.compression > 0 else (0, 0, 0, 0, 0, 0))
+    worst_s = np.nanmax(err_s) if err_s else float("nan")
     print(f"dr_accuracy: max |error| = {np.nanmax(err_g):.1f} dB (gamma), "
-          f"{np.nanmax(err_s) if err_s else float('nan'):.1f} dB (simulator), true value inside the interval in "
+          f"{worst_s:.1f} dB (simulator), true value inside the interval in "
           f"{sum(covered)}/{len(covered)}; PE ratio within 10 % in {within}/{n}, true-DR ratio "
           f"inside its range in {inside}/{n}; persistence 0.1-0.6 refused in {tp}/{n_pers}, "
           f"without it in {fp}/{n_clean}; resized (non-integer) refused in {rs_up}/{n_up}, "

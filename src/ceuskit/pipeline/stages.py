@@ -263,8 +263,8 @@ def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[A
             "lossy-compression",
             f"the cine was lossy-compressed ({comp.describe()}): compression removes the "
             "speckle's fine detail, which makes the speckle read the display dynamic range low "
-            "(simulated exports: JPEG quality 90 5-23 dB, H.264 at crf 28 5-17 dB) by an amount the cine does "
-            "not show, so "
+            "(simulated exports: JPEG quality 90 5-23 dB, H.264 at crf 28 5-17 dB) by an amount "
+            "the cine does not show, so "
             + (f"the speckle's interval reaches up to {est.ci_db[1]:.0f} dB"
                if est.ci_db is not None else "the speckle cannot narrow it")
             + "; export the cine uncompressed or losslessly where the scanner allows, or give "
