@@ -358,3 +358,35 @@ def test_jpeg_export_with_auto_keeps_the_true_ratio_inside_its_range(tmp_path):
     default = analyze_cine(cine, files["rois"], AnalysisOptions(maps=False))
     assert "dynamic-range-disagrees" not in [w.code for w in default.warnings]
     assert "lossy-compression" in [w.code for w in default.warnings]
+
+
+def test_dcmtk_jpeg_baseline_export_is_known_lossy_and_its_range_holds_the_truth(tmp_path):
+    # Issue 17, with an encoder nobody here wrote: dcmtk's dcmcjpeg turns
+    # ceuskit's DICOM cine (made at 70 dB) into JPEG baseline at quality 90,
+    # as a PACS or an export might.  The speckle then reads ~17 dB low; the
+    # file (transfer syntax, Lossy Image Compression 01) and the pixels say
+    # it was compressed, and the ranges still hold the true values.
+    import shutil
+    import subprocess
+
+    dcmcjpeg = shutil.which("dcmcjpeg")
+    assert dcmcjpeg, "dcmtk's dcmcjpeg is needed (scripts/test.sh installs dcmtk)"
+    ph = simulate(SimulationSpec(scenario="tumor", seed=1, fps=2.0, duration_s=40.0,
+                                 dynamic_range_db=70.0))
+    files = write_phantom(ph, tmp_path, "dicom")
+    jpeg = tmp_path / "jpeg.dcm"
+    subprocess.run([dcmcjpeg, "+eb", "+q", "90", str(files["cine"]), str(jpeg)], check=True)
+    auto = analyze(jpeg, files["rois"], AnalysisOptions(dynamic_range_source="auto", maps=False))
+    doc = auto.results()
+    assert doc["source"]["lossy_compression"] == "stored as JPEG Baseline (Process 1)"
+    lin = doc["linearization"]
+    comp = lin["dynamic_range_estimate"]["compression"]
+    assert comp["file"] == "stored as JPEG Baseline (Process 1)" and comp["quantisation"]["detected"]
+    assert lin["dynamic_range_db"] < 65.0
+    lo, hi = lin["dynamic_range_ci_db"]
+    assert lo <= 70.0 <= hi == 80.0
+    assert "lossy-compression" in [w["code"] for w in doc["warnings"]]
+    truth = analyze(files["cine"], files["rois"], AnalysisOptions(dynamic_range_db=70.0, maps=False))
+    true_ratio = truth.results()["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio"]
+    r_lo, r_hi = doc["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio_interval"]
+    assert r_lo <= true_ratio <= r_hi
