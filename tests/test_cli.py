@@ -340,6 +340,16 @@ def test_simulate_dynamic_range_then_analyze_auto(tmp_path, capsys):
     lin = doc["linearization"]
     assert lin["dynamic_range_source"] == "estimated" and abs(lin["dynamic_range_db"] - 45.0) <= 3.0
     assert doc["parameters"]["dynamic_range_db"] == "auto"
+    # 60 typed is the scanner's setting, given and exact, though it equals the default.
+    code, _, err = run(["analyze", tmp_path / "sim" / "cine.npz", "--roi", tmp_path / "sim" / "rois.json",
+                        "--out", tmp_path / "given", "--dynamic-range", "60", "--no-maps"], capsys)
+    assert code == 0, err
+    given = json.loads((tmp_path / "given" / "results.json").read_text())
+    assert given["linearization"]["dynamic_range_source"] == "user"
+    assert given["linearization"].get("level_scale") is None
+    assert "dynamic-range-disagrees" in [w["code"] for w in given["warnings"]]
+    assert "the value given" in next(w["message"] for w in given["warnings"]
+                                     if w["code"] == "dynamic-range-disagrees")
     # The maps estimate it the same way and record it in maps.json.
     code, _, err = run(["map", tmp_path / "sim" / "cine.npz", "--roi", tmp_path / "sim" / "rois.json",
                         "--out", tmp_path / "maps", "--dynamic-range", "auto", "--quiet"], capsys)

@@ -392,11 +392,11 @@ _PARAM_DESTS = {"dynamic_range": "dynamic_range_db", "fps": "fps", "panel": "pan
                 "dicom": "dicom", "fhir": "fhir"}
 
 
-def _explicit_analyze_options(argv: Sequence[str]) -> set[str]:
-    """The destinations of the ``analyze`` options the user typed (abbreviations included)."""
+def _explicit_analyze_options(argv: Sequence[str], command: str = "analyze") -> set[str]:
+    """The destinations of the `command`'s options the user typed (abbreviations included)."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for action in sub.choices["analyze"]._actions:
+    for action in sub.choices[command]._actions:
         action.default = argparse.SUPPRESS  # so that only what was typed lands in the namespace
     return set(vars(parser.parse_args(list(argv))))
 
@@ -425,6 +425,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     params = _analysis_parameters(args)
     options = params.analysis_options()
+    if (options.dynamic_range_source == "default"
+            and "dynamic_range" in _explicit_analyze_options(getattr(args, "argv", ()))):
+        from dataclasses import replace
+
+        # --dynamic-range 60 typed is the scanner's setting, given: exact, not the default.
+        options = replace(options, dynamic_range_source="user")
     cines = list(args.cine)
     out = args.out or Path(f"{cines[0].stem}-ceuskit")
     if args.fhir_subject is not None and not params.fhir:
@@ -509,7 +515,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     auto = args.dynamic_range == "auto"
     options = AnalysisOptions(dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB if auto
                               else args.dynamic_range,
-                              dynamic_range_source="auto" if auto else None, fps=args.fps,
+                              dynamic_range_source="auto" if auto else (
+                                  "user" if "dynamic_range" in _explicit_analyze_options(
+                                      getattr(args, "argv", ()), "map") else None),
+                              fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,
                               reference_frame=args.reference_frame,
                               injection_time_s=args.injection_time, colour_map=args.colour_map)
