@@ -33,3 +33,20 @@ def test_ratio_range_names_the_presets_when_the_default_is_unchecked() -> None:
     assert "default dynamic range is unchecked" in cell
     checked = {"linearization": {"level_scale": {"source": "default", "interval_db": [55.6, 70.5]}}}
     assert _interval_words(checked) == "over the dynamic range's interval"
+
+
+def test_a_lossy_cine_says_why_its_interval_reaches_80_db() -> None:
+    from ceuskit.report.content import _dr_source_text
+
+    lossy = {"lossy": True, "file": "video codec h264", "quantisation": None}
+    shown = _dr_check_text({"estimate_db": 53.1, "ci_db": [45.9, 80.0], "compression": lossy})
+    assert "45.9–80.0 dB; the cine was lossy-compressed, which makes the speckle read low" in shown
+    plain = _dr_check_text({"estimate_db": 53.1, "ci_db": [45.9, 60.3],
+                            "compression": {**lossy, "lossy": False}})
+    assert "lossy" not in plain
+    refused = {"estimate_db": None, "ci_db": None, "compression": lossy}
+    assert _dr_check_text(refused).endswith("(the cine was lossy-compressed)")
+    lin = {"dynamic_range_source": "estimated", "dynamic_range_ci_db": [45.9, 80.0],
+           "dynamic_range_estimate": {"compression": lossy}}
+    assert _dr_source_text(lin).startswith(" (estimated, 95 % interval 45.9–80.0 dB; the cine was "
+                                           "lossy-compressed")

@@ -443,11 +443,23 @@ def _dr_check_text(check: Mapping[str, Any], *, asked_auto: bool = False) -> str
                                         ("resampling", "the display was resampled or "
                                                        "block-compressed"))
                  if _m(check.get(key)).get("detected") is True]
+        if _m(check.get("compression")).get("lossy") is True:
+            found.append("the cine was lossy-compressed")
         lead = ("; --dynamic-range auto was asked, but the speckle gave no estimate" if asked_auto
                 else "; no speckle estimate to check it against")
         return lead + (f" ({'; '.join(found)})" if found else "")
     return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} (95 % interval "
-            f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})")
+            f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')}{_LOSSY_WORDS * _lossy(check)})")
+
+
+#: Said beside an interval that lossy compression widened (`dynamic_range.CompressionCheck`).
+_LOSSY_WORDS = ("; the cine was lossy-compressed, which makes the speckle read low, so the "
+                "interval reaches the contrast presets' 80 dB")
+
+
+def _lossy(check: Any) -> bool:
+    """Whether a speckle record says the cine was lossy-compressed."""
+    return _m(_m(check).get("compression")).get("lossy") is True
 
 def _dr_source_text(lin: Mapping[str, Any]) -> str:
     """" (estimated, 95 % interval 40.4-51.8 dB)" or " (user)": where the dynamic range came from."""
@@ -456,7 +468,8 @@ def _dr_source_text(lin: Mapping[str, Any]) -> str:
         return ""
     ci = lin.get("dynamic_range_ci_db")
     if isinstance(ci, list | tuple) and len(ci) == 2:
-        return f" ({source}, 95 % interval {fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')})"
+        lossy = _LOSSY_WORDS * _lossy(lin.get("dynamic_range_estimate"))
+        return f" ({source}, 95 % interval {fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')}{lossy})"
     return f" ({source})"
 
 
