@@ -160,6 +160,14 @@ def _persistence(seeds: int) -> tuple[int, int, int, int]:
     return counts[False][0], counts[False][1], counts[True][0], counts[True][1]
 
 
+def _panel_phantoms(seeds: int):
+    """(seed, DR, phantom, contrast panel) of the simulator at 40/60/80 dB, 1 frame/s, 60 s."""
+    for seed in range(seeds):
+        for dr in (40.0, 60.0, 80.0):
+            ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=1.0, duration_s=60.0, seed=seed))
+            yield seed, dr, ph, ph.contrast_panel
+
+
 def _resampling(seeds: int) -> tuple[int, int, int, int]:
     """The resampling check on the simulator's panel, as rendered and processed after compression.
 
@@ -199,31 +207,28 @@ def _resampling(seeds: int) -> tuple[int, int, int, int]:
     print("|---|---:|---:|---:|---:|---|---|---:|")
     up = [0, 0]
     plain = [0, 0]
-    for seed in range(seeds):
-        for dr in (40.0, 60.0, 80.0):
-            ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=1.0, duration_s=60.0, seed=seed))
-            p = ph.contrast_panel
-            for label, how, upsampled in cases:
-                if how is None:
-                    x = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
-                else:
-                    fn, (fy, fx) = how
-                    whole = np.stack([fn(f) for f in ph.frames])
-                    x = whole[:, round(p.y0 * fy):round(p.y1 * fy), round(p.x0 * fx):round(p.x1 * fx)]
-                e = estimate_dynamic_range(x)
-                r = e.resampling
-                refused = r is not None and r.detected
-                if upsampled:
-                    up[0] += int(refused)
-                    up[1] += 1
-                elif how is None:
-                    plain[0] += int(refused)
-                    plain[1] += 1
-                mod = "-" if r is None else r.modulation
-                period = "-" if r is None else r.period_px
-                axis = "-" if r is None else r.axis
-                print(f"| {label} | {seed} | {dr:.0f} | {mod} | {period} | {axis} | "
-                      f"{'yes' if refused else 'no'} | {e.dynamic_range_db} |")
+    for seed, dr, ph, p in _panel_phantoms(seeds):
+        for label, how, upsampled in cases:
+            if how is None:
+                x = ph.frames[:, p.y0:p.y1, p.x0:p.x1]
+            else:
+                fn, (fy, fx) = how
+                whole = np.stack([fn(f) for f in ph.frames])
+                x = whole[:, round(p.y0 * fy):round(p.y1 * fy), round(p.x0 * fx):round(p.x1 * fx)]
+            e = estimate_dynamic_range(x)
+            r = e.resampling
+            refused = r is not None and r.detected
+            if upsampled:
+                up[0] += int(refused)
+                up[1] += 1
+            elif how is None:
+                plain[0] += int(refused)
+                plain[1] += 1
+            mod = "-" if r is None else r.modulation
+            period = "-" if r is None else r.period_px
+            axis = "-" if r is None else r.axis
+            print(f"| {label} | {seed} | {dr:.0f} | {mod} | {period} | {axis} | "
+                  f"{'yes' if refused else 'no'} | {e.dynamic_range_db} |")
     return up[0], up[1], plain[0], plain[1]
 
 
@@ -271,38 +276,35 @@ def _compression(seeds: int) -> tuple[int, int, int, int, int, int]:
     flagged = [0, 0]
     held = [0, 0]
     plain = [0, 0]
-    for seed in range(seeds):
-        for dr in (40.0, 60.0, 80.0):
-            ph = simulate(SimulationSpec(dynamic_range_db=dr, fps=1.0, duration_s=60.0, seed=seed))
-            p = ph.contrast_panel
-            for label, how in cases:
-                if how is None:
-                    whole, said = ph.frames, None
-                elif label.startswith("H.264"):
-                    whole, said = how(ph.frames, ph.times_s)
-                else:
-                    whole, said = how(ph.frames)
-                x = whole[:, p.y0:p.y1, p.x0:p.x1]
-                e = estimate_dynamic_range(x, lossy_file=said)
-                c = e.compression
-                lossy = c is not None and c.lossy
-                q = None if c is None or c.quantisation is None else c.quantisation
-                by = (" + ".join(w for w, on in (("file", bool(said)),
-                                                   ("pixels", q is not None and q.detected)) if on)
-                      or "-")
-                inside = e.ci_db is not None and e.ci_db[0] <= dr <= e.ci_db[1]
-                if how is None:
-                    plain[0] += int(lossy)
-                    plain[1] += 1
-                else:
-                    flagged[0] += int(lossy)
-                    flagged[1] += 1
-                    if e.ci_db is not None:
-                        held[0] += int(inside)
-                        held[1] += 1
-                print(f"| {label} | {seed} | {dr:.0f} | {by} | "
-                      f"{'-' if q is None else q.n_frequencies} | {e.dynamic_range_db} | "
-                      f"{e.ci_db} | {'yes' if inside else ('-' if e.ci_db is None else 'NO')} |")
+    for seed, dr, ph, p in _panel_phantoms(seeds):
+        for label, how in cases:
+            if how is None:
+                whole, said = ph.frames, None
+            elif label.startswith("H.264"):
+                whole, said = how(ph.frames, ph.times_s)
+            else:
+                whole, said = how(ph.frames)
+            x = whole[:, p.y0:p.y1, p.x0:p.x1]
+            e = estimate_dynamic_range(x, lossy_file=said)
+            c = e.compression
+            lossy = c is not None and c.lossy
+            q = None if c is None or c.quantisation is None else c.quantisation
+            by = (" + ".join(w for w, on in (("file", bool(said)),
+                                               ("pixels", q is not None and q.detected)) if on)
+                  or "-")
+            inside = e.ci_db is not None and e.ci_db[0] <= dr <= e.ci_db[1]
+            if how is None:
+                plain[0] += int(lossy)
+                plain[1] += 1
+            else:
+                flagged[0] += int(lossy)
+                flagged[1] += 1
+                if e.ci_db is not None:
+                    held[0] += int(inside)
+                    held[1] += 1
+            print(f"| {label} | {seed} | {dr:.0f} | {by} | "
+                  f"{'-' if q is None else q.n_frequencies} | {e.dynamic_range_db} | "
+                  f"{e.ci_db} | {'yes' if inside else ('-' if e.ci_db is None else 'NO')} |")
     return flagged[0], flagged[1], held[0], held[1], plain[0], plain[1]
 
 
