@@ -22,6 +22,10 @@ DAYS_PER_MONTH = 365.25 / 12
 DAYS_PER_YEAR = 365.25
 #: A duration within this many days of a whole number of months (or years) is written in them.
 ROUND_TOLERANCE_DAYS = 3.0
+#: Magnitudes below `SMALLEST` or from `LARGEST` up are written as ``1.23 × 10⁻⁷``.
+SMALLEST = 1e-6
+LARGEST = 1e12
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 #: Units written without a space or not at all.
 _NO_UNIT = ("", "1", None)
 
@@ -30,12 +34,17 @@ def fmt_number(value: float, sig: int = SIG_FIGS) -> str:
     """``value`` with `sig` significant figures, positional notation, no exponent.
 
     Large values keep all their integer digits (``117355``); small ones get
-    the zeros they need (``0.000575``).
+    the zeros they need (``0.000575``).  Magnitudes below 1e-6 or from 1e12
+    up, unreadable that way, are written as ``2.00 × 10⁻²⁹⁹`` (`fmt_scientific`).
     """
     if not math.isfinite(value):
         return "—"
     if value == 0:
         return "0"
+    # Positional notation stops being readable here: hundreds of zeros or digits
+    # (an AUC ratio of 2e-299 from a failed fit once filled a report cell).
+    if not SMALLEST <= abs(value) < LARGEST:
+        return fmt_scientific(value, sig)
     exponent = math.floor(math.log10(abs(value)))
     decimals = max(0, sig - 1 - exponent)
     rounded = round(value, decimals)
@@ -44,6 +53,19 @@ def fmt_number(value: float, sig: int = SIG_FIGS) -> str:
         decimals -= 1
     text = f"{value:.{decimals}f}"
     return "0" if text in ("-0", "-0.0") else text
+
+
+def fmt_scientific(value: float, sig: int = SIG_FIGS) -> str:
+    """``value`` as ``1.17 × 10⁵``: `sig` significant figures and a power of ten."""
+    if not math.isfinite(value):
+        return "—"
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = value / 10.0**exponent
+    if round(abs(mantissa), sig - 1) >= 10:  # 9.996e4 -> 1.00 × 10⁵
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.{sig - 1}f} × 10{str(exponent).translate(_SUPERSCRIPT)}"
 
 
 def fmt(value: Any, unit: str | None = None, sig: int = SIG_FIGS) -> str:

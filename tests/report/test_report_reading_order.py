@@ -169,6 +169,9 @@ def test_numbers_have_significant_figures_and_no_exponent() -> None:
     assert fmt(117354.98735) == "117355" and fmt(5.75e-4, "a.u./s") == "0.000575 a.u./s"
     assert fmt(13.953605) == "14.0" and fmt(-4.686, "s") == "-4.69 s" and fmt(None) == "—"
     assert fmt(0.0) == "0" and fmt(True) == "yes" and fmt(33.876, "%", 2) == "34 %"
+    # A failed fit's 2e-299 is not 300 characters of zeros.
+    assert fmt(2.04e-299) == "2.04 × 10⁻²⁹⁹" and fmt(-3.1e14, "a.u.") == "-3.10 × 10¹⁴ a.u."
+    assert fmt(1.2345e-6) == "0.00000123"
 
 
 def test_roi_figure_caption_names_the_roi_frame(demo: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ceuskit import DISCLAIMER
 from ceuskit.clinical.rules import reason_groups
-from ceuskit.fmt import fmt, fmt_days
+from ceuskit.fmt import fmt, fmt_days, fmt_scientific
 
 #: The answer box holds at most this many lines.
 MAX_ANSWER_LINES = 5
@@ -654,18 +654,12 @@ _MARGIN_LABELS = {
     "faint_core_vs_reference_db": "Core level against the reference never called leakage",
 }
 
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
 
 def fmt_statistic(value: float | None) -> str:
     """A test statistic: 3 significant figures, large ones as ``1.17 × 10⁵`` (no 117355)."""
     if value is None or not math.isfinite(value) or abs(value) < 1000:
         return fmt(value)
-    exponent = math.floor(math.log10(abs(value)))
-    mantissa = value / 10**exponent
-    if round(abs(mantissa), 2) >= 10:  # 9.996e4 -> 1.00 × 10⁵
-        mantissa, exponent = mantissa / 10, exponent + 1
-    return f"{mantissa:.2f} × 10{str(exponent).translate(_SUPERSCRIPT)}"
+    return fmt_scientific(value)
 
 
 def _appendix(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dict[str, Any]:
