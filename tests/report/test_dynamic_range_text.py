@@ -50,3 +50,14 @@ def test_a_lossy_cine_says_why_its_interval_reaches_80_db() -> None:
            "dynamic_range_estimate": {"compression": lossy}}
     assert _dr_source_text(lin).startswith(" (estimated, 95 % interval 45.9–80.0 dB; the cine was "
                                            "lossy-compressed")
+
+
+def test_a_ratio_whose_range_failed_says_so() -> None:
+    from ceuskit.report.content import _relative_cell
+
+    rel = {"peak_enhancement_ratio": 47.96, "peak_enhancement_ratio_interval": None,
+           "peak_enhancement_ratio_interval_reason": "not measured: ..."}
+    cell = _relative_cell(rel, "peak_enhancement_ratio")
+    assert cell.startswith("48.0 (range") and "not measured: a fit there failed" in cell
+    # A user-given DR has no interval and no reason: the bare ratio.
+    assert _relative_cell({"peak_enhancement_ratio": 47.96}, "peak_enhancement_ratio") == "48.0"

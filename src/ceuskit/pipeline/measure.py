@@ -178,7 +178,7 @@ def measure_rois(
     results = _with_relative(results)
     if scale is not None:
         results = _with_ratio_range(results, t, [np.concatenate(p, axis=1) for p in powered],
-                                    None if motion is None else motion.rejected)
+                                    None if motion is None else motion.rejected, scale.interval_db)
     bolus, results = _with_verdicts(cine, panels, options, motion, results, panel_curve, mean_image)
     if necrosis:
         results = _with_necrosis(results, cine, panels, options, motion)
@@ -391,14 +391,22 @@ def _reference_index(results: list[RoiResult]) -> int | None:
     return next((i for i, r in enumerate(results) if r.roi.role == "reference" and r.enhancing), None)
 
 
+#: Relative slack added to each end of a ratio's measured range: the ends are
+#: the aligned power raised to DR'/DR, which agrees with an analysis run at
+#: DR' (linearised, then aligned) within 0.1 % (tests/test_pipeline.py).
+RATIO_RANGE_SLACK = 0.002
+
+
 def _with_ratio_range(results: list[RoiResult], t: NDArray[np.float64],
                       powered: list[NDArray[np.float64]],
-                      rejected: NDArray[np.bool_] | None) -> list[RoiResult]:
+                      rejected: NDArray[np.bool_] | None,
+                      interval_db: tuple[float, float]) -> list[RoiResult]:
     """Give each peak-enhancement ratio its range over the dynamic range's interval.
 
     `powered` holds every ROI's curve linearised at each end of the interval
     (`_powered_means`); the reference's and each ROI's are fitted with their
-    own models there, as at the DR used.
+    own models there, as at the DR used.  Where a fit finds no peak at an end,
+    the ratio keeps no range and says why (``ratio_range_reason``).
     """
     ref_i = _reference_index(results)
     if ref_i is None or results[ref_i].fit is None:
@@ -416,13 +424,21 @@ def _with_ratio_range(results: list[RoiResult], t: NDArray[np.float64],
         if i == ref_i or r.fit is None or not r.enhancing or ratio is None or not ratio > 0:
             out.append(r)
             continue
-        ends = [None if pr is None or pe is None else pe / pr
-                for pr, pe in zip(ref_peaks, (_peak(r.fit.model, t, c[i]) for c in curves), strict=True)]
-        if any(e is None for e in ends):
-            out.append(r)
+        peaks = [_peak(r.fit.model, t, c[i]) for c in curves]
+        failed = [f"{db:g} dB" for db, pr, pe in zip(interval_db, ref_peaks, peaks, strict=True)
+                  if pr is None or pe is None]
+        if failed:
+            whose = (f"the reference ROI '{results[ref_i].roi.name}'"
+                     if any(p is None for p in ref_peaks) else f"ROI '{r.roi.name}'")
+            out.append(replace(r, ratio_range_reason=(
+                f"not measured: {whose}'s curve, linearised at {' and '.join(failed)} (the "
+                "dynamic range's interval), gave no fitted peak; findings use the level scaled "
+                "over the interval instead")))
             continue
-        values = [float(ratio), *(float(e) for e in ends if e is not None)]
-        out.append(replace(r, ratio_range=(min(values), max(values))))
+        values = [float(ratio), *(pe / pr for pe, pr in zip(peaks, ref_peaks, strict=True)
+                                  if pe is not None and pr is not None)]
+        out.append(replace(r, ratio_range=(min(values) * (1.0 - RATIO_RANGE_SLACK),
+                                           max(values) * (1.0 + RATIO_RANGE_SLACK))))
     return out
 
 

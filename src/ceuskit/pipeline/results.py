@@ -63,13 +63,19 @@ LEVEL_SCALE_TEXT = ("every level in dB is proportional to the display dynamic ra
 #: Definition of ``relative_to_reference.peak_enhancement_ratio_interval``.
 RATIO_INTERVAL_TEXT = ("the peak enhancement ratio's range over the dynamic range's interval: each "
                        "ROI's curve measured again at the interval's ends (the power there is this "
-                       "power to the power DR' / DR, pixel by pixel) and fitted with its model")
+                       "power to the power DR' / DR, pixel by pixel) and fitted with its model, "
+                       "widened by 0.2 % for the alignment's interpolation; null, with "
+                       "peak_enhancement_ratio_interval_reason, where a fit there failed")
 
 
-def _with_ratio_interval(relative: dict[str, Any], ratio_range: tuple[float, float] | None
-                         ) -> dict[str, Any]:
-    if ratio_range is None or "peak_enhancement_ratio" not in relative:
+def _with_ratio_interval(relative: dict[str, Any], ratio_range: tuple[float, float] | None,
+                         reason: str | None = None) -> dict[str, Any]:
+    if "peak_enhancement_ratio" not in relative:
         return relative
+    if ratio_range is None:
+        return relative if reason is None else {
+            **relative, "peak_enhancement_ratio_interval": None,
+            "peak_enhancement_ratio_interval_reason": reason}
     return {**relative, "peak_enhancement_ratio_interval": [float(f"{v:.6g}") for v in ratio_range]}
 
 
@@ -108,7 +114,8 @@ def build_results(analysis: Analysis) -> dict[str, Any]:
             entry["necrosis"] = r.necrosis
         if analysis.maps is not None and r.roi.name in analysis.maps.result.rois:
             entry["map"] = json_ready(analysis.maps.result.rois[r.roi.name])
-        entry["relative_to_reference"] = _with_ratio_interval(dict(r.relative or {}), r.ratio_range) or None
+        entry["relative_to_reference"] = _with_ratio_interval(dict(r.relative or {}), r.ratio_range,
+                                                             r.ratio_range_reason) or None
         entry["tic"] = {
             "times_s": json_array(t, 8),
             "intensity": json_array(r.intensity),

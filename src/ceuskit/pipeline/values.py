@@ -233,6 +233,8 @@ class RoiResult:
     #: The peak-enhancement ratio's range (low, high) over the dynamic range's
     #: interval, measured at its ends; None for a DR the user gave.
     ratio_range: tuple[float, float] | None = None
+    #: Why a ratio has no range where the DR has an interval (a fit at an end failed).
+    ratio_range_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -566,6 +566,9 @@ def _relative_cell(relative: Mapping[str, Any], key: str, words: str = _DR_INTER
         lo, hi = (_num(v) for v in interval)
         if lo is not None and hi is not None:
             text += f" ({fmt(lo)}–{fmt(hi)} {words})"
+    elif text != "—" and relative.get(f"{key}_interval_reason"):
+        # The dynamic range is uncertain and the range could not be measured: say so, not nothing.
+        text += f" (range {words} not measured: a fit there failed)"
     return text
 
 
