@@ -291,7 +291,7 @@ def test_jpeg_export_widens_the_interval_to_hold_the_true_value(dr_db: float) ->
     assert est.compression.quantisation.detected
     assert est.dynamic_range_db is not None and est.dynamic_range_db < dr_db - 3.0
     assert est.ci_db is not None and est.ci_db[0] <= dr_db <= est.ci_db[1] and est.ci_db[1] >= 80.0
-    assert "lossy-compressed" in est.method and "JPEG quantisation in the pixels" in est.method
+    assert "lossy-compressed" in est.method and "the pixels show JPEG's 8 x 8 blocks" in est.method
     # The same panel uncompressed: not flagged, the interval as before.
     plain = estimate_dynamic_range(ph.frames[:, p.y0:p.y1, p.x0:p.x1])
     assert plain.compression is not None and not plain.compression.lossy
@@ -310,4 +310,4 @@ def test_a_lossy_file_widens_the_interval_without_pixel_evidence() -> None:
     assert est.ci_db is not None and plain.ci_db is not None
     assert est.ci_db[0] == plain.ci_db[0] and est.ci_db[1] == 80.0 > plain.ci_db[1]
     assert est.compression is not None and est.compression.file == "video codec h264"
-    assert "the file: video codec h264" in est.method
+    assert "the file says so: video codec h264" in est.method

@@ -344,7 +344,7 @@ def test_jpeg_export_with_auto_keeps_the_true_ratio_inside_its_range(tmp_path):
     codes = [w.code for w in auto.warnings]
     assert "lossy-compression" in codes and "dynamic-range-estimated" in codes
     (lossy,) = [w.message for w in auto.warnings if w.code == "lossy-compression"]
-    assert "JPEG quantisation in the pixels" in lossy and "reaches up to 80 dB" in lossy
+    assert "the pixels show JPEG's 8 x 8 blocks" in lossy and "extended up to 80 dB" in lossy
     doc = auto.results()
     lin = doc["linearization"]
     assert lin["dynamic_range_db"] < 67.0  # read low: the reason for the wider interval
@@ -408,3 +408,20 @@ def test_a_ratio_range_that_cannot_be_measured_says_why(tmp_path, monkeypatch):
     reason = rel["peak_enhancement_ratio_interval_reason"]
     assert reason.startswith("not measured: the reference ROI") and "gave no fitted peak" in reason
     assert "level scaled over the interval" in reason
+
+
+def test_disagreement_names_what_was_checked_on_a_lossy_cine():
+    # The helper's finding: at a value below a lossy cine's estimate the warning
+    # blamed persistence, which had been looked for and not found.
+    from ceuskit.dynamic_range import CompressionCheck, DynamicRangeEstimate, PersistenceCheck
+    from ceuskit.pipeline.stages import dynamic_range_disagreement
+
+    est = DynamicRangeEstimate(
+        72.0, (65.0, 80.0), 1.3, 900, "speckle statistics",
+        persistence=PersistenceCheck(0.0, 0.01, 80, False, "checked"),
+        compression=CompressionCheck("video codec h264", None, True))
+    (w,) = dynamic_range_disagreement(AnalysisOptions(), est)
+    assert "(interval 65.0-80.0 dB), but 60 dB (the documented default)" in w.message
+    assert "persistence (frame averaging), which would make the speckle read high, was looked " \
+        "for and not found" in w.message and "even further off" in w.message
+    assert dynamic_range_disagreement(AnalysisOptions(dynamic_range_db=70.0), est) == []

@@ -475,9 +475,8 @@ class CompressionCheck:
 
     def describe(self) -> str:
         """How the compression is known, for messages."""
-        parts = ([f"the file: {self.file}"] if self.file else []) + (
-            [f"JPEG quantisation in the pixels ({self.quantisation.n_frequencies} of 63 DCT "
-             "frequencies on a lattice)"] if self.quantisation is not None
+        parts = ([f"the file says so: {self.file}"] if self.file else []) + (
+            ["the pixels show JPEG's 8 x 8 blocks"] if self.quantisation is not None
             and self.quantisation.detected else [])
         return "; ".join(parts) or "not lossy"
 
@@ -771,15 +770,20 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
     lossy = said.lossy or (quant is not None and quant.detected)
     compression = CompressionCheck(said.file, quant, lossy)
     if resampled is not None and resampled.detected:
-        cause = ("JPEG-compressed (its 8 x 8 block grid; the pixels' DCT coefficients lie on "
-                 "a quantisation lattice)" if quant is not None and quant.detected
-                 else resampled.cause())
-        return DynamicRangeEstimate(None, None, None, 0, (
-            f"not estimated: the display was {cause}: the speckle's fine-scale "
-            f"energy repeats every {resampled.period_px:.1f} px along the {resampled.axis} "
-            f"(modulation {resampled.modulation:.2f}; fully developed speckle stays below "
-            f"{RESAMPLING_LIMIT:g}), since such processing averages neighbouring log values, "
-            "which makes the speckle read several dB too low"), pers, resampled, compression)
+        if quant is not None and quant.detected:
+            why = (f"not estimated: the cine was JPEG-compressed so strongly that its 8 x 8 "
+                   f"blocks show in the speckle (its fine-scale energy repeats every "
+                   f"{resampled.period_px:.1f} px along the {resampled.axis}, modulation "
+                   f"{resampled.modulation:.2f}; {quant.n_frequencies} of 63 block DCT "
+                   "frequencies quantised): quantisation removes the speckle's fine detail, "
+                   "which makes it read many dB too low")
+        else:
+            why = (f"not estimated: the display was {resampled.cause()}: the speckle's "
+                   f"fine-scale energy repeats every {resampled.period_px:.1f} px along the "
+                   f"{resampled.axis} (modulation {resampled.modulation:.2f}; fully developed "
+                   f"speckle stays below {RESAMPLING_LIMIT:g}), since such processing averages "
+                   "neighbouring log values, which makes the speckle read several dB too low")
+        return DynamicRangeEstimate(None, None, None, 0, why, pers, resampled, compression)
     est = replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers,
                   resampling=resampled, compression=compression)
     if not lossy or est.dynamic_range_db is None or est.ci_db is None:
@@ -787,8 +791,9 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
     lo, hi = est.ci_db
     return replace(est, ci_db=(lo, max(hi, PRESET_RANGE_DB[1])), method=(
         f"{est.method}; lossy-compressed ({compression.describe()}): compression makes the "
-        f"speckle read low by an amount the cine does not show, so the interval reaches up "
-        f"to at least the contrast presets' {PRESET_RANGE_DB[1]:g} dB"))
+        f"speckle read low by an amount the cine does not show, so the interval's upper end "
+        f"is the contrast presets' top, {PRESET_RANGE_DB[1]:g} dB, or the speckle's 95 % bound "
+        f"({hi:.1f} dB) where higher; its lower end is the speckle's 95 % bound"))
 
 
 def _speckle_estimate(frames: NDArray[Any], display_max: float, mask: ArrayLike | None,

@@ -40,7 +40,8 @@ def test_a_lossy_cine_says_why_its_interval_reaches_80_db() -> None:
 
     lossy = {"lossy": True, "file": "video codec h264", "quantisation": None}
     shown = _dr_check_text({"estimate_db": 53.1, "ci_db": [45.9, 80.0], "compression": lossy})
-    assert "45.9–80.0 dB; the cine was lossy-compressed, which makes the speckle read low" in shown
+    assert ("(interval 45.9–80.0 dB, from the speckle's 95 % lower bound to the contrast presets' "
+            "top: the cine was lossy-compressed, which makes the speckle read low)") in shown
     plain = _dr_check_text({"estimate_db": 53.1, "ci_db": [45.9, 60.3],
                             "compression": {**lossy, "lossy": False}})
     assert "lossy" not in plain
@@ -48,8 +49,8 @@ def test_a_lossy_cine_says_why_its_interval_reaches_80_db() -> None:
     assert _dr_check_text(refused).endswith("(the cine was lossy-compressed)")
     lin = {"dynamic_range_source": "estimated", "dynamic_range_ci_db": [45.9, 80.0],
            "dynamic_range_estimate": {"compression": lossy}}
-    assert _dr_source_text(lin).startswith(" (estimated, 95 % interval 45.9–80.0 dB; the cine was "
-                                           "lossy-compressed")
+    assert _dr_source_text(lin).startswith(" (estimated, interval 45.9–80.0 dB, from the speckle's "
+                                           "95 % lower bound")
 
 
 def test_a_ratio_whose_range_failed_says_so() -> None:

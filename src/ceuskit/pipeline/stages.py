@@ -231,8 +231,12 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
                    dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [*processing, AnalysisWarning(
         "dynamic-range-estimated",
-        f"the display dynamic range ({est.dynamic_range_db:.1f} dB, 95 % interval "
-        f"{est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB) was estimated from the speckle; "
+        f"the display dynamic range ({est.dynamic_range_db:.1f} dB, "
+        + ("interval" if est.compression is not None and est.compression.lossy else "95 % interval")
+        + f" {est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB"
+        + (", widened for lossy compression" if est.compression is not None
+           and est.compression.lossy else "")
+        + ") was estimated from the speckle; "
         + (f"the check found no {' and no '.join(looked_for)}, but " if looked_for else "")
         + "speckle reduction (smoothing), integer-factor resizing, and video or wavelet "
         + "compression that the file does not declare, after log compression, are not detected"
@@ -261,14 +265,15 @@ def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[A
     if comp is not None and comp.lossy:
         out.append(AnalysisWarning(
             "lossy-compression",
-            f"the cine was lossy-compressed ({comp.describe()}): compression removes the "
-            "speckle's fine detail, which makes the speckle read the display dynamic range low "
-            "(simulated exports: JPEG quality 90 5-23 dB, H.264 at crf 28 5-17 dB) by an amount "
-            "the cine does not show, so "
-            + (f"the speckle's interval reaches up to {est.ci_db[1]:.0f} dB"
-               if est.ci_db is not None else "the speckle cannot narrow it")
-            + "; export the cine uncompressed or losslessly where the scanner allows, or give "
-            "the scanner's value with --dynamic-range DB"))
+            f"the cine was stored with lossy compression ({comp.describe()}). Compression "
+            "smooths the speckle, so the display dynamic range read from it comes out too low, "
+            "by an amount that cannot be measured (simulated exports: 5-23 dB at JPEG quality "
+            "90, 5-17 dB for H.264 video at crf 28); "
+            + (f"its interval was therefore extended up to {est.ci_db[1]:.0f} dB, the top of "
+               "the usual contrast presets, so a scanner set higher is not covered"
+               if est.ci_db is not None else "it was not used")
+            + ". Export the cine uncompressed where the scanner allows, or enter the scanner's "
+            "dynamic range (--dynamic-range DB)"))
     resampled = est.resampling
     jpeg_grid = (comp is not None and comp.quantisation is not None and comp.quantisation.detected
                  and resampled is not None and abs((resampled.period_px or 0.0) - 8.0) <= 0.25)
@@ -306,13 +311,24 @@ def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstima
     default = options.dynamic_range_source == "default"
     given = "the documented default" if default else "the value given"
     # Which display processing makes the estimate read which way (benchmarks/dr_accuracy.py).
-    why = ("persistence (frame averaging) reads high" if used < lo else
-           "speckle reduction, integer-factor resizing or lossy compression reads low")
+    pers = est.persistence
+    lossy = est.compression is not None and est.compression.lossy
+    if used > hi:
+        doubt = ("the estimate itself can be wrong where speckle reduction, integer-factor "
+                 "resizing or lossy compression reads low")
+    elif pers is not None and pers.weight_lower is not None and not pers.detected:
+        # Persistence, what reads high, was looked for and not found.
+        doubt = ("persistence (frame averaging), which would make the speckle read high, was "
+                 "looked for and not found"
+                 + ("; the cine's lossy compression makes it read low, so the value used is "
+                    "even further off than it looks" if lossy else ""))
+    else:
+        doubt = "the estimate itself can be wrong where persistence (frame averaging) reads high"
     return [AnalysisWarning(
         "dynamic-range-disagrees",
-        f"the speckle suggests a display dynamic range of {est.dynamic_range_db:.1f} dB (95 % "
-        f"interval {lo:.1f}-{hi:.1f} dB), but {used:g} dB ({given}) was used to linearise; the "
-        f"estimate itself can be wrong where {why}, so check the scanner's setting: "
+        f"the speckle suggests a display dynamic range of {est.dynamic_range_db:.1f} dB "
+        f"({'interval' if lossy else '95 % interval'} {lo:.1f}-{hi:.1f} dB), but {used:g} dB "
+        f"({given}) was used to linearise; {doubt}, so check the scanner's setting: "
         + ("if it differs, pass it with --dynamic-range DB, since with the default amplitude "
            "parameters (PE, AUC, WiPI) and their ratios are distorted" if default else
            f"if it is {used:g} dB, the value given stands; if not, pass the right one with "

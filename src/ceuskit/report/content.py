@@ -448,13 +448,18 @@ def _dr_check_text(check: Mapping[str, Any], *, asked_auto: bool = False) -> str
         lead = ("; --dynamic-range auto was asked, but the speckle gave no estimate" if asked_auto
                 else "; no speckle estimate to check it against")
         return lead + (f" ({'; '.join(found)})" if found else "")
-    return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} (95 % interval "
-            f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')}{_LOSSY_WORDS * _lossy(check)})")
+    return (f"; speckle estimate {fmt(_num(check['estimate_db']), 'dB')} "
+            f"({_interval_text(ci, _lossy(check))})")
 
 
-#: Said beside an interval that lossy compression widened (`dynamic_range.CompressionCheck`).
-_LOSSY_WORDS = ("; the cine was lossy-compressed, which makes the speckle read low, so the "
-                "interval reaches the contrast presets' 80 dB")
+def _interval_text(ci: Any, lossy: bool) -> str:
+    """"95 % interval 45.5-55.2 dB", or what a lossy cine's interval is made of."""
+    span = f"{fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')}"
+    if not lossy:
+        return f"95 % interval {span}"
+    # `dynamic_range.CompressionCheck`: the upper end is the presets' top, not a 95 % bound.
+    return (f"interval {span}, from the speckle's 95 % lower bound to the contrast presets' "
+            "top: the cine was lossy-compressed, which makes the speckle read low")
 
 
 def _lossy(check: Any) -> bool:
@@ -468,8 +473,7 @@ def _dr_source_text(lin: Mapping[str, Any]) -> str:
         return ""
     ci = lin.get("dynamic_range_ci_db")
     if isinstance(ci, list | tuple) and len(ci) == 2:
-        lossy = _LOSSY_WORDS * _lossy(lin.get("dynamic_range_estimate"))
-        return f" ({source}, 95 % interval {fmt(_num(ci[0]))}–{fmt(_num(ci[1]), 'dB')}{lossy})"
+        return f" ({source}, {_interval_text(ci, _lossy(lin.get('dynamic_range_estimate')))})"
     return f" ({source})"
 
 
