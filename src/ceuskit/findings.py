@@ -385,9 +385,12 @@ def _enhancement_curve(roi: Mapping[str, Any]) -> tuple[NDArray[np.float64], NDA
 
 
 def _evidence(text: str, statistic: str, value: float | None, unit: str, threshold: str,
-              source: str) -> dict[str, Any]:
+              source: str, value_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """One finding's evidence; ``value_range`` is the value's range over the DR's interval."""
     return {"text": text, "statistic": statistic, "value": value, "unit": unit,
-            "threshold": threshold, "source": source}
+            "threshold": threshold, "source": source,
+            **({"value_range": [round(value_range[0], 2), round(value_range[1], 2)]}
+               if value_range is not None else {})}
 
 
 def _level_range(db: float, scale: LevelScale | None,
@@ -618,7 +621,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
                 f"{'above' if e_db >= 0 else 'below'} the reference's{_over_interval(whole_rng, scale)}: "
                 f"{whole_verdict}.",
                 "10 log10(peak enhancement lesion ROI / reference)", finite_or_none(e_db), "dB",
-                thr, PROPOSED)
+                thr, PROPOSED, whole_rng)
             viable = les.get("viable_part") if isinstance(les.get("viable_part"), Mapping) else None
             pv = finite_or_none(viable.get("peak_enhancement")) if viable is not None else None
             label: str | None  # the degree of the viable part, else of the whole ROI
@@ -634,7 +637,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
                     f"{_over_interval(v_rng, scale)}: "
                     f"{f'{label}-enhancing' if why is None else 'degree undecided'}.",
                     "10 log10(peak enhancement viable part / reference)", finite_or_none(v_db), "dB",
-                    thr, PROPOSED)
+                    thr, PROPOSED, v_rng)
             else:
                 label = classify_enhancement(e_db)
                 why = whole_why
@@ -645,7 +648,7 @@ def derive_findings(results: Mapping[str, Any], *, injection_time_s: float | Non
                     f"{f'{label}-enhancing' if why is None else 'degree undecided'} (whole "
                     "ROI: no viable part was measured apart).",
                     "10 log10(peak enhancement lesion / reference)", finite_or_none(e_db), "dB",
-                    thr, PROPOSED)
+                    thr, PROPOSED, whole_rng)
             if why is not None:
                 label = None
                 missing.append(why)

@@ -198,10 +198,14 @@ def _key_numbers(results: Mapping[str, Any], findings: Mapping[str, Any]) -> dic
         for n, _ in rois:
             if n == lesion:
                 parts = []
+                words = _interval_words(results)
                 if enh is not None:
-                    parts.append(f"{fmt(enh, 'dB')} (enhancing part)")
+                    parts.append(f"{fmt(enh, 'dB')}"
+                                 f"{_range_words(_m(ev.get('enhancement')), words)} (enhancing part)")
                 if whole is not None:
-                    parts.append(f"{fmt(whole, 'dB')} (whole lesion)")
+                    parts.append(f"{fmt(whole, 'dB')}"
+                                 f"{_range_words(_m(ev.get('enhancement_whole_roi')), words)} "
+                                 "(whole lesion)")
                 cells.append("; ".join(parts))
             elif n == ref:
                 cells.append("0 dB (reference)")
@@ -229,6 +233,7 @@ def _findings_in_words(results: Mapping[str, Any], findings: Mapping[str, Any]) 
     the_lesion = "The lesion" if lesion_name == "lesion" else f"The lesion ({lesion_name})"
     ref = str(findings.get("reference_roi") or "the reference")
     les = _m(rois.get(str(findings.get("lesion_roi"))))
+    interval_words = _interval_words(results)
     out: list[dict[str, str]] = []
 
     def add(key: str, label: str, result: str, sentence: str) -> None:
@@ -281,10 +286,12 @@ def _findings_in_words(results: Mapping[str, Any], findings: Mapping[str, Any]) 
             side = "above" if v >= 0 else "below"
             tail = ""
             if whole is not None and "viable" in str(e.get("statistic")):
-                tail = (f"; the whole lesion, necrosis included, peaks {fmt(abs(whole), 'dB')} "
+                tail = (f"; the whole lesion, necrosis included, peaks {fmt(abs(whole), 'dB')}"
+                        f"{_range_words(_m(ev.get('enhancement_whole_roi')), interval_words)} "
                         f"{'above' if whole >= 0 else 'below'}")
             add("enhancement", "Enhancement degree", f"{enhancement}-enhancing",
-                f"{part} peaks {fmt(abs(v), 'dB')} {side} {ref}: {enhancement}-enhancing{tail}")
+                f"{part} peaks {fmt(abs(v), 'dB')}{_range_words(e, interval_words)} {side} {ref}: "
+                f"{enhancement}-enhancing{tail}")
         else:
             add("enhancement", "Enhancement degree", f"{enhancement}-enhancing", f"{enhancement}-enhancing")
     elif value is True:
@@ -560,6 +567,15 @@ def _interval_words(results: Mapping[str, Any]) -> str:
         if lo is not None and hi is not None:
             return f"over contrast presets' {lo:g}–{hi:g} dB: the default dynamic range is unchecked"
     return _DR_INTERVAL_WORDS
+
+
+def _range_words(evidence: Mapping[str, Any], words: str) -> str:
+    """`` (8.0 to 15.4 dB over the dynamic range's interval)`` for a level with a range."""
+    rng = evidence.get("value_range")
+    if not (isinstance(rng, list) and len(rng) == 2 and all(_num(v) is not None for v in rng)):
+        return ""
+    lo, hi = (_num(v) for v in rng)
+    return f" ({fmt(lo)} to {fmt(hi, 'dB')} {words})"
 
 
 def _relative_cell(relative: Mapping[str, Any], key: str, words: str = _DR_INTERVAL_WORDS) -> str:
