@@ -392,6 +392,10 @@ def test_dcmtk_jpeg_baseline_export_is_known_lossy_and_its_range_holds_the_truth
     true_ratio = truth.results()["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio"]
     r_lo, r_hi = doc["rois"]["lesion"]["relative_to_reference"]["peak_enhancement_ratio_interval"]
     assert r_lo <= true_ratio <= r_hi
+    # A value the user gave stands; the warning does not ask for it again.
+    given = analyze(jpeg, files["rois"], AnalysisOptions(dynamic_range_db=70.0, maps=False))
+    (lossy,) = [w.message for w in given.warnings if w.code == "lossy-compression"]
+    assert "the dynamic range you gave was used as it is" in lossy and "enter the" not in lossy
 
 
 def test_a_ratio_range_that_cannot_be_measured_says_why(tmp_path, monkeypatch):

@@ -32,7 +32,8 @@ def test_ratio_range_names_the_presets_when_the_default_is_unchecked() -> None:
     assert cell.startswith("21.7 (6.6") and "over contrast presets' 40–80 dB" in cell
     assert "default dynamic range is unchecked" in cell
     checked = {"linearization": {"level_scale": {"source": "default", "interval_db": [55.6, 70.5]}}}
-    assert _interval_words(checked) == "over the dynamic range's interval"
+    assert _interval_words(checked) == "over the dynamic range's interval, 55.6–70.5 dB"
+    assert _interval_words({}) == "over the dynamic range's interval"
 
 
 def test_a_lossy_cine_says_why_its_interval_reaches_80_db() -> None:

@@ -119,8 +119,9 @@ def test_findings_are_in_words_with_the_reference_named(demo: dict[str, Any]) ->
     # With its range over the dynamic range's interval, where the DR has one (the demo's
     # default, checked against the speckle, does).
     lo, hi = whole["value_range"]
+    span = demo["results"]["linearization"]["level_scale"]["interval_db"]
     assert (f"peaks {fmt(abs(whole['value']), 'dB')} ({fmt(lo)} to {fmt(hi, 'dB')} over the "
-            "dynamic range's interval) above") in findings
+            f"dynamic range's interval, {fmt(span[0])}–{fmt(span[1], 'dB')}) above") in findings
     assert f"above {ref}" in findings and "rapid wash-in" in findings
 
 
@@ -281,5 +282,7 @@ def test_peak_ratio_is_shown_with_its_range_over_the_dynamic_ranges_interval(
     (row,) = [x for x in content["parameters"]["relative"] if x["label"] == "Peak enhancement ratio"]
     columns = [c["name"] for c in content["parameters"]["relative_columns"]]
     cell = row["cells"][columns.index("lesion")]
-    assert cell == f"{fmt(r)} ({fmt(lo)}–{fmt(hi)} over the dynamic range's interval)"
+    span = demo["results"]["linearization"]["level_scale"]["interval_db"]
+    assert cell == (f"{fmt(r)} ({fmt(lo)}–{fmt(hi)} over the dynamic range's interval, "
+                    f"{fmt(span[0])}–{fmt(span[1], 'dB')})")
     assert cell in _text(demo["html"])

@@ -158,12 +158,15 @@ def estimate_cine_motion(
     return motion, warnings
 
 
+#: How a user gives the scanner's dynamic range, in the CLI and in the web app.
+_GIVE_DR = "--dynamic-range DB; in the web app, the dynamic-range setting"
+
 #: What an unchecked default means for the results (`dynamic_range.level_scale`'s
 #: ``unchecked`` source), the end of both warnings that say so.
 _UNCHECKED_CONSEQUENCE = (
     f"they are given with their range over contrast presets' {PRESET_RANGE_DB[0]:g}-"
     f"{PRESET_RANGE_DB[1]:g} dB, and findings that change within it are not assessable; give the "
-    "scanner's value with --dynamic-range DB")
+    f"scanner's value ({_GIVE_DR})")
 
 
 def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOptions,
@@ -199,7 +202,7 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
     est = estimate_dynamic_range(cine.frames[(slice(None), *panels.contrast.slices)],
                                  display_max=float(cine.display_max),
                                  lossy_file=str(lossy) if lossy else None)
-    processing = display_processing_warnings(est, cine)
+    processing = display_processing_warnings(est, cine, given=options.dynamic_range_source == "user")
     if not auto:
         return (replace(options, dynamic_range_check=est),
                 processing + unchecked_default(options, est) + dynamic_range_disagreement(options, est))
@@ -241,13 +244,16 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
         + "speckle reduction (smoothing), integer-factor resizing, and video or wavelet "
         + "compression that the file does not declare, after log compression, are not detected"
         + (f" ({' and '.join(missed)} could not be checked either)" if missed else "")
-        + ", and with them simulated cines read 10-45 dB low, outside the interval; give the "
-        "scanner's value with --dynamic-range DB when you know it")]
+        + ", and with them simulated cines read 10-45 dB low"
+        + ("" if est.compression is not None and est.compression.lossy
+           else ", outside the interval")
+        + f"; give the scanner's value ({_GIVE_DR}) when you know it")]
 
 
-def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[AnalysisWarning]:
+def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine, *, given: bool = False
+                                ) -> list[AnalysisWarning]:
     """Warnings ``display-persistence``, ``lossy-compression`` and ``display-resampled``: what
-    the speckle check found."""
+    the speckle check found (`given`: the user gave the dynamic range, which stands)."""
     out: list[AnalysisWarning] = []
     check = est.persistence
     if check is not None and check.detected and check.weight_lower is not None:
@@ -269,11 +275,13 @@ def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine) -> list[A
             "smooths the speckle, so the display dynamic range read from it comes out too low, "
             "by an amount that cannot be measured (simulated exports: 5-23 dB at JPEG quality "
             "90, 5-17 dB for H.264 video at crf 28); "
-            + (f"its interval was therefore extended up to {est.ci_db[1]:.0f} dB, the top of "
-               "the usual contrast presets, so a scanner set higher is not covered"
-               if est.ci_db is not None else "it was not used")
-            + ". Export the cine uncompressed where the scanner allows, or enter the scanner's "
-            "dynamic range (--dynamic-range DB)"))
+            + ("the dynamic range you gave was used as it is, and the speckle's check of it "
+               "allows for this" if given else
+               (f"its interval was therefore extended up to {est.ci_db[1]:.0f} dB, the top of "
+                "the usual contrast presets, so a scanner set higher is not covered"
+                if est.ci_db is not None else "it was not used")
+               + ". Export the cine uncompressed where the scanner allows, or enter the "
+               f"scanner's dynamic range ({_GIVE_DR})")))
     resampled = est.resampling
     jpeg_grid = (comp is not None and comp.quantisation is not None and comp.quantisation.detected
                  and resampled is not None and abs((resampled.period_px or 0.0) - 8.0) <= 0.25)
@@ -329,10 +337,9 @@ def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstima
         f"the speckle suggests a display dynamic range of {est.dynamic_range_db:.1f} dB "
         f"({'interval' if lossy else '95 % interval'} {lo:.1f}-{hi:.1f} dB), but {used:g} dB "
         f"({given}) was used to linearise; {doubt}, so check the scanner's setting: "
-        + ("if it differs, pass it with --dynamic-range DB, since with the default amplitude "
+        + (f"if it differs, give it ({_GIVE_DR}), since with the default amplitude "
            "parameters (PE, AUC, WiPI) and their ratios are distorted" if default else
-           f"if it is {used:g} dB, the value given stands; if not, pass the right one with "
-           "--dynamic-range DB")
+           f"if it is {used:g} dB, the value given stands; if not, give the right one ({_GIVE_DR})")
         )]
 
 

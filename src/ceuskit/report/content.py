@@ -562,10 +562,15 @@ def _interval_words(results: Mapping[str, Any]) -> str:
     """What a relative value's range spans: the DR's interval, or the presets for an unchecked default."""
     scale = _m(_m(results.get("linearization")).get("level_scale"))
     span = scale.get("interval_db")
-    if scale.get("source") == "unchecked" and isinstance(span, list | tuple) and len(span) == 2:
+    if isinstance(span, list | tuple) and len(span) == 2:
         lo, hi = _num(span[0]), _num(span[1])
         if lo is not None and hi is not None:
-            return f"over contrast presets' {lo:g}–{hi:g} dB: the default dynamic range is unchecked"
+            if scale.get("source") == "unchecked":
+                return (f"over contrast presets' {lo:g}–{hi:g} dB: the default dynamic range is "
+                        "unchecked")
+            # The span itself: it may differ from the estimate's interval on the
+            # Linearisation line (it always holds the DR used).
+            return f"{_DR_INTERVAL_WORDS}, {fmt(lo)}–{fmt(hi, 'dB')}"
     return _DR_INTERVAL_WORDS
 
 
