@@ -78,6 +78,14 @@ def test_cohort_summary_and_isolated_failures(cohort):
     assert lesion["site"] == "site0" and lesion["label"] == "tumor"  # extra columns copied
     assert float(lesion["peak_enhancement_au"]) > 0 and float(lesion["time_to_peak_s"]) > 0
     assert {"auc_au_s", "wash_in_rate_au_per_s", "necrosis_fraction"} <= set(lesion)
+    # How sure the amplitudes are: the DR behind them and the ratio's range (the
+    # cohort runs at the default, which the speckle checks: a span, not exact).
+    assert lesion["dynamic_range_db"] == "60.0" and lesion["dynamic_range_source"] == "default"
+    assert float(lesion["dynamic_range_low_db"]) <= 60.0 <= float(lesion["dynamic_range_high_db"])
+    assert lesion["lossy_compression"] == "false"
+    ratio = float(lesion["peak_enhancement_ratio"])
+    assert float(lesion["peak_enhancement_ratio_low"]) <= ratio <= float(
+        lesion["peak_enhancement_ratio_high"])
     # The simulator's tumours enhance and bland clots do not: the level follows.
     levels = {cid: rs[0]["level"] for cid, rs in by_case.items() if rs[0]["status"] == "ok"}
     for i, (scenario, _fmt) in enumerate(GOOD):
@@ -89,6 +97,7 @@ def test_cohort_summary_and_isolated_failures(cohort):
     # The cohort report: the failures with their reasons, and ROC on the labelled cases.
     html = (out / "cohort.html").read_text()
     assert "BROKEN" in html and "broken.dcm" in html and "AUC" in html
+    assert "its range over the dynamic range's span" in html and "60.0 (default, " in html
     assert result.paths["cohort_html"] == out / "cohort.html"
     from ceuskit.cohort_report import cohort_statistics
 

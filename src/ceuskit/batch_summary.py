@@ -3,8 +3,10 @@
 A row holds the case's id, the ROI and its role, the case's status and
 error, the label, the assessment level, the findings, and every perfusion
 parameter of the ROI with its unit in the column name
-(``peak_enhancement_au``, ``auc_au_s`` ...), then the manifest's extra
-columns.  A case that failed (or has no ROI) is one row with an empty ROI
+(``peak_enhancement_au``, ``auc_au_s`` ...), the dynamic range behind the
+amplitudes with its span and source (`DYNAMIC_RANGE_COLUMNS`), the ROI's
+peak-enhancement ratio with its range over that span (`RATIO_COLUMNS`), then
+the manifest's extra columns.  A case that failed (or has no ROI) is one row with an empty ROI
 and its error.  The cohort report (`ceuskit.cohort_report`) and the results
 database (`ceuskit.cohort_db`) read these rows.
 """
@@ -43,9 +45,19 @@ PARAMETER_COLUMNS: dict[str, str] = {
 }
 FINDING_COLUMNS = ("intraluminal_enhancement", "wash_in", "enhancement", "homogeneity",
                    "wash_out_present", "necrosis_percent")
+#: How sure the amplitudes are: the dynamic range used (dB), where it came from
+#: (user, default, estimated), the span its uncertainty covers (results.json
+#: ``linearization.level_scale``; empty for a value the user gave), and
+#: whether the cine was lossy-compressed (the speckle then reads it low).
+DYNAMIC_RANGE_COLUMNS = ("dynamic_range_db", "dynamic_range_source", "dynamic_range_low_db",
+                         "dynamic_range_high_db", "lossy_compression")
+#: Each ROI's peak enhancement over the reference's, with its range over that span.
+RATIO_COLUMNS = ("peak_enhancement_ratio", "peak_enhancement_ratio_low",
+                 "peak_enhancement_ratio_high")
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "id", "roi", "role", "status", "error", "label", "level", "suspect_neoplasm",
-    *FINDING_COLUMNS, "enhancing", "model", *PARAMETER_COLUMNS.values(), "necrosis_fraction")
+    *FINDING_COLUMNS, "enhancing", "model", *PARAMETER_COLUMNS.values(), "necrosis_fraction",
+    *DYNAMIC_RANGE_COLUMNS, *RATIO_COLUMNS)
 
 
 def _cell(v: Any) -> str:
@@ -73,11 +85,32 @@ def cell_bool(text: Any) -> bool | None:
     return True if t == "true" else False if t == "false" else None
 
 
+def _dynamic_range_cells(results: Mapping[str, Any]) -> dict[str, str]:
+    lin = results.get("linearization") or {}
+    span = (lin.get("level_scale") or {}).get("interval_db")
+    lo, hi = span if isinstance(span, list) and len(span) == 2 else (None, None)
+    checks = [lin.get(k) for k in ("dynamic_range_estimate", "dynamic_range_check")]
+    lossy = [bool((c.get("compression") or {}).get("lossy")) for c in checks
+             if isinstance(c, Mapping) and isinstance(c.get("compression"), Mapping)]
+    return {"dynamic_range_db": _cell(lin.get("dynamic_range_db")),
+            "dynamic_range_source": _cell(lin.get("dynamic_range_source")),
+            "dynamic_range_low_db": _cell(lo), "dynamic_range_high_db": _cell(hi),
+            "lossy_compression": _cell(any(lossy)) if lossy else ""}
+
+
+def _ratio_cells(roi: Mapping[str, Any]) -> dict[str, str]:
+    rel = roi.get("relative_to_reference") or {}
+    span = rel.get("peak_enhancement_ratio_interval")
+    lo, hi = span if isinstance(span, list) and len(span) == 2 else (None, None)
+    return {"peak_enhancement_ratio": _cell(rel.get("peak_enhancement_ratio")),
+            "peak_enhancement_ratio_low": _cell(lo), "peak_enhancement_ratio_high": _cell(hi)}
+
+
 def _case_cells(results: Mapping[str, Any]) -> dict[str, str]:
     findings = results.get("findings") or {}
     assessment = results.get("assessment") or {}
     wash_out = findings.get("wash_out") or {}
-    return {
+    return {**_dynamic_range_cells(results),
         "level": _cell(assessment.get("level")),
         "suspect_neoplasm": _cell(assessment.get("suspect_neoplasm")),
         "intraluminal_enhancement": _cell(findings.get("intraluminal_enhancement")),
@@ -134,6 +167,7 @@ def summary_rows(cases: Sequence[Any], records: Mapping[str, Mapping[str, Any]],
                         "necrosis_fraction": _cell(roi.get("necrosis_fraction"))})
             for key, col in PARAMETER_COLUMNS.items():
                 row[col] = _cell(perf.get(key))
+            row.update(_ratio_cells(roi))
             rows.append({**row, **extra})
     return rows
 

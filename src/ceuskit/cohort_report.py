@@ -63,7 +63,7 @@ _LABELS = {
 def column_unit(column: str) -> str:
     """The unit of a summary.csv column, read from its name's suffix."""
     if column in ("pe_ratio", "auc_ratio") or column.endswith("_ratio"):
-        return "1 (ratio)"
+        return "1"  # the label already says ratio
     if column == "qof":
         return "1 (0 to 1)"
     if column.endswith("_percent"):
@@ -228,6 +228,30 @@ def confusion_counts(predicted: Sequence[bool | None], labels: Sequence[str | No
 def _text(row: Mapping[str, Any], key: str) -> str:
     v = row.get(key)
     return "" if v is None else str(v).strip()
+
+
+def _ratio_range(case: Mapping[str, Any]) -> str:
+    """The lesion's peak-enhancement ratio range over the DR's span, as summary.csv gives it."""
+    lesion = case.get("lesion")
+    if lesion is None:
+        return "—"
+    lo, hi = (cell_number(lesion.get(k)) for k in ("peak_enhancement_ratio_low",
+                                                    "peak_enhancement_ratio_high"))
+    return "—" if lo is None or hi is None else f"{_f(lo)}–{_f(hi)}"
+
+
+def _dynamic_range(case: Mapping[str, Any]) -> str:
+    """``42.6 (estimated, 35.4–80; lossy-compressed)``: the DR behind a case's amplitudes."""
+    row = case.get("lesion") or (case.get("rows") or [{}])[0]
+    dr = cell_number(row.get("dynamic_range_db"))
+    if dr is None:
+        return "—"
+    lo, hi = (cell_number(row.get(k)) for k in ("dynamic_range_low_db", "dynamic_range_high_db"))
+    notes = [_text(row, "dynamic_range_source") or "?"]
+    if lo is not None and hi is not None:
+        notes.append(f"{_f(lo)}–{_f(hi)}")
+    text = f"{_f(dr)} ({', '.join(notes)}"
+    return text + ("; lossy-compressed)" if cell_bool(row.get("lossy_compression")) else ")")
 
 
 def cohort_cases(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -453,10 +477,17 @@ case. {e(DISCLAIMER)}</p>"""]
     parts.append("</div>")
     ratio_rows = "".join(
         f"<tr><td>{e(c['id'])}</td><td>{e(c['label'] or '—')}</td><td>{_f(c['pe_ratio'])}</td>"
-        f"<td>{_f(c['auc_ratio'])}</td></tr>" for c in ok)
+        f"<td>{e(_ratio_range(c))}</td><td>{_f(c['auc_ratio'])}</td>"
+        f"<td>{e(_dynamic_range(c))}</td></tr>" for c in ok)
+    uncertain = sum(1 for c in ok if _ratio_range(c) != "—")
     parts.append("<h2>Lesion / reference ratios</h2><table id=\"ratios\"><tr><th>id</th><th>label</th>"
-                 "<th>peak enhancement ratio (1)</th><th>AUC ratio (1)</th></tr>"
-                 f"{ratio_rows}</table><p>— : no reference ROI, or a parameter missing.</p>")
+                 "<th>peak enhancement ratio (1)</th><th>its range over the dynamic range's span (1)"
+                 "</th><th>AUC ratio (1)</th><th>dynamic range (dB)</th></tr>"
+                 f"{ratio_rows}</table><p>— : no reference ROI, or a parameter missing; no range: "
+                 "the dynamic range was given. Amplitude ratios scale with the dynamic range used "
+                 f"to linearise: {uncertain} of {len(ok)} case(s) rest on an estimated or default "
+                 "one whose span changes them as shown (the distributions and ROC curves use the "
+                 "ratio at the value used; summary.csv has every range).</p>")
     if st["labelled"]:
         cf = st["confusion"]
         parts.append(f"""<h2>Suspect neoplasm vs label</h2>
