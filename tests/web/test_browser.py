@@ -165,7 +165,12 @@ def test_end_to_end_demo_draw_analyse_read(server: Server, page: Any) -> None:
     assert saved[1]["ellipse"] == pytest.approx([cx, cy, rx, ry], abs=2 * canvas.tolerance_px)
 
     page.click("#run-analysis")
-    page.wait_for_selector("#analysis-status[data-state=done]", timeout=240_000)
+    # Done or failed, whichever comes: a failed analysis says why at once instead of
+    # running out the clock (a CI run once timed out here with no reason shown).
+    status = page.wait_for_selector(
+        "#analysis-status[data-state=done], #analysis-status[data-state=failed]", timeout=240_000)
+    assert status is not None and status.get_attribute("data-state") == "done", \
+        status.text_content() if status is not None else None
     page.wait_for_selector("#results:not([hidden])")
 
     # Parameter table: units beside values; the lesion's time to peak matches the phantom.
