@@ -423,7 +423,7 @@ def test_disagreement_names_what_was_checked_on_a_lossy_cine():
     est = DynamicRangeEstimate(
         72.0, (65.0, 80.0), 1.3, 900, "speckle statistics",
         persistence=PersistenceCheck(0.0, 0.01, 80, False, "checked"),
-        compression=CompressionCheck("video codec h264", None, True))
+        compression=CompressionCheck("video codec h264", None))
     (w,) = dynamic_range_disagreement(AnalysisOptions(), est)
     assert "(interval 65.0-80.0 dB), but 60 dB (the documented default)" in w.message
     assert "persistence (frame averaging), which would make the speckle read high, was looked " \

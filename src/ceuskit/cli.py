@@ -392,7 +392,7 @@ _PARAM_DESTS = {"dynamic_range": "dynamic_range_db", "fps": "fps", "panel": "pan
                 "dicom": "dicom", "fhir": "fhir"}
 
 
-def _explicit_analyze_options(argv: Sequence[str], command: str = "analyze") -> set[str]:
+def _explicit_options(argv: Sequence[str], command: str = "analyze") -> set[str]:
     """The destinations of the `command`'s options the user typed (abbreviations included)."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -415,7 +415,7 @@ def _analysis_parameters(args: argparse.Namespace) -> Any:
     if args.params is None:
         return Parameters(**from_cli)
     params = load_params(args.params)
-    typed = _explicit_analyze_options(getattr(args, "argv", ()))
+    typed = _explicit_options(getattr(args, "argv", ()))
     given = {key: from_cli[key] for dest, key in _PARAM_DESTS.items() if dest in typed}
     return replace(params, **given)
 
@@ -426,7 +426,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     params = _analysis_parameters(args)
     options = params.analysis_options()
     if (options.dynamic_range_source == "default"
-            and "dynamic_range" in _explicit_analyze_options(getattr(args, "argv", ()))):
+            and "dynamic_range" in _explicit_options(getattr(args, "argv", ()))):
         from dataclasses import replace
 
         # --dynamic-range 60 typed is the scanner's setting, given: exact, not the default.
@@ -516,7 +516,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     options = AnalysisOptions(dynamic_range_db=DEFAULT_DYNAMIC_RANGE_DB if auto
                               else args.dynamic_range,
                               dynamic_range_source="auto" if auto else (
-                                  "user" if "dynamic_range" in _explicit_analyze_options(
+                                  "user" if "dynamic_range" in _explicit_options(
                                       getattr(args, "argv", ()), "map") else None),
                               fps=args.fps,
                               panel=args.panel, model=args.model, motion=args.motion,

@@ -475,11 +475,12 @@ case. {e(DISCLAIMER)}</p>"""]
     for col in (*DISTRIBUTION_COLUMNS, "pe_ratio", "auc_ratio"):
         parts.append(_img(_distribution_png(ok, col), _axis_label(col)))
     parts.append("</div>")
+    ranges = [_ratio_range(c) for c in ok]
     ratio_rows = "".join(
         f"<tr><td>{e(c['id'])}</td><td>{e(c['label'] or '—')}</td><td>{_f(c['pe_ratio'])}</td>"
-        f"<td>{e(_ratio_range(c))}</td><td>{_f(c['auc_ratio'])}</td>"
-        f"<td>{e(_dynamic_range(c))}</td></tr>" for c in ok)
-    uncertain = sum(1 for c in ok if _ratio_range(c) != "—")
+        f"<td>{e(rng)}</td><td>{_f(c['auc_ratio'])}</td>"
+        f"<td>{e(_dynamic_range(c))}</td></tr>" for c, rng in zip(ok, ranges, strict=True))
+    uncertain = sum(1 for rng in ranges if rng != "—")
     parts.append("<h2>Lesion / reference ratios</h2><table id=\"ratios\"><tr><th>id</th><th>label</th>"
                  "<th>peak enhancement ratio (1)</th><th>its range over the dynamic range's span (1)"
                  "</th><th>AUC ratio (1)</th><th>dynamic range (dB)</th></tr>"

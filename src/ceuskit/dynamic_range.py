@@ -228,6 +228,16 @@ class DynamicRangeEstimate:
     resampling: ResamplingCheck | None = None
     compression: CompressionCheck | None = None
 
+    @property
+    def lossy(self) -> bool:
+        """The cine was lossy-compressed (`compression`): the speckle reads low."""
+        return self.compression is not None and self.compression.lossy
+
+    @property
+    def jpeg_grid(self) -> bool:
+        """The resampling check's pattern is JPEG's 8 px block grid (the pixels show JPEG)."""
+        return _jpeg_grid(self.resampling, self.compression)
+
 
 def brightest_frames(stack: NDArray[Any]) -> NDArray[np.intp]:
     """Indices of the `N_BRIGHT_FRAMES` frames of (T, h, w) `stack` with the highest mean."""
@@ -280,10 +290,14 @@ class ResamplingCheck:
     detected: bool
     method: str
 
+    def on_block_grid(self, blocks_px: tuple[float, ...] = (4.0, 8.0, 16.0)) -> bool:
+        """Whether the pattern repeats with a codec's block size (within 3 %)."""
+        period = self.period_px or 0.0
+        return any(abs(period - block) <= 0.03 * block for block in blocks_px)
+
     def cause(self) -> str:
         """What the pattern's period suggests, for messages."""
-        period = self.period_px or 0.0
-        if any(abs(period - block) <= 0.03 * block for block in (4.0, 8.0, 16.0)):
+        if self.on_block_grid():
             return ("block-compressed (a JPEG or video codec's block grid) or resampled after "
                     "log compression")
         return "resampled after log compression (resized or scan-converted)"
@@ -409,8 +423,10 @@ QUANT_MIN_FREQUENCIES = 3
 #: (steps of 5 or more) and the low band from ~90, which still leaves some
 #: of its coefficients non-zero at ~50, where the mid band is all zeros.
 _GRID_FREQUENCIES = tuple((u, v) for u in range(8) for v in range(8) if 1 <= u + v <= 7)
-#: Blocks used to place the grid, at most (evenly spaced).
+#: Blocks used to place the grid, at most (evenly spaced), and the largest step
+#: tried there (the low and mid band's steps down to quality ~50).
 _GRID_MAX_BLOCKS = 1500
+_GRID_MAX_STEP = 16
 
 
 def _dct_matrix(n: int) -> FloatArray:
@@ -465,19 +481,25 @@ class CompressionCheck:
         Image Compression 01), None where it says nothing lossy.
     quantisation : QuantisationCheck or None
         JPEG block quantisation looked for in the pixels (None: not looked).
-    lossy : bool
-        Either says lossy.
     """
 
     file: str | None
     quantisation: QuantisationCheck | None
-    lossy: bool
+
+    @property
+    def jpeg_found(self) -> bool:
+        """The pixels show JPEG's block quantisation."""
+        return self.quantisation is not None and self.quantisation.detected
+
+    @property
+    def lossy(self) -> bool:
+        """The file or the pixels say lossy."""
+        return bool(self.file) or self.jpeg_found
 
     def describe(self) -> str:
         """How the compression is known, for messages."""
         parts = ([f"the file says so: {self.file}"] if self.file else []) + (
-            ["the pixels show JPEG's 8 x 8 blocks"] if self.quantisation is not None
-            and self.quantisation.detected else [])
+            ["the pixels show JPEG's 8 x 8 blocks"] if self.jpeg_found else [])
         return "; ".join(parts) or "not lossy"
 
     def as_dict(self) -> dict[str, Any]:
@@ -509,7 +531,7 @@ def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> Quan
     speckle estimate reads low (JPEG quality 90: 5-23 dB at 40-80 dB,
     benchmarks/dr_accuracy.py --compression).  Video codecs quantise prediction residuals
     (no lattice in the pixels) and wavelet codecs no blocks: those are known
-    from the file (`lossy_source`).
+    from the file (``Cine.meta["lossy_compression"]``).
 
     Parameters
     ----------
@@ -560,7 +582,7 @@ def block_quantisation(frames: ArrayLike, *, display_max: float = 255.0) -> Quan
         for ox in range(b):
             c = (d @ blocks_at(oy, ox, first) @ d.T).reshape(-1, b * b)[:, grid]
             score = np.zeros(len(_GRID_FREQUENCIES))
-            for step in range(QUANT_MIN_STEP, 17):
+            for step in range(QUANT_MIN_STEP, _GRID_MAX_STEP + 1):
                 share, n = _lattice_share(c, float(step))
                 score = np.maximum(score, np.where(n >= QUANT_MIN_COEFFICIENTS / 4, share, 0.0))
             total = float(score.sum())
@@ -714,6 +736,12 @@ def _crossing(curve: FloatArray, grid: FloatArray) -> float | None:
     return float(grid[i] + (c0 - 1.0) / (c0 - c1) * (grid[i + 1] - grid[i]))
 
 
+def _jpeg_grid(resampled: ResamplingCheck | None, compression: CompressionCheck | None) -> bool:
+    """A detected resampling pattern that is JPEG's 8 px block grid, the pixels showing JPEG."""
+    return (resampled is not None and resampled.detected and compression is not None
+            and compression.jpeg_found and resampled.on_block_grid((float(QUANT_BLOCK_PX),)))
+
+
 def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
                            mask: ArrayLike | None = None, seed: int = 0,
                            lossy_file: str | None = None) -> DynamicRangeEstimate:
@@ -754,7 +782,7 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
     pers: PersistenceCheck | None = None
     resampled: ResamplingCheck | None = None
     quant: QuantisationCheck | None = None
-    said = CompressionCheck(lossy_file or None, None, bool(lossy_file))
+    said = CompressionCheck(lossy_file or None, None)
     if stack.ndim == 3:
         pers = frame_persistence(stack, display_max=display_max)
         if pers.detected:
@@ -767,10 +795,10 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         stack = np.asarray(stack[np.sort(brightest_frames(stack))])
         quant = block_quantisation(stack, display_max=display_max)
         resampled = display_resampling(stack, display_max=display_max)
-    lossy = said.lossy or (quant is not None and quant.detected)
-    compression = CompressionCheck(said.file, quant, lossy)
+    compression = CompressionCheck(said.file, quant)
     if resampled is not None and resampled.detected:
-        if quant is not None and quant.detected:
+        if _jpeg_grid(resampled, compression):
+            assert quant is not None
             why = (f"not estimated: the cine was JPEG-compressed so strongly that its 8 x 8 "
                    f"blocks show in the speckle (its fine-scale energy repeats every "
                    f"{resampled.period_px:.1f} px along the {resampled.axis}, modulation "
@@ -786,7 +814,7 @@ def estimate_dynamic_range(frames: ArrayLike, *, display_max: float = 255.0,
         return DynamicRangeEstimate(None, None, None, 0, why, pers, resampled, compression)
     est = replace(_speckle_estimate(stack, display_max, mask, seed), persistence=pers,
                   resampling=resampled, compression=compression)
-    if not lossy or est.dynamic_range_db is None or est.ci_db is None:
+    if not est.lossy or est.dynamic_range_db is None or est.ci_db is None:
         return est
     lo, hi = est.ci_db
     return replace(est, ci_db=(lo, max(hi, PRESET_RANGE_DB[1])), method=(

@@ -228,25 +228,23 @@ def resolve_dynamic_range(cine: Cine, panels: PanelChoice, options: AnalysisOpti
              and est.compression.quantisation.grid_offset_px is not None,
              "JPEG block quantisation", "JPEG quantisation")):
         (looked_for if done else missed).append(found_none if done else unchecked)
-    if est.compression is not None and est.compression.lossy:
+    if est.lossy:
         # Said by the lossy-compression warning; "found no ..." would contradict it.
         looked_for = [w for w in looked_for if w != "JPEG block quantisation"]
     return replace(options, dynamic_range_db=est.dynamic_range_db, dynamic_range_source="estimated",
                    dynamic_range_ci_db=est.ci_db, dynamic_range_estimate=est), [*processing, AnalysisWarning(
         "dynamic-range-estimated",
         f"the display dynamic range ({est.dynamic_range_db:.1f} dB, "
-        + ("interval" if est.compression is not None and est.compression.lossy else "95 % interval")
+        + ("interval" if est.lossy else "95 % interval")
         + f" {est.ci_db[0]:.1f}-{est.ci_db[1]:.1f} dB"
-        + (", widened for lossy compression" if est.compression is not None
-           and est.compression.lossy else "")
+        + (", widened for lossy compression" if est.lossy else "")
         + ") was estimated from the speckle; "
         + (f"the check found no {' and no '.join(looked_for)}, but " if looked_for else "")
         + "speckle reduction (smoothing), integer-factor resizing, and video or wavelet "
         + "compression that the file does not declare, after log compression, are not detected"
         + (f" ({' and '.join(missed)} could not be checked either)" if missed else "")
         + ", and with them simulated cines read 10-45 dB low"
-        + ("" if est.compression is not None and est.compression.lossy
-           else ", outside the interval")
+        + ("" if est.lossy else ", outside the interval")
         + f"; give the scanner's value ({_GIVE_DR}) when you know it")]
 
 
@@ -283,9 +281,8 @@ def display_processing_warnings(est: DynamicRangeEstimate, cine: Cine, *, given:
                + ". Export the cine uncompressed where the scanner allows, or enter the "
                f"scanner's dynamic range ({_GIVE_DR})")))
     resampled = est.resampling
-    jpeg_grid = (comp is not None and comp.quantisation is not None and comp.quantisation.detected
-                 and resampled is not None and abs((resampled.period_px or 0.0) - 8.0) <= 0.25)
-    if resampled is not None and resampled.detected and not jpeg_grid:
+    # JPEG's own block grid is said by the lossy-compression warning.
+    if resampled is not None and resampled.detected and not est.jpeg_grid:
         out.append(AnalysisWarning(
             "display-resampled",
             f"the display was {resampled.cause()} (the speckle's fine-scale energy repeats every "
@@ -320,7 +317,7 @@ def dynamic_range_disagreement(options: AnalysisOptions, est: DynamicRangeEstima
     given = "the documented default" if default else "the value given"
     # Which display processing makes the estimate read which way (benchmarks/dr_accuracy.py).
     pers = est.persistence
-    lossy = est.compression is not None and est.compression.lossy
+    lossy = est.lossy
     if used > hi:
         doubt = ("the estimate itself can be wrong where speckle reduction, integer-factor "
                  "resizing or lossy compression reads low")

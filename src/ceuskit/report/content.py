@@ -450,7 +450,7 @@ def _dr_check_text(check: Mapping[str, Any], *, asked_auto: bool = False) -> str
                                         ("resampling", "the display was resampled or "
                                                        "block-compressed"))
                  if _m(check.get(key)).get("detected") is True]
-        if _m(check.get("compression")).get("lossy") is True:
+        if _lossy(check):
             found.append("the cine was lossy-compressed")
         lead = ("; --dynamic-range auto was asked, but the speckle gave no estimate" if asked_auto
                 else "; no speckle estimate to check it against")
