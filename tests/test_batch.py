@@ -340,10 +340,10 @@ def test_analyze_params_file_and_command_line_override(tmp_path, capsys):
     assert res["parameters"]["model"] == "gamma" and res["parameters"]["dynamic_range_db"] == 55.0
     assert res["linearization"]["dynamic_range_db"] == 55.0
     assert not (tmp_path / "o" / "report.pdf").exists() and not (tmp_path / "o" / "maps").exists()
-    from ceuskit.cli import _explicit_analyze_options
+    from ceuskit.cli import _explicit_options
 
     # An abbreviated option (argparse accepts them) overrides the file too.
-    typed = _explicit_analyze_options(["analyze", "c.npz", "--roi", "r.json", "--params", "p.yaml",
+    typed = _explicit_options(["analyze", "c.npz", "--roi", "r.json", "--params", "p.yaml",
                                        "--dyn", "55", "--model=gamma"])
     assert {"dynamic_range", "model"} <= typed and "fps" not in typed and "motion" not in typed
 
